@@ -1,0 +1,28 @@
+//! `warren-codec` turns bytes on an AMQP 0-9-1 socket into frames and frames into
+//! bytes, and assembles `basic.publish` + content header + body frames into one
+//! [`Message`].
+//!
+//! It is a thin layer over amq-protocol's parsers and generators that adds what
+//! a broker needs and amq-protocol leaves out: the protocol-header check, the
+//! negotiated `frame_max` limit, the frame-end check, and body frames kept as
+//! [`bytes::Bytes`] so a message body is never copied between the socket and
+//! every queue it is routed to.
+//!
+//! # Layout
+//!
+//! - [`frame`]: [`Frame`], the unit the server reads and writes, and
+//!   [`FrameCodec`], the tokio-util `Decoder`/`Encoder` for it.
+//! - [`content`]: [`ContentAssembler`], the per-channel state machine
+//!   `Idle → AwaitingHeader → AwaitingBody`, and [`Message`].
+//! - [`error`]: [`CodecError`], every way peer bytes can be wrong, with the
+//!   AMQP reply code the server answers it with.
+#![deny(missing_docs)]
+
+pub mod content;
+pub mod error;
+pub mod frame;
+
+pub use amq_protocol;
+pub use content::{ContentAssembler, Message, Published};
+pub use error::CodecError;
+pub use frame::{Frame, FrameCodec, Outbound, PROTOCOL_HEADER};
