@@ -1,1 +1,34 @@
+//! `warren-router` holds a virtual host's exchanges and bindings and answers
+//! one question: to which queues does this message go?
+//!
+//! It does no I/O and has no tokio dependency: the server keeps one [`Router`]
+//! per virtual host behind a lock and calls [`Router::route`] synchronously on
+//! every publish. Direct exchanges (and the default exchange) give
+//! point-to-point delivery; fanout, topic and headers exchanges give
+//! publish/subscribe.
+//!
+//! # Layout
+//!
+//! - [`name`]: the [`ExchangeName`] and [`QueueName`] newtypes.
+//! - [`exchange`]: [`Exchange`], [`ExchangeKind`] and the declare-time
+//!   equivalence rules.
+//! - [`binding`]: [`Binding`] and [`Destination`].
+//! - [`topic`] and [`headers`]: the matching rules of those exchange types.
+//! - [`router`]: [`Router`], the binding table and the routing walk
+//!   (exchange-to-exchange bindings, alternate exchanges).
+//! - [`error`]: [`RouterError`].
+#![deny(missing_docs)]
 
+pub mod binding;
+pub mod error;
+pub mod exchange;
+pub mod headers;
+pub mod name;
+pub mod router;
+pub mod topic;
+
+pub use binding::{Binding, Destination};
+pub use error::RouterError;
+pub use exchange::{Exchange, ExchangeKind};
+pub use name::{ExchangeName, QueueName};
+pub use router::Router;

@@ -1,0 +1,402 @@
+//! The binding table of one virtual host and the routing walk over it.
+
+use std::collections::HashMap;
+
+use amq_protocol::types::FieldTable;
+
+use crate::exchange::string_arg;
+use crate::{
+    headers, topic, Binding, Destination, Exchange, ExchangeKind, ExchangeName, QueueName, RouterError,
+};
+
+/// Every exchange of a virtual host, with its bindings.
+#[derive(Clone, Debug)]
+pub struct Router {
+    exchanges: HashMap<ExchangeName, Exchange>,
+}
+
+impl Default for Router {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Router {
+    /// A router with the exchanges the spec requires every virtual host to
+    /// have: the default exchange and `amq.direct`, `amq.fanout`, `amq.topic`,
+    /// `amq.headers`, `amq.match`, all durable.
+    pub fn new() -> Self {
+        let mut router = Self {
+            exchanges: HashMap::new(),
+        };
+        for (name, kind) in [
+            ("", ExchangeKind::Direct),
+            ("amq.direct", ExchangeKind::Direct),
+            ("amq.fanout", ExchangeKind::Fanout),
+            ("amq.topic", ExchangeKind::Topic),
+            ("amq.headers", ExchangeKind::Headers),
+            ("amq.match", ExchangeKind::Headers),
+        ] {
+            let name = ExchangeName::from(name);
+            let exchange = Exchange::new(name.clone(), kind, true, false, false, FieldTable::default());
+            router.exchanges.insert(name, exchange);
+        }
+        router
+    }
+
+    /// The exchange with this name.
+    pub fn exchange(&self, name: &str) -> Option<&Exchange> {
+        self.exchanges.get(name)
+    }
+
+    /// Declares an exchange. Returns `true` if it was created, `false` if an
+    /// equivalent one existed; a non-equivalent one is an error.
+    pub fn declare(&mut self, exchange: Exchange) -> Result<bool, RouterError> {
+        if exchange.name.as_str().is_empty() {
+            return Err(RouterError::DefaultExchange);
+        }
+        match self.exchanges.get(exchange.name.as_str()) {
+            Some(existing) => existing.check_equivalent(&exchange).map(|_| false),
+            None => {
+                self.exchanges.insert(exchange.name.clone(), exchange);
+                Ok(true)
+            }
+        }
+    }
+
+    /// Deletes an exchange, its bindings, and the bindings to it. Returns the
+    /// exchanges this deleted in turn (auto-delete sources left unbound).
+    pub fn delete(&mut self, name: &str, if_unused: bool) -> Result<Vec<ExchangeName>, RouterError> {
+        if name.is_empty() {
+            return Err(RouterError::DefaultExchange);
+        }
+        let exchange = self
+            .exchanges
+            .get(name)
+            .ok_or_else(|| RouterError::ExchangeNotFound(name.into()))?;
+        if if_unused && !exchange.bindings.is_empty() {
+            return Err(RouterError::InUse(exchange.name.clone()));
+        }
+        let name = exchange.name.clone();
+        self.exchanges.remove(name.as_str());
+        Ok(self.remove_bindings_to(&Destination::Exchange(name)))
+    }
+
+    /// Adds a binding. The source (and a destination exchange) must exist;
+    /// a queue destination is checked by the caller, which owns the queues.
+    pub fn bind(
+        &mut self,
+        source: &str,
+        destination: Destination,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), RouterError> {
+        if let Destination::Exchange(d) = &destination {
+            if !self.exchanges.contains_key(d.as_str()) {
+                return Err(RouterError::ExchangeNotFound(d.clone()));
+            }
+        }
+        if source.is_empty() {
+            return Err(RouterError::DefaultExchange);
+        }
+        let exchange = self
+            .exchanges
+            .get_mut(source)
+            .ok_or_else(|| RouterError::ExchangeNotFound(source.into()))?;
+        if exchange.kind == ExchangeKind::Headers {
+            headers::x_match(&arguments)?;
+        }
+        let binding = Binding {
+            destination,
+            routing_key: routing_key.to_owned(),
+            arguments,
+        };
+        if !exchange.bindings.contains(&binding) {
+            exchange.bindings.push(binding);
+        }
+        Ok(())
+    }
+
+    /// Removes a binding; removing one that does not exist is not an error
+    /// (RabbitMQ answers unbind-ok). Returns auto-deleted exchanges.
+    pub fn unbind(
+        &mut self,
+        source: &str,
+        destination: &Destination,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> Result<Vec<ExchangeName>, RouterError> {
+        if let Destination::Exchange(d) = destination {
+            if !self.exchanges.contains_key(d.as_str()) {
+                return Err(RouterError::ExchangeNotFound(d.clone()));
+            }
+        }
+        if source.is_empty() {
+            return Err(RouterError::DefaultExchange);
+        }
+        let exchange = self
+            .exchanges
+            .get_mut(source)
+            .ok_or_else(|| RouterError::ExchangeNotFound(source.into()))?;
+        let before = exchange.bindings.len();
+        exchange.bindings.retain(|b| {
+            !(&b.destination == destination && b.routing_key == routing_key && &b.arguments == arguments)
+        });
+        let removed = exchange.bindings.len() < before;
+        let mut deleted = Vec::new();
+        if removed && exchange.bindings.is_empty() && exchange.auto_delete {
+            let name = exchange.name.clone();
+            self.exchanges.remove(name.as_str());
+            deleted = self.remove_bindings_to(&Destination::Exchange(name.clone()));
+            deleted.insert(0, name);
+        }
+        Ok(deleted)
+    }
+
+    /// Removes every binding to a queue that is being deleted. Returns the
+    /// auto-delete exchanges this left without bindings, which are deleted too.
+    pub fn unbind_queue(&mut self, queue: &QueueName) -> Vec<ExchangeName> {
+        self.remove_bindings_to(&Destination::Queue(queue.clone()))
+    }
+
+    fn remove_bindings_to(&mut self, destination: &Destination) -> Vec<ExchangeName> {
+        let mut emptied = Vec::new();
+        for exchange in self.exchanges.values_mut() {
+            let before = exchange.bindings.len();
+            exchange.bindings.retain(|b| &b.destination != destination);
+            if exchange.auto_delete && before > 0 && exchange.bindings.is_empty() {
+                emptied.push(exchange.name.clone());
+            }
+        }
+        let mut deleted = Vec::new();
+        for name in emptied {
+            if self.exchanges.remove(name.as_str()).is_some() {
+                deleted.push(name.clone());
+                deleted.extend(self.remove_bindings_to(&Destination::Exchange(name)));
+            }
+        }
+        deleted
+    }
+
+    /// The queues a message published to `exchange` with `routing_key` and
+    /// `headers` goes to, each once. Follows exchange-to-exchange bindings and
+    /// alternate exchanges, visiting each exchange at most once so that
+    /// binding loops end. The default exchange routes to the queue named by
+    /// the routing key; the caller checks that such a queue exists.
+    pub fn route(&self, exchange: &str, routing_key: &str, headers: Option<&FieldTable>) -> Vec<QueueName> {
+        let mut queues = Vec::new();
+        let mut visited: Vec<&str> = Vec::new();
+        self.route_into(exchange, routing_key, headers, &mut queues, &mut visited);
+        queues
+    }
+
+    fn route_into<'a>(
+        &'a self,
+        name: &str,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+        queues: &mut Vec<QueueName>,
+        visited: &mut Vec<&'a str>,
+    ) {
+        let Some(exchange) = self.exchanges.get(name) else {
+            return;
+        };
+        if visited.contains(&exchange.name.as_str()) {
+            return;
+        }
+        visited.push(exchange.name.as_str());
+        if name.is_empty() {
+            push_unique(queues, QueueName::from(routing_key));
+            return;
+        }
+        let mut matched = false;
+        for binding in &exchange.bindings {
+            let hit = match exchange.kind {
+                ExchangeKind::Direct => binding.routing_key == routing_key,
+                ExchangeKind::Fanout => true,
+                ExchangeKind::Topic => topic::matches(&binding.routing_key, routing_key),
+                ExchangeKind::Headers => headers::matches(&binding.arguments, headers),
+            };
+            if !hit {
+                continue;
+            }
+            matched = true;
+            match &binding.destination {
+                Destination::Queue(q) => push_unique(queues, q.clone()),
+                Destination::Exchange(x) => {
+                    self.route_into(x.as_str(), routing_key, headers, queues, visited)
+                }
+            }
+        }
+        // An alternate exchange takes what this exchange's own bindings did not.
+        if !matched {
+            if let Some(alternate) = string_arg(&exchange.arguments, "alternate-exchange") {
+                self.route_into(alternate, routing_key, headers, queues, visited);
+            }
+        }
+    }
+}
+
+fn push_unique(queues: &mut Vec<QueueName>, queue: QueueName) {
+    if !queues.contains(&queue) {
+        queues.push(queue);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amq_protocol::types::AMQPValue;
+
+    fn exchange(name: &str, kind: ExchangeKind) -> Exchange {
+        Exchange::new(name.into(), kind, false, false, false, FieldTable::default())
+    }
+
+    fn q(name: &str) -> Destination {
+        Destination::Queue(name.into())
+    }
+
+    fn names(v: Vec<QueueName>) -> Vec<String> {
+        v.into_iter().map(|q| q.to_string()).collect()
+    }
+
+    #[test]
+    fn predeclared_exchanges_exist() {
+        let r = Router::new();
+        for n in [
+            "",
+            "amq.direct",
+            "amq.fanout",
+            "amq.topic",
+            "amq.headers",
+            "amq.match",
+        ] {
+            assert!(r.exchange(n).is_some(), "{n}");
+        }
+        assert_eq!(names(r.route("", "work", None)), ["work"]);
+    }
+
+    #[test]
+    fn direct_fanout_topic_table() {
+        let mut r = Router::new();
+        r.declare(exchange("d", ExchangeKind::Direct)).unwrap();
+        r.declare(exchange("f", ExchangeKind::Fanout)).unwrap();
+        r.declare(exchange("t", ExchangeKind::Topic)).unwrap();
+        r.bind("d", q("errors"), "error", FieldTable::default()).unwrap();
+        r.bind("d", q("all"), "error", FieldTable::default()).unwrap();
+        r.bind("d", q("all"), "info", FieldTable::default()).unwrap();
+        r.bind("f", q("a"), "", FieldTable::default()).unwrap();
+        r.bind("f", q("b"), "ignored", FieldTable::default()).unwrap();
+        r.bind("t", q("orange"), "*.orange.*", FieldTable::default())
+            .unwrap();
+        r.bind("t", q("rabbit"), "*.*.rabbit", FieldTable::default())
+            .unwrap();
+        r.bind("t", q("rabbit"), "lazy.#", FieldTable::default()).unwrap();
+        let cases: &[(&str, &str, &[&str])] = &[
+            ("d", "error", &["errors", "all"]),
+            ("d", "info", &["all"]),
+            ("d", "debug", &[]),
+            ("f", "anything", &["a", "b"]),
+            ("t", "quick.orange.rabbit", &["orange", "rabbit"]),
+            ("t", "lazy.orange.elephant", &["orange", "rabbit"]),
+            ("t", "lazy.brown.fox", &["rabbit"]),
+            ("t", "quick.brown.fox", &[]),
+            ("missing", "x", &[]),
+        ];
+        for (x, key, want) in cases {
+            assert_eq!(names(r.route(x, key, None)), *want, "{x} {key}");
+        }
+    }
+
+    #[test]
+    fn exchange_to_exchange_with_a_loop_terminates_and_dedups() {
+        let mut r = Router::new();
+        r.declare(exchange("a", ExchangeKind::Fanout)).unwrap();
+        r.declare(exchange("b", ExchangeKind::Fanout)).unwrap();
+        r.bind("a", Destination::Exchange("b".into()), "", FieldTable::default())
+            .unwrap();
+        r.bind("b", Destination::Exchange("a".into()), "", FieldTable::default())
+            .unwrap();
+        r.bind("a", q("q"), "", FieldTable::default()).unwrap();
+        r.bind("b", q("q"), "", FieldTable::default()).unwrap();
+        assert_eq!(names(r.route("a", "", None)), ["q"]);
+    }
+
+    #[test]
+    fn alternate_exchange_takes_unrouted_messages() {
+        let mut r = Router::new();
+        let mut args = FieldTable::default();
+        args.insert("alternate-exchange".into(), AMQPValue::LongString("ae".into()));
+        r.declare(Exchange::new(
+            "main".into(),
+            ExchangeKind::Direct,
+            false,
+            false,
+            false,
+            args,
+        ))
+        .unwrap();
+        r.declare(exchange("ae", ExchangeKind::Fanout)).unwrap();
+        r.bind("main", q("routed"), "k", FieldTable::default()).unwrap();
+        r.bind("ae", q("unrouted"), "", FieldTable::default()).unwrap();
+        assert_eq!(names(r.route("main", "k", None)), ["routed"]);
+        assert_eq!(names(r.route("main", "other", None)), ["unrouted"]);
+    }
+
+    #[test]
+    fn redeclare_must_be_equivalent() {
+        let mut r = Router::new();
+        assert!(r.declare(exchange("x", ExchangeKind::Direct)).unwrap());
+        assert!(!r.declare(exchange("x", ExchangeKind::Direct)).unwrap());
+        let err = r.declare(exchange("x", ExchangeKind::Topic)).unwrap_err();
+        assert!(matches!(err, RouterError::Inequivalent { field: "type", .. }));
+        let mut durable = exchange("x", ExchangeKind::Direct);
+        durable.durable = true;
+        assert!(matches!(
+            r.declare(durable).unwrap_err(),
+            RouterError::Inequivalent { field: "durable", .. }
+        ));
+        assert_eq!(
+            r.declare(exchange("", ExchangeKind::Direct)),
+            Err(RouterError::DefaultExchange)
+        );
+    }
+
+    #[test]
+    fn delete_if_unused_and_auto_delete() {
+        let mut r = Router::new();
+        r.declare(exchange("x", ExchangeKind::Direct)).unwrap();
+        r.bind("x", q("q"), "k", FieldTable::default()).unwrap();
+        assert!(matches!(r.delete("x", true), Err(RouterError::InUse(_))));
+        r.delete("x", false).unwrap();
+        assert!(matches!(
+            r.delete("x", false),
+            Err(RouterError::ExchangeNotFound(_))
+        ));
+
+        let mut auto = exchange("auto", ExchangeKind::Fanout);
+        auto.auto_delete = true;
+        r.declare(auto).unwrap();
+        r.bind("auto", q("q1"), "", FieldTable::default()).unwrap();
+        r.bind("auto", q("q2"), "", FieldTable::default()).unwrap();
+        assert!(r.unbind_queue(&"q1".into()).is_empty());
+        assert_eq!(r.unbind_queue(&"q2".into()), vec![ExchangeName::from("auto")]);
+        assert!(r.exchange("auto").is_none());
+    }
+
+    #[test]
+    fn headers_bindings_validate_x_match() {
+        let mut r = Router::new();
+        let mut args = FieldTable::default();
+        args.insert("x-match".into(), AMQPValue::LongString("most".into()));
+        assert!(matches!(
+            r.bind("amq.headers", q("q"), "", args),
+            Err(RouterError::InvalidArgument(_))
+        ));
+        let mut args = FieldTable::default();
+        args.insert("kind".into(), AMQPValue::LongString("pdf".into()));
+        r.bind("amq.headers", q("q"), "", args.clone()).unwrap();
+        assert_eq!(names(r.route("amq.headers", "", Some(&args))), ["q"]);
+        assert!(r.route("amq.headers", "", None).is_empty());
+    }
+}
