@@ -1,1 +1,31 @@
+//! `warren-server` is the Warren broker: it accepts AMQP 0-9-1 connections and
+//! runs the channels, virtual host and queues behind them.
+//!
+//! The binary `warren` is a thin wrapper around [`run`]; integration tests call
+//! [`run`] directly on a listener bound to port 0.
+//!
+//! # Layout
+//!
+//! - [`listener`]: accepts sockets, spawns one task per connection, and drives
+//!   a graceful shutdown.
+//! - [`connection`]: the connection task (handshake, frame dispatch, heartbeats,
+//!   the one place errors become close methods) and its writer task.
+//! - [`channel`]: per-channel state and one handler per AMQP method.
+//! - [`vhost`]: exchanges, bindings and the queue table of a virtual host.
+//! - [`queue`]: the queue actor, sole owner of a queue's messages and consumers.
+//! - [`consumer`]: prefetch and credit limits shared by queues and channels.
+//! - [`error`]: [`AmqpError`], a reply code and text as a value.
+//! - [`config`]: [`Config`].
 
+pub mod channel;
+pub mod config;
+pub mod connection;
+pub mod consumer;
+pub mod error;
+pub mod listener;
+pub mod queue;
+pub mod vhost;
+
+pub use config::Config;
+pub use error::AmqpError;
+pub use listener::run;

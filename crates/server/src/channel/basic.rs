@@ -1,0 +1,275 @@
+//! The basic class: qos, consume, cancel, publish, get, ack/nack/reject, recover.
+
+use std::sync::Arc;
+
+use amq_protocol::protocol::{basic, AMQPClass};
+use warren_codec::Published;
+
+use super::{random_suffix, ChannelState, Settle};
+use crate::connection::Connection;
+use crate::consumer::{ConsumerShared, Gate, CREDIT};
+use crate::queue::QueueCommand;
+use crate::AmqpError;
+
+const PUBLISH: (u16, u16) = (60, 40);
+
+impl Connection {
+    fn open_channel(&mut self, id: u16) -> &mut super::Channel {
+        self.channels
+            .get_mut(&id)
+            .expect("handlers run only for open channels")
+    }
+
+    pub(crate) async fn handle_basic_qos(&mut self, id: u16, m: basic::Qos) -> Result<(), AmqpError> {
+        let count = u32::from(m.prefetch_count);
+        let channel = self.open_channel(id);
+        // RabbitMQ 3.x: global=false limits each consumer created after this;
+        // global=true limits the channel's consumers together, at once.
+        if m.global {
+            if channel.channel_prefetch.set_limit(count) {
+                let queues: Vec<_> = channel.consumers.values().map(|c| c.queue.clone()).collect();
+                for queue in queues {
+                    queue.send(QueueCommand::Wake).await;
+                }
+            }
+        } else {
+            channel.consumer_prefetch = count;
+        }
+        self.send(id, AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})))
+            .await;
+        Ok(())
+    }
+
+    pub(crate) async fn handle_basic_consume(&mut self, id: u16, m: basic::Consume) -> Result<(), AmqpError> {
+        let queue = self.vhost.queue(m.queue.as_str(), self.id)?;
+        let channel = self.open_channel(id);
+        let tag = match m.consumer_tag.as_str() {
+            "" => format!("amq.ctag-{}", random_suffix()),
+            tag => tag.to_owned(),
+        };
+        if channel.consumers.contains_key(&tag) {
+            return Err(AmqpError::not_allowed(format!(
+                "attempt to reuse consumer tag '{tag}'"
+            )));
+        }
+        let consumer = Arc::new(ConsumerShared {
+            tag: tag.clone(),
+            channel: id,
+            queue: queue.clone(),
+            no_ack: m.no_ack,
+            prefetch: Gate::new(channel.consumer_prefetch),
+            channel_prefetch: channel.channel_prefetch.clone(),
+            credit: Gate::new(CREDIT),
+        });
+        // Registered before the queue can deliver: deliveries are handled by
+        // this task only after this handler returns.
+        channel.consumers.insert(tag.clone(), consumer.clone());
+        let inbox = self.inbox.clone();
+        let accepted = queue
+            .ask(|reply| QueueCommand::Consume {
+                consumer: consumer.clone(),
+                exclusive: m.exclusive,
+                inbox,
+                reply,
+            })
+            .await
+            .unwrap_or_else(|| {
+                Err(AmqpError::not_found(format!(
+                    "no queue '{}' in vhost '{}'",
+                    m.queue, self.vhost.name
+                )))
+            });
+        if let Err(e) = accepted {
+            self.open_channel(id).consumers.remove(&tag);
+            return Err(e);
+        }
+        if !m.nowait {
+            self.send(
+                id,
+                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                    consumer_tag: tag.as_str().into(),
+                })),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn handle_basic_cancel(&mut self, id: u16, m: basic::Cancel) -> Result<(), AmqpError> {
+        // Cancelling an unknown tag is not an error (RabbitMQ replies cancel-ok).
+        if let Some(consumer) = self.open_channel(id).consumers.remove(m.consumer_tag.as_str()) {
+            consumer.queue.send(QueueCommand::Cancel(consumer.clone())).await;
+        }
+        if !m.nowait {
+            self.send(
+                id,
+                AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
+                    consumer_tag: m.consumer_tag,
+                })),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// basic.publish starts content assembly; the message is routed once its
+    /// body is complete ([`Connection::publish`]).
+    pub(crate) fn handle_basic_publish(&mut self, id: u16, m: basic::Publish) -> Result<(), AmqpError> {
+        let channel = self.open_channel(id);
+        if let Some(confirms) = channel.confirms.as_mut() {
+            confirms.published += 1;
+        }
+        channel
+            .assembler
+            .start(m)
+            .map_err(|e| AmqpError::unexpected_frame(e.to_string()))
+    }
+
+    /// Routes a complete message and hands it to its queues.
+    pub(crate) async fn publish(&mut self, id: u16, published: Published) -> Result<(), AmqpError> {
+        let Published { method, message } = published;
+        if method.immediate {
+            return Err(AmqpError::not_implemented("immediate=true").for_method(PUBLISH.0, PUBLISH.1));
+        }
+        let queues = self
+            .vhost
+            .route(
+                method.exchange.as_str(),
+                method.routing_key.as_str(),
+                message.properties.headers().as_ref(),
+            )
+            .map_err(|e| e.for_method(PUBLISH.0, PUBLISH.1))?;
+        let message = Arc::new(message);
+        if queues.is_empty() && method.mandatory {
+            let returned = AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
+                reply_code: 312,
+                reply_text: "NO_ROUTE".into(),
+                exchange: method.exchange,
+                routing_key: method.routing_key,
+            }));
+            self.send_content(id, returned, message.clone()).await;
+        }
+        for queue in &queues {
+            queue.send(QueueCommand::Publish(message.clone())).await;
+        }
+        // Held in memory, a message is safe once its queues have it: confirm
+        // it (after its basic.return, if any), batched at the end of the read.
+        if let Some(confirms) = self.channels.get_mut(&id).and_then(|c| c.confirms.as_mut()) {
+            confirms.confirmed = confirms.published;
+            if !self.pending_confirms.contains(&id) {
+                self.pending_confirms.push(id);
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn handle_basic_get(&mut self, id: u16, m: basic::Get) -> Result<(), AmqpError> {
+        let queue = self.vhost.queue(m.queue.as_str(), self.id)?;
+        let got = queue
+            .ask(|reply| QueueCommand::Get {
+                no_ack: m.no_ack,
+                reply,
+            })
+            .await
+            .flatten();
+        let Some(got) = got else {
+            self.send(
+                id,
+                AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
+            )
+            .await;
+            return Ok(());
+        };
+        let channel = self.open_channel(id);
+        let delivery_tag = channel.next_delivery_tag();
+        if !m.no_ack {
+            channel.track_unacked(delivery_tag, queue, got.msg_id, None);
+        }
+        let method = AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
+            delivery_tag,
+            redelivered: got.redelivered,
+            exchange: got.message.exchange.clone(),
+            routing_key: got.message.routing_key.clone(),
+            message_count: got.remaining,
+        }));
+        self.send_content(id, method, got.message).await;
+        Ok(())
+    }
+
+    /// basic.ack, basic.nack and basic.reject. In a transaction the outcome
+    /// waits for tx.commit; the tag is checked now, as RabbitMQ does.
+    pub(crate) async fn handle_basic_settle(
+        &mut self,
+        id: u16,
+        tag: u64,
+        multiple: bool,
+        how: Settle,
+    ) -> Result<(), AmqpError> {
+        let channel = self.open_channel(id);
+        let entries = channel.take_unacked(tag, multiple)?;
+        if let Some(tx) = channel.tx.as_mut() {
+            tx.settles.push((entries, how));
+            return Ok(());
+        }
+        self.settle(id, entries, how).await;
+        Ok(())
+    }
+
+    /// basic.recover / recover-async with requeue=true: every unacked message
+    /// of the channel goes back to its queue, redelivered.
+    pub(crate) async fn handle_basic_recover(
+        &mut self,
+        id: u16,
+        requeue: bool,
+        reply: bool,
+    ) -> Result<(), AmqpError> {
+        if !requeue {
+            return Err(AmqpError::not_implemented("requeue=false"));
+        }
+        let entries = self.open_channel(id).take_all_unacked();
+        self.settle(id, entries, Settle::Requeue).await;
+        if reply {
+            self.send(
+                id,
+                AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Sends the confirms of every channel that published in this batch.
+    pub(crate) async fn flush_confirms(&mut self) {
+        for id in std::mem::take(&mut self.pending_confirms) {
+            self.flush_channel_confirms(id).await;
+        }
+    }
+
+    /// Acks every publish confirmed since the last flush, with one
+    /// `multiple` ack when there are several.
+    pub(crate) async fn flush_channel_confirms(&mut self, id: u16) {
+        let Some(channel) = self.channels.get_mut(&id) else {
+            return;
+        };
+        if channel.state != ChannelState::Open {
+            return;
+        }
+        let Some(confirms) = channel.confirms.as_mut() else {
+            return;
+        };
+        if confirms.confirmed == confirms.acked {
+            return;
+        }
+        let multiple = confirms.confirmed - confirms.acked > 1;
+        confirms.acked = confirms.confirmed;
+        let delivery_tag = confirms.confirmed;
+        self.send(
+            id,
+            AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                delivery_tag,
+                multiple,
+            })),
+        )
+        .await;
+    }
+}

@@ -1,0 +1,343 @@
+//! Channels: per-channel state, and the handlers of every method sent on a
+//! channel. Channels are state owned by the connection task, not tasks, so
+//! a channel's frames are handled strictly in order.
+//!
+//! Handlers live next to their AMQP class: [`exchange`], [`queue`],
+//! [`basic`], and [`modes`] (confirm and tx). Each is a method of
+//! [`Connection`] named `handle_<class>_<method>`, returning
+//! `Result<(), AmqpError>`; the connection turns errors into closes.
+
+mod basic;
+mod exchange;
+mod modes;
+mod queue;
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use amq_protocol::protocol::{access, channel, AMQPClass};
+use warren_codec::{ContentAssembler, Published};
+
+use crate::connection::Connection;
+use crate::consumer::{ConsumerShared, Gate};
+use crate::queue::{QueueCommand, QueueHandle};
+use crate::AmqpError;
+
+pub(crate) use modes::{Confirms, Transaction};
+
+/// Whether a channel works normally or awaits close-ok.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChannelState {
+    /// Open.
+    Open,
+    /// The server sent channel.close; only close-ok (or close) matters now.
+    Closing,
+}
+
+/// A delivered message awaiting ack, nack or reject.
+#[derive(Debug)]
+pub(crate) struct Unacked {
+    pub tag: u64,
+    pub queue: Arc<QueueHandle>,
+    pub msg_id: u64,
+    /// The consumer it went to, whose prefetch slots it holds; None for basic.get.
+    pub consumer: Option<Arc<ConsumerShared>>,
+}
+
+/// What to do with settled messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Settle {
+    /// ack, or reject/nack without requeue: the queue forgets them.
+    Remove,
+    /// reject/nack with requeue: back to their positions, redelivered.
+    Requeue,
+}
+
+/// One channel's state.
+#[derive(Debug)]
+pub struct Channel {
+    /// Open or closing.
+    pub state: ChannelState,
+    /// basic.publish content in progress.
+    pub assembler: ContentAssembler,
+    last_delivery_tag: u64,
+    /// Ordered by delivery tag (tags only grow).
+    unacked: VecDeque<Unacked>,
+    /// Consumers by tag.
+    pub consumers: HashMap<String, Arc<ConsumerShared>>,
+    /// basic.qos global=false: the limit given to consumers created next.
+    pub(crate) consumer_prefetch: u32,
+    /// basic.qos global=true: the limit all consumers of the channel share.
+    pub(crate) channel_prefetch: Arc<Gate>,
+    /// Publisher confirms, once confirm.select is seen.
+    pub(crate) confirms: Option<Confirms>,
+    /// The open transaction, once tx.select is seen.
+    pub(crate) tx: Option<Transaction>,
+}
+
+impl Channel {
+    /// A newly opened channel.
+    pub fn new() -> Self {
+        Self {
+            state: ChannelState::Open,
+            assembler: ContentAssembler::default(),
+            last_delivery_tag: 0,
+            unacked: VecDeque::new(),
+            consumers: HashMap::new(),
+            consumer_prefetch: 0,
+            channel_prefetch: Arc::new(Gate::new(0)),
+            confirms: None,
+            tx: None,
+        }
+    }
+
+    /// spec: delivery tags start at 1 and grow by one per delivery.
+    pub(crate) fn next_delivery_tag(&mut self) -> u64 {
+        self.last_delivery_tag += 1;
+        self.last_delivery_tag
+    }
+
+    pub(crate) fn track_unacked(
+        &mut self,
+        tag: u64,
+        queue: Arc<QueueHandle>,
+        msg_id: u64,
+        consumer: Option<Arc<ConsumerShared>>,
+    ) {
+        self.unacked.push_back(Unacked {
+            tag,
+            queue,
+            msg_id,
+            consumer,
+        });
+    }
+
+    pub(crate) fn take_all_unacked(&mut self) -> Vec<Unacked> {
+        self.unacked.drain(..).collect()
+    }
+
+    /// Removes the unacked entries an ack/nack/reject names. With
+    /// `multiple`, every entry up to and including `tag`; tag 0 with
+    /// `multiple` means all (spec). The tag itself must be outstanding, or it
+    /// is 406 PRECONDITION_FAILED, as in RabbitMQ.
+    pub(crate) fn take_unacked(&mut self, tag: u64, multiple: bool) -> Result<Vec<Unacked>, AmqpError> {
+        if multiple && tag == 0 {
+            return Ok(self.take_all_unacked());
+        }
+        let at = self
+            .unacked
+            .binary_search_by_key(&tag, |u| u.tag)
+            .map_err(|_| AmqpError::precondition_failed(format!("unknown delivery tag {tag}")))?;
+        Ok(if multiple {
+            self.unacked.drain(..=at).collect()
+        } else {
+            self.unacked.remove(at).into_iter().collect()
+        })
+    }
+
+    /// Puts entries back (tx.rollback), keeping tag order.
+    pub(crate) fn restore_unacked(&mut self, entries: Vec<Unacked>) {
+        self.unacked.extend(entries);
+        self.unacked.make_contiguous().sort_by_key(|u| u.tag);
+    }
+}
+
+impl Default for Channel {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A random suffix for server-chosen names (`amq.gen-…`, `amq.ctag-…`):
+/// 128 bits from std's randomly keyed hasher, in URL-safe base64 as RabbitMQ
+/// writes them. Written by hand because it is ten lines and names need no
+/// cryptographic randomness, only uniqueness.
+pub(crate) fn random_suffix() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let bits =
+        (u128::from(RandomState::new().hash_one(n)) << 64) | u128::from(RandomState::new().hash_one(!n));
+    (0..22)
+        .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
+        .collect()
+}
+
+impl Connection {
+    /// Dispatches a method on an open channel.
+    pub(crate) async fn handle_method(&mut self, id: u16, method: AMQPClass) -> Result<(), AmqpError> {
+        use amq_protocol::protocol::{basic as b, confirm as c, exchange as e, queue as q, tx as t};
+        if !matches!(method, AMQPClass::Basic(b::AMQPMethod::Publish(_))) {
+            // Confirms go out before the reply to whatever follows a publish.
+            self.flush_channel_confirms(id).await;
+        }
+        match method {
+            AMQPClass::Channel(m) => self.handle_channel_method(id, m).await,
+            AMQPClass::Exchange(e::AMQPMethod::Declare(m)) => self.handle_exchange_declare(id, m).await,
+            AMQPClass::Exchange(e::AMQPMethod::Delete(m)) => self.handle_exchange_delete(id, m).await,
+            AMQPClass::Exchange(e::AMQPMethod::Bind(m)) => self.handle_exchange_bind(id, m).await,
+            AMQPClass::Exchange(e::AMQPMethod::Unbind(m)) => self.handle_exchange_unbind(id, m).await,
+            AMQPClass::Queue(q::AMQPMethod::Declare(m)) => self.handle_queue_declare(id, m).await,
+            AMQPClass::Queue(q::AMQPMethod::Bind(m)) => self.handle_queue_bind(id, m).await,
+            AMQPClass::Queue(q::AMQPMethod::Unbind(m)) => self.handle_queue_unbind(id, m).await,
+            AMQPClass::Queue(q::AMQPMethod::Purge(m)) => self.handle_queue_purge(id, m).await,
+            AMQPClass::Queue(q::AMQPMethod::Delete(m)) => self.handle_queue_delete(id, m).await,
+            AMQPClass::Basic(b::AMQPMethod::Qos(m)) => self.handle_basic_qos(id, m).await,
+            AMQPClass::Basic(b::AMQPMethod::Consume(m)) => self.handle_basic_consume(id, m).await,
+            AMQPClass::Basic(b::AMQPMethod::Cancel(m)) => self.handle_basic_cancel(id, m).await,
+            AMQPClass::Basic(b::AMQPMethod::Publish(m)) => self.handle_basic_publish(id, m),
+            AMQPClass::Basic(b::AMQPMethod::Get(m)) => self.handle_basic_get(id, m).await,
+            AMQPClass::Basic(b::AMQPMethod::Ack(m)) => {
+                self.handle_basic_settle(id, m.delivery_tag, m.multiple, Settle::Remove)
+                    .await
+            }
+            AMQPClass::Basic(b::AMQPMethod::Reject(m)) => {
+                let how = if m.requeue {
+                    Settle::Requeue
+                } else {
+                    Settle::Remove
+                };
+                self.handle_basic_settle(id, m.delivery_tag, false, how).await
+            }
+            AMQPClass::Basic(b::AMQPMethod::Nack(m)) => {
+                let how = if m.requeue {
+                    Settle::Requeue
+                } else {
+                    Settle::Remove
+                };
+                self.handle_basic_settle(id, m.delivery_tag, m.multiple, how)
+                    .await
+            }
+            AMQPClass::Basic(b::AMQPMethod::Recover(m)) => {
+                self.handle_basic_recover(id, m.requeue, true).await
+            }
+            AMQPClass::Basic(b::AMQPMethod::RecoverAsync(m)) => {
+                self.handle_basic_recover(id, m.requeue, false).await
+            }
+            AMQPClass::Confirm(c::AMQPMethod::Select(m)) => self.handle_confirm_select(id, m).await,
+            AMQPClass::Tx(t::AMQPMethod::Select(_)) => self.handle_tx_select(id).await,
+            AMQPClass::Tx(t::AMQPMethod::Commit(_)) => self.handle_tx_commit(id).await,
+            AMQPClass::Tx(t::AMQPMethod::Rollback(_)) => self.handle_tx_rollback(id).await,
+            AMQPClass::Access(access::AMQPMethod::Request(_)) => {
+                self.send(
+                    id,
+                    AMQPClass::Access(access::AMQPMethod::RequestOk(access::RequestOk {})),
+                )
+                .await;
+                Ok(())
+            }
+            AMQPClass::Connection(_) => Err(AmqpError::command_invalid(
+                "connection method on a non-zero channel",
+            )),
+            // Methods only a server sends (deliver, get-ok, declare-ok, …).
+            _ => Err(AmqpError::command_invalid("method not valid from a client")),
+        }
+    }
+
+    async fn handle_channel_method(&mut self, id: u16, method: channel::AMQPMethod) -> Result<(), AmqpError> {
+        match method {
+            channel::AMQPMethod::Open(_) => Err(AmqpError::channel_error("second 'channel.open' seen")),
+            channel::AMQPMethod::Flow(flow) => {
+                // Clients asking the server to pause deliveries is not supported by
+                // RabbitMQ either; acknowledging active=true is.
+                if !flow.active {
+                    return Err(AmqpError::not_implemented("active=false"));
+                }
+                self.send(
+                    id,
+                    AMQPClass::Channel(channel::AMQPMethod::FlowOk(channel::FlowOk { active: true })),
+                )
+                .await;
+                Ok(())
+            }
+            channel::AMQPMethod::Close(_) => {
+                self.release_channel(id).await;
+                self.channels.remove(&id);
+                self.send(
+                    id,
+                    AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                )
+                .await;
+                Ok(())
+            }
+            // A close-ok for a close we never sent: ignore, as RabbitMQ does.
+            channel::AMQPMethod::CloseOk(_) => Ok(()),
+            _ => Err(AmqpError::command_invalid("method not valid from a client")),
+        }
+    }
+
+    /// Releases the prefetch slots held by settled or requeued entries, and
+    /// wakes the queues that were waiting for them.
+    pub(crate) async fn release_slots(&mut self, id: u16, entries: &[Unacked]) {
+        let mut wake: Vec<Arc<QueueHandle>> = Vec::new();
+        let mut wake_channel = false;
+        for entry in entries {
+            if let Some(consumer) = &entry.consumer {
+                if consumer.prefetch.release(1) && !wake.iter().any(|q| q.id == consumer.queue.id) {
+                    wake.push(consumer.queue.clone());
+                }
+                wake_channel |= consumer.channel_prefetch.release(1);
+            }
+        }
+        if wake_channel {
+            if let Some(channel) = self.channels.get(&id) {
+                for consumer in channel.consumers.values() {
+                    if !wake.iter().any(|q| q.id == consumer.queue.id) {
+                        wake.push(consumer.queue.clone());
+                    }
+                }
+            }
+        }
+        for queue in wake {
+            queue.send(QueueCommand::Wake).await;
+        }
+    }
+
+    /// Tells queues what became of their messages, one command per queue.
+    pub(crate) async fn settle(&mut self, id: u16, entries: Vec<Unacked>, how: Settle) {
+        self.release_slots(id, &entries).await;
+        let mut by_queue: Vec<(Arc<QueueHandle>, Vec<u64>)> = Vec::new();
+        for entry in entries {
+            match by_queue.iter_mut().find(|(q, _)| q.id == entry.queue.id) {
+                Some((_, ids)) => ids.push(entry.msg_id),
+                None => by_queue.push((entry.queue, vec![entry.msg_id])),
+            }
+        }
+        for (queue, ids) in by_queue {
+            let command = match how {
+                Settle::Remove => QueueCommand::Ack(ids),
+                Settle::Requeue => QueueCommand::Requeue {
+                    ids,
+                    redelivered: true,
+                },
+            };
+            queue.send(command).await;
+        }
+    }
+
+    pub(crate) async fn handle_published(&mut self, id: u16, published: Published) -> Result<(), AmqpError> {
+        if let Some(tx) = self.channels.get_mut(&id).and_then(|c| c.tx.as_mut()) {
+            tx.publishes.push(published);
+            return Ok(());
+        }
+        self.publish(id, published).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::random_suffix;
+
+    #[test]
+    fn suffixes_are_22_url_safe_chars_and_differ() {
+        let a = random_suffix();
+        let b = random_suffix();
+        assert_eq!(a.len(), 22);
+        assert_ne!(a, b);
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    }
+}

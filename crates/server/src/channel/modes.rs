@@ -1,0 +1,103 @@
+//! Channel modes: publisher confirms (confirm.select) and transactions
+//! (tx.select, tx.commit, tx.rollback). A channel is in at most one of them.
+
+use amq_protocol::protocol::{confirm, tx, AMQPClass};
+use warren_codec::Published;
+
+use super::{Settle, Unacked};
+use crate::connection::Connection;
+use crate::AmqpError;
+
+/// Publisher-confirm sequence numbers of a channel in confirm mode.
+#[derive(Debug, Default)]
+pub(crate) struct Confirms {
+    /// Publishes seen since confirm.select (the last sequence number given).
+    pub published: u64,
+    /// Highest sequence number safe to confirm.
+    pub confirmed: u64,
+    /// Highest sequence number acked to the client.
+    pub acked: u64,
+}
+
+/// Work held back until tx.commit.
+#[derive(Debug, Default)]
+pub(crate) struct Transaction {
+    /// Messages to route at commit, in order.
+    pub publishes: Vec<Published>,
+    /// Acks, nacks and rejects to apply at commit.
+    pub settles: Vec<(Vec<Unacked>, Settle)>,
+}
+
+impl Connection {
+    pub(crate) async fn handle_confirm_select(
+        &mut self,
+        id: u16,
+        m: confirm::Select,
+    ) -> Result<(), AmqpError> {
+        let channel = self.channels.get_mut(&id).expect("open channel");
+        if channel.tx.is_some() {
+            return Err(AmqpError::precondition_failed(
+                "cannot switch from tx to confirm mode",
+            ));
+        }
+        channel.confirms.get_or_insert_with(Confirms::default);
+        if !m.nowait {
+            self.send(
+                id,
+                AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn handle_tx_select(&mut self, id: u16) -> Result<(), AmqpError> {
+        let channel = self.channels.get_mut(&id).expect("open channel");
+        if channel.confirms.is_some() {
+            return Err(AmqpError::precondition_failed(
+                "cannot switch from confirm to tx mode",
+            ));
+        }
+        channel.tx.get_or_insert_with(Transaction::default);
+        self.send(id, AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})))
+            .await;
+        Ok(())
+    }
+
+    fn take_transaction(&mut self, id: u16) -> Result<Transaction, AmqpError> {
+        let channel = self.channels.get_mut(&id).expect("open channel");
+        let tx = channel
+            .tx
+            .as_mut()
+            .ok_or_else(|| AmqpError::precondition_failed("channel is not transactional"))?;
+        Ok(std::mem::take(tx))
+    }
+
+    /// Applies the transaction's publishes, then its acks, in order.
+    pub(crate) async fn handle_tx_commit(&mut self, id: u16) -> Result<(), AmqpError> {
+        let tx = self.take_transaction(id)?;
+        for published in tx.publishes {
+            self.publish(id, published).await?;
+        }
+        for (entries, how) in tx.settles {
+            self.settle(id, entries, how).await;
+        }
+        self.send(id, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})))
+            .await;
+        Ok(())
+    }
+
+    /// Drops the transaction's publishes; messages it acked become unacked
+    /// again, as in RabbitMQ.
+    pub(crate) async fn handle_tx_rollback(&mut self, id: u16) -> Result<(), AmqpError> {
+        let tx = self.take_transaction(id)?;
+        let entries: Vec<Unacked> = tx.settles.into_iter().flat_map(|(entries, _)| entries).collect();
+        self.channels
+            .get_mut(&id)
+            .expect("open channel")
+            .restore_unacked(entries);
+        self.send(id, AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})))
+            .await;
+        Ok(())
+    }
+}

@@ -1,0 +1,113 @@
+//! queue.declare, queue.bind, queue.unbind, queue.purge, queue.delete.
+
+use amq_protocol::protocol::{queue, AMQPClass};
+
+use crate::connection::Connection;
+use crate::queue::QueueCommand;
+use crate::vhost::QueueSpec;
+use crate::AmqpError;
+
+impl Connection {
+    pub(crate) async fn handle_queue_declare(&mut self, id: u16, m: queue::Declare) -> Result<(), AmqpError> {
+        let handle = self.vhost.declare_queue(
+            QueueSpec {
+                name: m.queue.as_str(),
+                passive: m.passive,
+                durable: m.durable,
+                exclusive: m.exclusive,
+                auto_delete: m.auto_delete,
+                arguments: &m.arguments,
+            },
+            self.id,
+        )?;
+        if handle.exclusive_owner == Some(self.id) && !self.exclusive_queues.iter().any(|q| q.id == handle.id)
+        {
+            self.exclusive_queues.push(handle.clone());
+        }
+        if !m.nowait {
+            let (message_count, consumer_count) = handle.ask(QueueCommand::Stats).await.unwrap_or((0, 0));
+            self.send(
+                id,
+                AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                    queue: handle.name.as_str().into(),
+                    message_count,
+                    consumer_count,
+                })),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn handle_queue_bind(&mut self, id: u16, m: queue::Bind) -> Result<(), AmqpError> {
+        self.vhost.bind_queue(
+            m.queue.as_str(),
+            m.exchange.as_str(),
+            m.routing_key.as_str(),
+            &m.arguments,
+            self.id,
+        )?;
+        if !m.nowait {
+            self.send(id, AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})))
+                .await;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn handle_queue_unbind(&mut self, id: u16, m: queue::Unbind) -> Result<(), AmqpError> {
+        self.vhost.unbind_queue(
+            m.queue.as_str(),
+            m.exchange.as_str(),
+            m.routing_key.as_str(),
+            &m.arguments,
+            self.id,
+        )?;
+        self.send(
+            id,
+            AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
+        )
+        .await;
+        Ok(())
+    }
+
+    pub(crate) async fn handle_queue_purge(&mut self, id: u16, m: queue::Purge) -> Result<(), AmqpError> {
+        let handle = self.vhost.queue(m.queue.as_str(), self.id)?;
+        let message_count = handle.ask(QueueCommand::Purge).await.unwrap_or(0);
+        if !m.nowait {
+            self.send(
+                id,
+                AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk { message_count })),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    pub(crate) async fn handle_queue_delete(&mut self, id: u16, m: queue::Delete) -> Result<(), AmqpError> {
+        let message_count = match self.vhost.queue(m.queue.as_str(), self.id) {
+            Ok(handle) => {
+                let deleted = handle
+                    .ask(|reply| QueueCommand::Delete {
+                        if_unused: m.if_unused,
+                        if_empty: m.if_empty,
+                        reply,
+                    })
+                    .await
+                    .unwrap_or(Ok(0))?;
+                self.exclusive_queues.retain(|q| q.id != handle.id);
+                deleted
+            }
+            // Deleting a queue that is not there succeeds, as in RabbitMQ.
+            Err(e) if e.code() == 404 => 0,
+            Err(e) => return Err(e),
+        };
+        if !m.nowait {
+            self.send(
+                id,
+                AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk { message_count })),
+            )
+            .await;
+        }
+        Ok(())
+    }
+}

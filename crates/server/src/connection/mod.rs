@@ -1,0 +1,583 @@
+//! The connection task: one per client socket.
+//!
+//! Responsibilities:
+//! - run the handshake ([`handshake`]) and start the writer task ([`writer`]);
+//! - read frames and dispatch them to their channel, processing every frame
+//!   already buffered before anything else (a burst of publishes is one batch);
+//! - turn queue deliveries from its inbox into basic.deliver with a delivery
+//!   tag, and remember them as unacked;
+//! - send heartbeats and drop a peer silent for two intervals;
+//! - turn every error into channel.close or connection.close, in one place
+//!   ([`Connection::fail`]);
+//! - on close, cleanly or not, requeue every unacked message, cancel every
+//!   consumer and delete its exclusive queues.
+
+pub(crate) mod handshake;
+pub(crate) mod writer;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
+use futures::{FutureExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, mpsc};
+use tokio::time::{interval_at, Instant, MissedTickBehavior};
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tracing::{debug, info, instrument, warn};
+use warren_codec::{CodecError, Frame, FrameCodec, Message, Outbound};
+
+use crate::channel::{Channel, ChannelState, Settle};
+use crate::consumer::ConsumerShared;
+use crate::listener::Broker;
+use crate::queue::{QueueCommand, QueueHandle};
+use crate::vhost::VHost;
+use crate::AmqpError;
+
+use handshake::Refused;
+
+/// Frames handled before the connection looks at its inbox and flushes
+/// publisher confirms.
+const READ_BATCH: usize = 256;
+/// How long the server waits for connection.close-ok after sending close.
+const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What queues send to a connection.
+#[derive(Debug)]
+pub enum ConnEvent {
+    /// A message for one of this connection's consumers.
+    Deliver {
+        /// The consumer.
+        consumer: Arc<ConsumerShared>,
+        /// The queue's id for the message.
+        msg_id: u64,
+        /// The message.
+        message: Arc<Message>,
+        /// Whether it was delivered before.
+        redelivered: bool,
+    },
+    /// The consumer's queue was deleted.
+    Cancelled(Arc<ConsumerShared>),
+}
+
+/// An open connection's state, owned by its task.
+#[derive(Debug)]
+pub struct Connection {
+    pub(crate) id: u64,
+    pub(crate) vhost: Arc<VHost>,
+    /// Frames for the writer task; bounded, see [`writer`].
+    writer: mpsc::Sender<Outbound>,
+    /// Given to every queue this connection consumes from. Unbounded so that
+    /// a queue never waits on a connection; credit bounds it in practice.
+    pub(crate) inbox: mpsc::UnboundedSender<ConnEvent>,
+    pub(crate) channels: HashMap<u16, Channel>,
+    channel_max: u16,
+    /// Client announced consumer_cancel_notify.
+    pub(crate) consumer_cancel_notify: bool,
+    /// Exclusive queues declared here, deleted when the connection closes.
+    pub(crate) exclusive_queues: Vec<Arc<QueueHandle>>,
+    /// Channels with publisher confirms not yet sent.
+    pub(crate) pending_confirms: Vec<u16>,
+}
+
+/// How the frame loop ended.
+enum End {
+    /// The socket closed or failed, or the peer missed heartbeats.
+    Lost,
+    /// The peer sent connection.close; close-ok is due.
+    ClientClosed,
+    /// The server sent connection.close; wait for close-ok.
+    ServerClosed,
+}
+
+/// Serves one socket from handshake to close.
+#[instrument(name = "connection", skip_all, fields(peer = %peer, conn_id = id))]
+pub async fn serve(
+    broker: Arc<Broker>,
+    id: u64,
+    socket: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: broadcast::Receiver<()>,
+) {
+    let config = &broker.config;
+    let (read_half, write_half) = socket.into_split();
+    let mut reader = FramedRead::new(read_half, FrameCodec::new(config.frame_max));
+    let mut sink = FramedWrite::new(write_half, FrameCodec::new(config.frame_max));
+    let negotiated = tokio::time::timeout(
+        config.handshake_timeout,
+        handshake::negotiate(&mut reader, &mut sink, config),
+    )
+    .await;
+    let negotiated = match negotiated {
+        Ok(Ok(n)) => n,
+        Ok(Err(refused)) => {
+            let close = match refused {
+                Refused::Closed => None,
+                Refused::ClientClosed => Some(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+                Refused::Error(e) => {
+                    warn!(code = e.code(), error = %e, "handshake refused");
+                    Some(close_method(&e))
+                }
+            };
+            if let Some(m) = close {
+                let (writer, task) = writer::spawn(sink);
+                let _ = writer
+                    .send(Frame::Method(0, AMQPClass::Connection(m)).into())
+                    .await;
+                drop(writer);
+                let _ = task.await;
+            }
+            return;
+        }
+        Err(_) => {
+            warn!("handshake timed out");
+            return;
+        }
+    };
+    info!(user = %negotiated.user, vhost = %negotiated.vhost, "connection opened");
+    let (writer, writer_task) = writer::spawn(sink);
+    let (inbox, mut inbox_rx) = mpsc::unbounded_channel();
+    let mut conn = Connection {
+        id,
+        vhost: broker.vhost.clone(),
+        writer,
+        inbox,
+        channels: HashMap::new(),
+        channel_max: negotiated.channel_max,
+        consumer_cancel_notify: negotiated.consumer_cancel_notify,
+        exclusive_queues: Vec::new(),
+        pending_confirms: Vec::new(),
+    };
+    let end = conn
+        .run(&mut reader, &mut inbox_rx, &mut shutdown, negotiated.heartbeat)
+        .await;
+    match end {
+        End::Lost => {}
+        End::ClientClosed => {
+            conn.send(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
+            )
+            .await;
+        }
+        End::ServerClosed => {
+            // spec: after sending close, discard everything until close-ok.
+            let wait = async {
+                while let Some(Ok(frame)) = reader.next().await {
+                    if let Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))) = frame
+                    {
+                        break;
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(CLOSE_OK_TIMEOUT, wait).await;
+        }
+    }
+    conn.release_everything(&mut inbox_rx).await;
+    drop(conn);
+    let _ = writer_task.await;
+    info!("connection closed");
+}
+
+fn close_method(e: &AmqpError) -> connection::AMQPMethod {
+    connection::AMQPMethod::Close(connection::Close {
+        reply_code: e.code(),
+        reply_text: e.reply_text(),
+        class_id: e.class_id,
+        method_id: e.method_id,
+    })
+}
+
+impl Connection {
+    async fn run(
+        &mut self,
+        reader: &mut handshake::Reader,
+        inbox: &mut mpsc::UnboundedReceiver<ConnEvent>,
+        shutdown: &mut broadcast::Receiver<()>,
+        heartbeat: u16,
+    ) -> End {
+        // A heartbeat every half interval keeps the client's two-interval
+        // timeout far away; 0 disables both directions.
+        let period = Duration::from_millis(u64::from(heartbeat.max(1)) * 500);
+        let mut ticker = interval_at(Instant::now() + period, period);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut last_read = Instant::now();
+        loop {
+            let result = tokio::select! {
+                frame = reader.next() => {
+                    last_read = Instant::now();
+                    let mut frame = frame;
+                    let mut handled = 0;
+                    let mut result;
+                    // Handle every frame already buffered before anything else.
+                    loop {
+                        result = match frame {
+                            None => return End::Lost,
+                            Some(Err(CodecError::Io(e))) => {
+                                debug!(error = %e, "read failed");
+                                return End::Lost;
+                            }
+                            Some(Err(CodecError::ProtocolHeader(_))) => return End::Lost,
+                            Some(Err(CodecError::Frame { code, text })) => Err((0, AmqpError::hard(code, text))),
+                            Some(Ok(frame)) => self.handle_frame(frame).await,
+                        };
+                        handled += 1;
+                        if !matches!(result, Ok(None)) || handled == READ_BATCH {
+                            break;
+                        }
+                        match reader.next().now_or_never() {
+                            Some(next) => frame = next,
+                            None => break,
+                        }
+                    }
+                    self.flush_confirms().await;
+                    result
+                }
+                Some(event) = inbox.recv() => {
+                    self.handle_event(event).await;
+                    for _ in 0..READ_BATCH {
+                        match inbox.try_recv() {
+                            Ok(event) => self.handle_event(event).await,
+                            Err(_) => break,
+                        }
+                    }
+                    Ok(None)
+                }
+                _ = ticker.tick(), if heartbeat > 0 => {
+                    if last_read.elapsed() > Duration::from_secs(u64::from(heartbeat) * 2) {
+                        warn!(timeout_secs = heartbeat, "missed heartbeats from client, closing");
+                        return End::Lost;
+                    }
+                    self.send_frame(Frame::Heartbeat(0)).await;
+                    Ok(None)
+                }
+                _ = shutdown.recv() => Err((0, AmqpError::connection_forced(
+                    "broker forced connection closure with reason 'shutdown'",
+                ))),
+            };
+            match result {
+                Ok(None) => {}
+                Ok(Some(end)) => return end,
+                Err((channel, error)) => {
+                    if self.fail(channel, error).await {
+                        return End::ServerClosed;
+                    }
+                }
+            }
+            if self.writer.is_closed() {
+                return End::Lost;
+            }
+        }
+    }
+
+    /// Sends one frame to the writer. A gone writer means a gone socket,
+    /// which the read side notices.
+    pub(crate) async fn send_frame(&self, frame: Frame) {
+        let _ = self.writer.send(Outbound::Frame(frame)).await;
+    }
+
+    /// Sends a method on a channel.
+    pub(crate) async fn send(&self, channel: u16, method: AMQPClass) {
+        self.send_frame(Frame::Method(channel, method)).await;
+    }
+
+    /// Sends a content-carrying method with its message.
+    pub(crate) async fn send_content(&self, channel: u16, method: AMQPClass, message: Arc<Message>) {
+        let _ = self
+            .writer
+            .send(Outbound::Content {
+                channel,
+                method,
+                message,
+            })
+            .await;
+    }
+
+    /// The one place an error becomes a close. Soft errors on a channel close
+    /// that channel; hard errors, and any error on channel 0, close the
+    /// connection. Returns whether the connection is now closing.
+    async fn fail(&mut self, channel: u16, error: AmqpError) -> bool {
+        if error.is_hard() || channel == 0 {
+            warn!(channel, code = error.code(), error = %error, "closing connection");
+            self.send(0, AMQPClass::Connection(close_method(&error))).await;
+            return true;
+        }
+        warn!(channel, code = error.code(), error = %error, "closing channel");
+        self.send(
+            channel,
+            AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+                reply_code: error.code(),
+                reply_text: error.reply_text(),
+                class_id: error.class_id,
+                method_id: error.method_id,
+            })),
+        )
+        .await;
+        // spec: after sending channel.close, discard everything but close-ok.
+        self.release_channel(channel).await;
+        if let Some(ch) = self.channels.get_mut(&channel) {
+            ch.state = ChannelState::Closing;
+        }
+        false
+    }
+
+    /// Dispatches one frame. `Ok(Some(_))` ends the frame loop; an error
+    /// carries the channel it happened on.
+    async fn handle_frame(&mut self, frame: Frame) -> Result<Option<End>, (u16, AmqpError)> {
+        let channel = frame.channel();
+        match frame {
+            Frame::Heartbeat(0) => Ok(None),
+            Frame::Heartbeat(_) => Err((
+                0,
+                AmqpError::frame_error(format!("heartbeat frame on non-zero channel {channel}")),
+            )),
+            Frame::ProtocolHeader => Err((0, AmqpError::frame_error("protocol header after handshake"))),
+            Frame::Method(0, method) => self.handle_connection_method(method).map_err(|e| (0, e)),
+            Frame::Method(_, method) => {
+                let ids = (method.get_amqp_class_id(), method.get_amqp_method_id());
+                self.handle_channel_frame(channel, Frame::Method(channel, method))
+                    .await
+                    .map(|_| None)
+                    .map_err(|e| (channel, e.for_method(ids.0, ids.1)))
+            }
+            frame => self
+                .handle_channel_frame(channel, frame)
+                .await
+                .map(|_| None)
+                .map_err(|e| (channel, e)),
+        }
+    }
+
+    fn handle_connection_method(&mut self, method: AMQPClass) -> Result<Option<End>, AmqpError> {
+        let ids = (method.get_amqp_class_id(), method.get_amqp_method_id());
+        match method {
+            AMQPClass::Connection(connection::AMQPMethod::Close(close)) => {
+                debug!(code = close.reply_code, text = %close.reply_text, "client closed the connection");
+                Ok(Some(End::ClientClosed))
+            }
+            // A close-ok we did not ask for; nothing to do.
+            AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => Ok(Some(End::Lost)),
+            AMQPClass::Connection(_) => {
+                Err(AmqpError::command_invalid("unexpected connection method").for_method(ids.0, ids.1))
+            }
+            _ => Err(AmqpError::channel_error("expected 'channel.open'").for_method(ids.0, ids.1)),
+        }
+    }
+
+    async fn handle_channel_frame(&mut self, id: u16, frame: Frame) -> Result<(), AmqpError> {
+        let Some(channel) = self.channels.get_mut(&id) else {
+            return match frame {
+                Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Open(_))) => {
+                    self.handle_channel_open(id).await
+                }
+                _ => Err(AmqpError::channel_error("expected 'channel.open'")),
+            };
+        };
+        if channel.state == ChannelState::Closing {
+            // spec: after channel.close, only close(-ok) matters.
+            match frame {
+                Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))) => {
+                    self.channels.remove(&id);
+                }
+                Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Close(_))) => {
+                    self.channels.remove(&id);
+                    self.send(
+                        id,
+                        AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+                    )
+                    .await;
+                }
+                _ => {}
+            }
+            return Ok(());
+        }
+        match frame {
+            Frame::Method(_, method) => {
+                channel.assembler.expect_idle().map_err(codec_error)?;
+                self.handle_method(id, method).await
+            }
+            Frame::Header(_, header) => {
+                // RabbitMQ's max_message_size default: 128 MiB.
+                const MAX_MESSAGE: u64 = 128 * 1024 * 1024;
+                if header.body_size > MAX_MESSAGE && !channel.assembler.is_idle() {
+                    return Err(AmqpError::precondition_failed(format!(
+                        "message size {} is larger than configured max size {MAX_MESSAGE}",
+                        header.body_size
+                    ))
+                    .for_method(60, 40));
+                }
+                match channel.assembler.header(header).map_err(codec_error)? {
+                    Some(published) => self.handle_published(id, published).await,
+                    None => Ok(()),
+                }
+            }
+            Frame::Body(_, body) => match channel.assembler.body(body).map_err(codec_error)? {
+                Some(published) => self.handle_published(id, published).await,
+                None => Ok(()),
+            },
+            Frame::ProtocolHeader | Frame::Heartbeat(_) => Ok(()),
+        }
+    }
+
+    async fn handle_channel_open(&mut self, id: u16) -> Result<(), AmqpError> {
+        if id > self.channel_max {
+            return Err(AmqpError::not_allowed(format!(
+                "channel number {id} exceeds the negotiated channel_max {}",
+                self.channel_max
+            ))
+            .for_method(20, 10));
+        }
+        self.channels.insert(id, Channel::new());
+        self.send(
+            id,
+            AMQPClass::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
+        )
+        .await;
+        Ok(())
+    }
+
+    async fn handle_event(&mut self, event: ConnEvent) {
+        match event {
+            ConnEvent::Deliver {
+                consumer,
+                msg_id,
+                message,
+                redelivered,
+            } => self.handle_delivery(consumer, msg_id, message, redelivered).await,
+            ConnEvent::Cancelled(consumer) => {
+                let Some(channel) = self.channels.get_mut(&consumer.channel) else {
+                    return;
+                };
+                let ours = channel
+                    .consumers
+                    .get(&consumer.tag)
+                    .is_some_and(|c| Arc::ptr_eq(c, &consumer));
+                if ours && channel.state == ChannelState::Open {
+                    channel.consumers.remove(&consumer.tag);
+                    if self.consumer_cancel_notify {
+                        self.send(
+                            consumer.channel,
+                            AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+                                consumer_tag: consumer.tag.as_str().into(),
+                                nowait: true,
+                            })),
+                        )
+                        .await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A queue delivered a message to one of our consumers: give it a
+    /// delivery tag and send it, or hand it back if the consumer is gone.
+    async fn handle_delivery(
+        &mut self,
+        consumer: Arc<ConsumerShared>,
+        msg_id: u64,
+        message: Arc<Message>,
+        redelivered: bool,
+    ) {
+        let channel = self.channels.get_mut(&consumer.channel).filter(|ch| {
+            ch.state == ChannelState::Open
+                && ch
+                    .consumers
+                    .get(&consumer.tag)
+                    .is_some_and(|c| Arc::ptr_eq(c, &consumer))
+        });
+        let Some(channel) = channel else {
+            // Cancelled, or its channel closed, while this was on its way:
+            // the client never saw it, so it goes back unmarked.
+            consumer
+                .queue
+                .send(QueueCommand::Undeliverable {
+                    msg_id,
+                    message,
+                    redelivered,
+                })
+                .await;
+            return;
+        };
+        let delivery_tag = channel.next_delivery_tag();
+        if !consumer.no_ack {
+            channel.track_unacked(
+                delivery_tag,
+                consumer.queue.clone(),
+                msg_id,
+                Some(consumer.clone()),
+            );
+        }
+        let method = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+            consumer_tag: consumer.tag.as_str().into(),
+            delivery_tag,
+            redelivered,
+            exchange: message.exchange.clone(),
+            routing_key: message.routing_key.clone(),
+        }));
+        self.send_content(consumer.channel, method, message).await;
+        if consumer.credit.release(1) {
+            consumer.queue.send(QueueCommand::Wake).await;
+        }
+    }
+
+    /// Requeues a channel's unacked messages and cancels its consumers, as
+    /// when it closes. The channel stays in the table (the caller decides).
+    pub(crate) async fn release_channel(&mut self, id: u16) {
+        let Some(channel) = self.channels.get_mut(&id) else {
+            return;
+        };
+        let consumers: Vec<_> = channel.consumers.drain().map(|(_, c)| c).collect();
+        let unacked = channel.take_all_unacked();
+        for consumer in consumers {
+            consumer.queue.send(QueueCommand::Cancel(consumer.clone())).await;
+        }
+        self.settle(id, unacked, Settle::Requeue).await;
+    }
+
+    /// Everything a closing connection gives back: unacked messages,
+    /// consumers, exclusive queues, and deliveries still in the inbox.
+    async fn release_everything(&mut self, inbox: &mut mpsc::UnboundedReceiver<ConnEvent>) {
+        let ids: Vec<u16> = self.channels.keys().copied().collect();
+        for id in ids {
+            self.release_channel(id).await;
+        }
+        self.channels.clear();
+        for queue in std::mem::take(&mut self.exclusive_queues) {
+            let _ = queue
+                .ask(|reply| QueueCommand::Delete {
+                    if_unused: false,
+                    if_empty: false,
+                    reply,
+                })
+                .await;
+        }
+        inbox.close();
+        while let Ok(event) = inbox.try_recv() {
+            if let ConnEvent::Deliver {
+                consumer,
+                msg_id,
+                message,
+                redelivered,
+            } = event
+            {
+                consumer
+                    .queue
+                    .send(QueueCommand::Undeliverable {
+                        msg_id,
+                        message,
+                        redelivered,
+                    })
+                    .await;
+            }
+        }
+    }
+}
+
+fn codec_error(e: CodecError) -> AmqpError {
+    match e {
+        CodecError::Frame { code, text } => AmqpError::hard(code, text),
+        other => AmqpError::internal_error(other.to_string()),
+    }
+}

@@ -1,0 +1,83 @@
+//! Accepts connections and runs each in its own task; on shutdown, tells every
+//! connection to close with 320 CONNECTION_FORCED and waits until they have.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
+use tracing::{error, info};
+
+use crate::connection;
+use crate::vhost::VHost;
+use crate::Config;
+
+/// What every connection shares.
+#[derive(Debug)]
+pub struct Broker {
+    /// Settings.
+    pub config: Config,
+    /// The one virtual host, `/`.
+    pub vhost: Arc<VHost>,
+    /// Source of connection ids, which tag logs and own exclusive queues.
+    next_connection_id: AtomicU64,
+}
+
+impl Broker {
+    /// A broker with the default virtual host.
+    pub fn new(config: Config) -> Arc<Self> {
+        Arc::new(Self {
+            config,
+            vhost: VHost::new("/"),
+            next_connection_id: AtomicU64::new(1),
+        })
+    }
+
+    fn connection_id(&self) -> u64 {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Serves AMQP on `listener` until `shutdown` completes, then closes every
+/// connection with 320 CONNECTION_FORCED and returns once all have ended.
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
+    let broker = Broker::new(config);
+    // Every connection task holds a receiver; a send asks them all to close.
+    let (notify_shutdown, _) = broadcast::channel::<()>(1);
+    // Every connection task holds a clone of this sender; recv() returns None
+    // once the last one has dropped it, i.e. every connection has ended.
+    let (shutdown_complete_tx, mut shutdown_complete_rx) = mpsc::channel::<()>(1);
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "listening for AMQP 0-9-1 connections");
+    }
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    let _ = socket.set_nodelay(true);
+                    let shutdown = notify_shutdown.subscribe();
+                    let done = shutdown_complete_tx.clone();
+                    let (broker, id) = (broker.clone(), broker.connection_id());
+                    tokio::spawn(async move {
+                        connection::serve(broker, id, socket, peer, shutdown).await;
+                        drop(done);
+                    });
+                }
+                // Out of file descriptors and the like: back off, keep serving the others.
+                Err(e) => {
+                    error!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            },
+            _ = &mut shutdown => break,
+        }
+    }
+    info!("shutting down: closing every connection");
+    drop(listener);
+    let _ = notify_shutdown.send(());
+    drop(shutdown_complete_tx);
+    let _ = shutdown_complete_rx.recv().await;
+    info!("shut down");
+}

@@ -1,0 +1,408 @@
+//! A virtual host: its exchanges and bindings (a [`Router`]) and its queue
+//! table, behind one `std::sync::RwLock`.
+//!
+//! Every method here is synchronous and takes the lock for a few map
+//! operations; none holds it across an `.await` (a std lock held there would
+//! block a runtime thread, see mini-redis's `db.rs`). Publishing takes the read
+//! lock once to route and resolve the queue handles.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, Weak};
+
+use amq_protocol::types::{AMQPValue, FieldTable};
+use warren_router::{Destination, Exchange, ExchangeKind, QueueName, Router, RouterError};
+
+use crate::queue::QueueHandle;
+use crate::AmqpError;
+
+/// Queue arguments RabbitMQ compares when a queue is redeclared.
+const EQUIVALENCE_ARGS: &[&str] = &[
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-type",
+];
+
+#[derive(Debug)]
+struct Definitions {
+    router: Router,
+    queues: HashMap<QueueName, Arc<QueueHandle>>,
+}
+
+/// One virtual host.
+#[derive(Debug)]
+pub struct VHost {
+    /// Its name, e.g. `/`.
+    pub name: String,
+    state: RwLock<Definitions>,
+    /// Queue actors hold this to remove themselves (auto-delete).
+    weak_self: Weak<VHost>,
+    next_queue_id: AtomicU64,
+}
+
+/// What queue.declare asked for.
+#[derive(Debug)]
+pub struct QueueSpec<'a> {
+    /// The name; empty asks the server to choose one.
+    pub name: &'a str,
+    /// Only check that it exists.
+    pub passive: bool,
+    /// Survive a restart.
+    pub durable: bool,
+    /// Owned by the declaring connection.
+    pub exclusive: bool,
+    /// Delete when the last consumer goes.
+    pub auto_delete: bool,
+    /// Declare arguments.
+    pub arguments: &'a FieldTable,
+}
+
+impl VHost {
+    /// A virtual host with the predeclared exchanges and no queues.
+    pub fn new(name: &str) -> Arc<Self> {
+        Arc::new_cyclic(|weak_self| Self {
+            name: name.to_owned(),
+            state: RwLock::new(Definitions {
+                router: Router::new(),
+                queues: HashMap::new(),
+            }),
+            weak_self: weak_self.clone(),
+            next_queue_id: AtomicU64::new(1),
+        })
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Definitions> {
+        // A panic while holding the lock is a bug elsewhere; the data is still
+        // consistent (every write is a few map operations), so keep serving.
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Definitions> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Turns a router refusal into the AMQP error RabbitMQ sends for it.
+    fn router_error(&self, e: RouterError) -> AmqpError {
+        let vhost = &self.name;
+        match e {
+            RouterError::ExchangeNotFound(x) => {
+                AmqpError::not_found(format!("no exchange '{x}' in vhost '{vhost}'"))
+            }
+            RouterError::UnknownKind(kind) => {
+                AmqpError::precondition_failed(format!("invalid exchange type '{kind}'"))
+            }
+            RouterError::Inequivalent {
+                exchange,
+                field,
+                received,
+                current,
+            } => AmqpError::precondition_failed(format!(
+                "inequivalent arg '{field}' for exchange '{exchange}' in vhost '{vhost}': \
+                 received '{received}' but current is '{current}'"
+            )),
+            RouterError::InUse(x) => {
+                AmqpError::precondition_failed(format!("exchange '{x}' in vhost '{vhost}' in use"))
+            }
+            RouterError::DefaultExchange => {
+                AmqpError::access_refused("operation not permitted on the default exchange")
+            }
+            RouterError::InvalidArgument(text) => AmqpError::precondition_failed(text),
+        }
+    }
+
+    fn queue_not_found(&self, name: &str) -> AmqpError {
+        AmqpError::not_found(format!("no queue '{name}' in vhost '{}'", self.name))
+    }
+
+    fn locked(&self, name: &str) -> AmqpError {
+        AmqpError::resource_locked(format!(
+            "cannot obtain exclusive access to locked queue '{name}' in vhost '{}'. It could be \
+             originally declared on another connection or the exclusive property value does not \
+             match that of the original declaration.",
+            self.name
+        ))
+    }
+
+    /// exchange.declare.
+    #[allow(clippy::too_many_arguments)]
+    pub fn declare_exchange(
+        &self,
+        name: &str,
+        kind: &str,
+        passive: bool,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: &FieldTable,
+    ) -> Result<(), AmqpError> {
+        let mut state = self.write();
+        if passive {
+            if name.is_empty() || state.router.exchange(name).is_some() {
+                return Ok(());
+            }
+            return Err(self.router_error(RouterError::ExchangeNotFound(name.into())));
+        }
+        let kind = ExchangeKind::from_str(kind).map_err(|e| self.router_error(e))?;
+        if !name.is_empty() && state.router.exchange(name).is_none() && name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format!(
+                "exchange name '{name}' contains reserved prefix 'amq.*'"
+            )));
+        }
+        let exchange = Exchange::new(
+            name.into(),
+            kind,
+            durable,
+            auto_delete,
+            internal,
+            arguments.clone(),
+        );
+        state
+            .router
+            .declare(exchange)
+            .map(drop)
+            .map_err(|e| self.router_error(e))
+    }
+
+    /// exchange.delete. Deleting a missing exchange succeeds, as in RabbitMQ.
+    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), AmqpError> {
+        match self.write().router.delete(name, if_unused) {
+            Ok(_) | Err(RouterError::ExchangeNotFound(_)) => Ok(()),
+            Err(e) => Err(self.router_error(e)),
+        }
+    }
+
+    /// queue.declare. Returns the queue and whether this call created it.
+    pub fn declare_queue(&self, spec: QueueSpec<'_>, connection: u64) -> Result<Arc<QueueHandle>, AmqpError> {
+        let mut state = self.write();
+        if spec.passive {
+            let queue = state
+                .queues
+                .get(spec.name)
+                .ok_or_else(|| self.queue_not_found(spec.name))?;
+            return self.check_access(queue, connection).map(|_| queue.clone());
+        }
+        if let Some(queue) = state.queues.get(spec.name) {
+            if queue.exclusive_owner.is_some_and(|owner| owner != connection)
+                || (spec.exclusive && queue.exclusive_owner.is_none())
+            {
+                return Err(self.locked(spec.name));
+            }
+            self.check_queue_equivalent(queue, &spec)?;
+            return Ok(queue.clone());
+        }
+        let name = if spec.name.is_empty() {
+            QueueName::from(format!("amq.gen-{}", crate::channel::random_suffix()))
+        } else if spec.name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format!(
+                "queue name '{}' contains reserved prefix 'amq.*'",
+                spec.name
+            )));
+        } else {
+            QueueName::from(spec.name)
+        };
+        let queue = QueueHandle::spawn(
+            self.weak_self.clone(),
+            self.name.clone(),
+            self.next_queue_id.fetch_add(1, Ordering::Relaxed),
+            name.clone(),
+            spec.durable,
+            spec.exclusive.then_some(connection),
+            spec.auto_delete,
+            spec.arguments.clone(),
+        );
+        state.queues.insert(name, queue.clone());
+        Ok(queue)
+    }
+
+    fn check_queue_equivalent(&self, queue: &QueueHandle, spec: &QueueSpec<'_>) -> Result<(), AmqpError> {
+        let mismatch = |field: &str, received: String, current: String| {
+            AmqpError::precondition_failed(format!(
+                "inequivalent arg '{field}' for queue '{}' in vhost '{}': received '{received}' but current is '{current}'",
+                queue.name, self.name
+            ))
+        };
+        if queue.durable != spec.durable {
+            return Err(mismatch(
+                "durable",
+                spec.durable.to_string(),
+                queue.durable.to_string(),
+            ));
+        }
+        if queue.auto_delete != spec.auto_delete {
+            return Err(mismatch(
+                "auto_delete",
+                spec.auto_delete.to_string(),
+                queue.auto_delete.to_string(),
+            ));
+        }
+        for key in EQUIVALENCE_ARGS {
+            let (received, current) = (
+                spec.arguments.inner().get(*key),
+                queue.arguments.inner().get(*key),
+            );
+            if received != current {
+                let show = |v: Option<&AMQPValue>| v.map_or("none".to_owned(), |v| format!("{v:?}"));
+                return Err(mismatch(key, show(received), show(current)));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_access(&self, queue: &QueueHandle, connection: u64) -> Result<(), AmqpError> {
+        match queue.exclusive_owner {
+            Some(owner) if owner != connection => Err(self.locked(queue.name.as_str())),
+            _ => Ok(()),
+        }
+    }
+
+    /// The queue with this name, if this connection may use it: 404 if it is
+    /// missing, 405 if another connection owns it.
+    pub fn queue(&self, name: &str, connection: u64) -> Result<Arc<QueueHandle>, AmqpError> {
+        let state = self.read();
+        let queue = state.queues.get(name).ok_or_else(|| self.queue_not_found(name))?;
+        self.check_access(queue, connection)?;
+        Ok(queue.clone())
+    }
+
+    /// Removes a deleted queue and its bindings. Only the queue with this id
+    /// goes: a newer queue that took the name stays.
+    pub fn forget_queue(&self, name: &QueueName, id: u64) {
+        let mut state = self.write();
+        if state.queues.get(name).is_some_and(|q| q.id == id) {
+            state.queues.remove(name);
+            state.router.unbind_queue(name);
+        }
+    }
+
+    /// queue.bind.
+    pub fn bind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: &FieldTable,
+        connection: u64,
+    ) -> Result<(), AmqpError> {
+        let mut state = self.write();
+        let q = state
+            .queues
+            .get(queue)
+            .ok_or_else(|| self.queue_not_found(queue))?;
+        self.check_access(q, connection)?;
+        let destination = Destination::Queue(q.name.clone());
+        if exchange.is_empty() {
+            return Err(AmqpError::access_refused(format!(
+                "operation not permitted on the default exchange"
+            )));
+        }
+        state
+            .router
+            .bind(exchange, destination, routing_key, arguments.clone())
+            .map_err(|e| self.router_error(e))
+    }
+
+    /// queue.unbind; unbinding what is not bound succeeds, as in RabbitMQ.
+    pub fn unbind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: &FieldTable,
+        connection: u64,
+    ) -> Result<(), AmqpError> {
+        let mut state = self.write();
+        let q = state
+            .queues
+            .get(queue)
+            .ok_or_else(|| self.queue_not_found(queue))?;
+        self.check_access(q, connection)?;
+        let destination = Destination::Queue(q.name.clone());
+        state
+            .router
+            .unbind(exchange, &destination, routing_key, arguments)
+            .map(drop)
+            .map_err(|e| self.router_error(e))
+    }
+
+    /// exchange.bind (destination ← source).
+    pub fn bind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> Result<(), AmqpError> {
+        let mut state = self.write();
+        if state.router.exchange(source).is_none() {
+            return Err(self.router_error(RouterError::ExchangeNotFound(source.into())));
+        }
+        state
+            .router
+            .bind(
+                source,
+                Destination::Exchange(destination.into()),
+                routing_key,
+                arguments.clone(),
+            )
+            .map_err(|e| self.router_error(e))
+    }
+
+    /// exchange.unbind.
+    pub fn unbind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> Result<(), AmqpError> {
+        let mut state = self.write();
+        if state.router.exchange(source).is_none() {
+            return Err(self.router_error(RouterError::ExchangeNotFound(source.into())));
+        }
+        state
+            .router
+            .unbind(
+                source,
+                &Destination::Exchange(destination.into()),
+                routing_key,
+                arguments,
+            )
+            .map(drop)
+            .map_err(|e| self.router_error(e))
+    }
+
+    /// The queues a publish goes to: 404 if the exchange is missing, 403 if
+    /// it is internal. An empty result means unroutable.
+    pub fn route(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+    ) -> Result<Vec<Arc<QueueHandle>>, AmqpError> {
+        let state = self.read();
+        let x = state
+            .router
+            .exchange(exchange)
+            .ok_or_else(|| self.router_error(RouterError::ExchangeNotFound(exchange.into())))?;
+        if x.internal {
+            return Err(AmqpError::access_refused(format!(
+                "cannot publish to internal exchange '{exchange}' in vhost '{}'",
+                self.name
+            )));
+        }
+        Ok(state
+            .router
+            .route(exchange, routing_key, headers)
+            .iter()
+            .filter_map(|name| state.queues.get(name).cloned())
+            .collect())
+    }
+}
