@@ -1,1 +1,131 @@
+//! Test harness: a Warren broker started in-process on port 0 with a temp
+//! data directory, or, when `AMQP_URL` is set, any broker at that URL (the
+//! reference RabbitMQ, to check that a test encodes RabbitMQ's behaviour).
+//!
+//! # Layout
+//!
+//! - [`TestBroker`] and [`start_broker`]: where the tests connect.
+//! - [`within`]: the timeout every test runs under.
+//! - [`raw`]: a frame-level client for protocol violations lapin cannot send.
 
+pub mod raw;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use lapin::{Connection, ConnectionProperties};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// The most any test may take.
+pub const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A broker to test against.
+pub struct TestBroker {
+    /// `amqp://` URL for lapin.
+    pub url: String,
+    /// Host and port, for raw sockets.
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    _data_dir: Option<tempfile::TempDir>,
+}
+
+/// Whether the tests run against an in-process Warren (no `AMQP_URL`).
+pub fn is_warren() -> bool {
+    std::env::var_os("AMQP_URL").is_none()
+}
+
+/// Starts a Warren broker on 127.0.0.1:0, or points at `AMQP_URL`.
+pub async fn start_broker() -> TestBroker {
+    if let Ok(url) = std::env::var("AMQP_URL") {
+        let authority = url.split("://").nth(1).unwrap_or(&url);
+        let host_port = authority.rsplit('@').next().unwrap().split('/').next().unwrap();
+        let addr = tokio::net::lookup_host(host_port).await.unwrap().next().unwrap();
+        return TestBroker {
+            url,
+            addr,
+            shutdown: None,
+            task: None,
+            _data_dir: None,
+        };
+    }
+    let data_dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let config = warren_server::Config::new(data_dir.path());
+    let task = tokio::spawn(warren_server::run(listener, config, async move {
+        let _ = rx.await;
+    }));
+    TestBroker {
+        url: format!("amqp://guest:guest@{addr}/%2f"),
+        addr,
+        shutdown: Some(tx),
+        task: Some(task),
+        _data_dir: Some(data_dir),
+    }
+}
+
+impl TestBroker {
+    /// A lapin connection.
+    pub async fn connect(&self) -> Connection {
+        Connection::connect(&self.url, ConnectionProperties::default())
+            .await
+            .unwrap()
+    }
+
+    /// A lapin connection and one channel on it.
+    pub async fn channel(&self) -> (Connection, lapin::Channel) {
+        let conn = self.connect().await;
+        let ch = conn.create_channel().await.unwrap();
+        (conn, ch)
+    }
+
+    /// Shuts an in-process broker down (as SIGTERM does) and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+}
+
+/// Runs a test body under [`TIMEOUT`].
+pub async fn within<T>(body: impl Future<Output = T>) -> T {
+    tokio::time::timeout(TIMEOUT, body).await.expect("test timed out")
+}
+
+/// A name no other test (or earlier run against a shared broker) uses.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}-{}-{}-{nanos}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The AMQP reply code of a channel or connection exception.
+pub fn reply_code(err: &lapin::Error) -> u16 {
+    match err.kind() {
+        lapin::ErrorKind::ProtocolError(e) => e.get_id(),
+        other => panic!("expected an AMQP exception, got {other:?}"),
+    }
+}
+
+/// The reply text of a channel or connection exception.
+pub fn reply_text(err: &lapin::Error) -> String {
+    match err.kind() {
+        lapin::ErrorKind::ProtocolError(e) => e.get_message().to_string(),
+        other => panic!("expected an AMQP exception, got {other:?}"),
+    }
+}

@@ -99,6 +99,15 @@ impl FrameCodec {
         }
     }
 
+    /// A codec for the client side of a connection, which sends the protocol
+    /// header but never receives one.
+    pub fn client(frame_max: u32) -> Self {
+        Self {
+            header_seen: true,
+            ..Self::new(frame_max)
+        }
+    }
+
     /// Applies the `frame_max` negotiated by connection.tune-ok.
     pub fn set_frame_max(&mut self, frame_max: u32) {
         self.frame_max = frame_max as usize;
