@@ -129,3 +129,61 @@ pub fn reply_text(err: &lapin::Error) -> String {
         other => panic!("expected an AMQP exception, got {other:?}"),
     }
 }
+
+/// Declares a queue exclusive to the channel's connection, so it goes away
+/// with the test even on a shared broker.
+pub async fn exclusive_queue(ch: &lapin::Channel, prefix: &str) -> String {
+    let name = unique(prefix);
+    let options = lapin::options::QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    ch.queue_declare(name.as_str().into(), options, lapin::types::FieldTable::default())
+        .await
+        .unwrap();
+    name
+}
+
+/// Publishes a transient message.
+pub async fn publish(ch: &lapin::Channel, exchange: &str, routing_key: &str, body: &[u8]) {
+    ch.basic_publish(
+        exchange.into(),
+        routing_key.into(),
+        lapin::options::BasicPublishOptions::default(),
+        body,
+        lapin::BasicProperties::default(),
+    )
+    .await
+    .unwrap();
+}
+
+/// basic.get with manual ack; the body and the redelivered flag.
+pub async fn get(ch: &lapin::Channel, queue: &str) -> Option<lapin::message::BasicGetMessage> {
+    ch.basic_get(queue.into(), lapin::options::BasicGetOptions::default())
+        .await
+        .unwrap()
+}
+
+/// Bodies left in a queue, fetched with basic.get and no-ack.
+pub async fn drain(ch: &lapin::Channel, queue: &str) -> Vec<String> {
+    let mut bodies = Vec::new();
+    while let Some(m) = ch
+        .basic_get(queue.into(), lapin::options::BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+    {
+        bodies.push(String::from_utf8(m.delivery.data).unwrap());
+    }
+    bodies
+}
+
+/// The reply code with which the server closed `ch`, observed through the
+/// next synchronous method (for errors caused by asynchronous ones, such as
+/// basic.ack or basic.publish).
+pub async fn closed_code(ch: &lapin::Channel) -> u16 {
+    let err = ch
+        .basic_qos(0, lapin::options::BasicQosOptions::default())
+        .await
+        .expect_err("the channel should have been closed by the server");
+    reply_code(&err)
+}

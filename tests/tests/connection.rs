@@ -1,0 +1,196 @@
+//! Connection negotiation, authentication, heartbeats, close.
+
+use lapin::{Connection, ConnectionProperties};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use warren_codec::amq_protocol::protocol::{connection, AMQPClass};
+use warren_codec::amq_protocol::types::{AMQPValue, FieldTable};
+use warren_codec::{Frame, FrameCodec, PROTOCOL_HEADER};
+use warren_tests::raw::RawClient;
+use warren_tests::*;
+
+use futures::{SinkExt, StreamExt};
+use tokio_util::codec::Framed;
+
+async fn start_frame(broker: &TestBroker) -> (Framed<TcpStream, FrameCodec>, connection::Start) {
+    let mut stream = TcpStream::connect(broker.addr).await.unwrap();
+    stream.write_all(PROTOCOL_HEADER).await.unwrap();
+    let mut framed = Framed::new(stream, FrameCodec::client(131_072));
+    match framed.next().await {
+        Some(Ok(Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Start(start))))) => {
+            (framed, start)
+        }
+        other => panic!("expected connection.start, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn start_announces_server_properties_and_capabilities() {
+    within(async {
+        let broker = start_broker().await;
+        let (_, start) = start_frame(&broker).await;
+        assert_eq!((start.version_major, start.version_minor), (0, 9));
+        let props = start.server_properties.inner();
+        for key in ["product", "version", "platform", "copyright", "information"] {
+            assert!(props.contains_key(key), "missing {key}");
+        }
+        let Some(AMQPValue::FieldTable(caps)) = props.get("capabilities") else {
+            panic!("no capabilities table")
+        };
+        for cap in [
+            "publisher_confirms",
+            "exchange_exchange_bindings",
+            "basic.nack",
+            "consumer_cancel_notify",
+            "per_consumer_qos",
+            "authentication_failure_close",
+        ] {
+            assert_eq!(caps.inner().get(cap), Some(&AMQPValue::Boolean(true)), "{cap}");
+        }
+        let mechanisms = String::from_utf8(start.mechanisms.as_bytes().to_vec()).unwrap();
+        assert!(mechanisms.split(' ').any(|m| m == "PLAIN"));
+        assert!(mechanisms.split(' ').any(|m| m == "AMQPLAIN"));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tune_offers_rabbitmq_defaults() {
+    within(async {
+        let broker = start_broker().await;
+        let (mut framed, _) = start_frame(&broker).await;
+        framed
+            .send(Frame::Method(
+                0,
+                AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
+                    client_properties: FieldTable::default(),
+                    mechanism: "PLAIN".into(),
+                    response: "\0guest\0guest".into(),
+                    locale: "en_US".into(),
+                })),
+            ))
+            .await
+            .unwrap();
+        match framed.next().await {
+            Some(Ok(Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Tune(t))))) => {
+                assert_eq!((t.channel_max, t.frame_max, t.heartbeat), (2047, 131_072, 60));
+            }
+            other => panic!("expected tune, got {other:?}"),
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_credentials_are_refused_with_403() {
+    within(async {
+        let broker = start_broker().await;
+        let url = broker.url.replace("guest:guest", "guest:wrong");
+        let err = Connection::connect(&url, ConnectionProperties::default())
+            .await
+            .unwrap_err();
+        assert_eq!(reply_code(&err), 403);
+        assert!(
+            reply_text(&err).starts_with("ACCESS_REFUSED - Login was refused"),
+            "{}",
+            reply_text(&err)
+        );
+        // The broker keeps serving everyone else.
+        let (_conn, ch) = broker.channel().await;
+        exclusive_queue(&ch, "after-refusal").await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unknown_vhost_is_530() {
+    within(async {
+        let broker = start_broker().await;
+        let url = format!("{}nope", broker.url.trim_end_matches("%2f"));
+        let err = Connection::connect(&url, ConnectionProperties::default())
+            .await
+            .unwrap_err();
+        assert_eq!(reply_code(&err), 530);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn client_close_is_answered() {
+    within(async {
+        let broker = start_broker().await;
+        let conn = broker.connect().await;
+        conn.close(200, "bye".into()).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_silent_for_two_heartbeats_is_dropped() {
+    within(async {
+        let broker = start_broker().await;
+        let (mut framed, _) = start_frame(&broker).await;
+        let send = |m| Frame::Method(0, AMQPClass::Connection(m));
+        framed
+            .send(send(connection::AMQPMethod::StartOk(connection::StartOk {
+                client_properties: FieldTable::default(),
+                mechanism: "PLAIN".into(),
+                response: "\0guest\0guest".into(),
+                locale: "en_US".into(),
+            })))
+            .await
+            .unwrap();
+        let _tune = framed.next().await;
+        framed
+            .send(send(connection::AMQPMethod::TuneOk(connection::TuneOk {
+                channel_max: 2047,
+                frame_max: 131_072,
+                heartbeat: 1,
+            })))
+            .await
+            .unwrap();
+        framed
+            .send(send(connection::AMQPMethod::Open(connection::Open {
+                virtual_host: "/".into(),
+            })))
+            .await
+            .unwrap();
+        // We never send anything again: the server sends heartbeats, then
+        // closes the socket after two silent intervals.
+        let mut heartbeats = 0;
+        while let Some(Ok(frame)) = framed.next().await {
+            if frame == Frame::Heartbeat(0) {
+                heartbeats += 1;
+            }
+        }
+        assert!(heartbeats >= 1, "the server sent no heartbeat");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_silent_socket_is_closed_after_the_handshake_timeout() {
+    within(async {
+        let broker = start_broker().await;
+        let mut stream = TcpStream::connect(broker.addr).await.unwrap();
+        let mut buf = Vec::new();
+        // Returns once the server closes the socket (10 s handshake timeout).
+        let _ = stream.read_to_end(&mut buf).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_connections_with_320() {
+    if !is_warren() {
+        return; // Warren-only: stops the broker under test.
+    }
+    within(async {
+        let broker = start_broker().await;
+        let raw = RawClient::open(broker.addr).await;
+        let code = tokio::spawn(raw.expect_connection_close());
+        broker.stop().await;
+        assert_eq!(code.await.unwrap(), 320);
+    })
+    .await;
+}
