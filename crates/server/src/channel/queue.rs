@@ -13,7 +13,8 @@ impl Connection {
             QueueSpec {
                 name: m.queue.as_str(),
                 passive: m.passive,
-                durable: m.durable,
+                // RabbitMQ: an exclusive queue is never durable, whatever was asked.
+                durable: m.durable && !m.exclusive,
                 exclusive: m.exclusive,
                 auto_delete: m.auto_delete,
                 arguments: &m.arguments,
