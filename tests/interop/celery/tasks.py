@@ -1,0 +1,19 @@
+"""Celery app for the interop test: broker from AMQP_URL, results over rpc://, queue name from CELERY_QUEUE."""
+import os
+from celery import Celery
+
+app = Celery("tasks", broker=os.environ.get("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/"),
+             backend="rpc://")
+queue = os.environ.get("CELERY_QUEUE", "interop-celery")
+app.conf.update(
+    task_default_queue=queue,
+    task_default_exchange=queue,
+    task_default_routing_key=queue,
+    worker_enable_remote_control=False,  # no pidbox exchanges left behind
+    broker_connection_retry_on_startup=False,
+)
+
+
+@app.task
+def add(x, y):
+    return x + y

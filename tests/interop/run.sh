@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Interop suite: RabbitMQ tutorials on pika and amqplib, kombu, celery.
+#   AMQP_URL=amqp://... tests/interop/run.sh   run against a running broker
+#   tests/interop/run.sh                        start ${WARREN_BIN:-target/debug/warren} on a free port
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cd "$here"
+
+# Python deps, reinstalled only when requirements.txt changes.
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+if ! cmp -s requirements.txt .venv/requirements.installed; then
+  .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
+  cp requirements.txt .venv/requirements.installed
+fi
+
+# Node deps, reinstalled only when package-lock.json changes.
+if ! cmp -s package-lock.json node_modules/.package-lock.installed; then
+  npm ci --no-audit --no-fund --loglevel=error >/dev/null
+  cp package-lock.json node_modules/.package-lock.installed
+fi
+
+broker_pid=
+data_dir=
+log=$(mktemp)
+cleanup() {
+  if [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null; then
+    for _ in $(seq 50); do kill -0 "$broker_pid" 2>/dev/null || break; sleep 0.2; done
+    kill -9 "$broker_pid" 2>/dev/null || true
+    wait "$broker_pid" 2>/dev/null || true
+  fi
+  if [ -n "$data_dir" ]; then rm -rf "$data_dir"; fi
+  rm -f "$log"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [ -z "${AMQP_URL:-}" ]; then
+  bin=${WARREN_BIN:-$repo/target/debug/warren}
+  [ -x "$bin" ] || { echo "broker binary not found: $bin (build it or set WARREN_BIN / AMQP_URL)" >&2; exit 1; }
+  port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  data_dir=$(mktemp -d)
+  "$bin" --bind "127.0.0.1:$port" --data-dir "$data_dir" >"$data_dir/broker.log" 2>&1 &
+  broker_pid=$!
+  deadline=$((SECONDS + 30))
+  until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    if ! kill -0 "$broker_pid" 2>/dev/null || [ "$SECONDS" -ge "$deadline" ]; then
+      echo "broker did not start listening on 127.0.0.1:$port" >&2
+      cat "$data_dir/broker.log" >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+  export AMQP_URL="amqp://guest:guest@127.0.0.1:$port/"
+fi
+echo "broker: $AMQP_URL"
+
+passed=0
+failed=0
+for script in pika/*.py amqplib/*.js kombu/*.py celery/run_*.py; do
+  case "$script" in
+    *.py) runner=.venv/bin/python ;;
+    *.js) runner=node ;;
+  esac
+  if timeout --kill-after=5 60 "$runner" "$script" >"$log" 2>&1; then
+    echo "PASS $script"
+    passed=$((passed + 1))
+  else
+    echo "FAIL $script (exit $?)"
+    sed 's/^/    /' "$log" | tail -n 40
+    failed=$((failed + 1))
+  fi
+done
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
