@@ -25,6 +25,11 @@ fn conn(m: connection::AMQPMethod) -> Frame {
 impl RawClient {
     /// Connects and completes the handshake as guest/guest on `/`.
     pub async fn open(addr: SocketAddr) -> RawClient {
+        Self::open_with_channel_max(addr, None).await
+    }
+
+    /// Like [`RawClient::open`], asking for a lower channel_max.
+    pub async fn open_with_channel_max(addr: SocketAddr, channel_max: Option<u16>) -> RawClient {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         stream.write_all(PROTOCOL_HEADER).await.unwrap();
         let mut framed = Framed::new(stream, FrameCodec::client(131_072));
@@ -49,7 +54,7 @@ impl RawClient {
         };
         framed
             .send(conn(connection::AMQPMethod::TuneOk(connection::TuneOk {
-                channel_max: tune.channel_max,
+                channel_max: channel_max.unwrap_or(tune.channel_max),
                 frame_max: tune.frame_max,
                 heartbeat: 0,
             })))

@@ -76,12 +76,16 @@ async fn opening_an_open_channel_again_is_504() {
 }
 
 #[tokio::test]
-async fn channel_max_is_enforced() {
+async fn channel_max_limits_how_many_channels_are_open() {
     within(async {
         let broker = start_broker().await;
-        let mut raw = RawClient::open(broker.addr).await;
+        let mut raw = RawClient::open_with_channel_max(broker.addr, Some(3)).await;
+        // Channel numbers are free; the count of open channels is limited.
+        for id in [7, 9, 10] {
+            raw.open_channel(id).await;
+        }
         raw.send(Frame::Method(
-            2048,
+            11,
             AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
         ))
         .await;

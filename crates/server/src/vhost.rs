@@ -96,6 +96,11 @@ impl VHost {
             RouterError::ExchangeNotFound(x) => {
                 AmqpError::not_found(format!("no exchange '{x}' in vhost '{vhost}'"))
             }
+            // RabbitMQ 3.10 closes the connection with 503 here; later versions,
+            // and the client suites written against them, close the channel.
+            RouterError::UnknownKind(kind) if kind.starts_with("x-") => {
+                AmqpError::precondition_failed(format!("unknown exchange type '{kind}'"))
+            }
             RouterError::UnknownKind(kind) => {
                 AmqpError::precondition_failed(format!("invalid exchange type '{kind}'"))
             }
@@ -144,8 +149,11 @@ impl VHost {
         arguments: &FieldTable,
     ) -> Result<(), AmqpError> {
         let mut state = self.write();
+        if name.is_empty() {
+            return Err(self.router_error(RouterError::DefaultExchange));
+        }
         if passive {
-            if name.is_empty() || state.router.exchange(name).is_some() {
+            if state.router.exchange(name).is_some() {
                 return Ok(());
             }
             return Err(self.router_error(RouterError::ExchangeNotFound(name.into())));
@@ -223,35 +231,43 @@ impl VHost {
     }
 
     fn check_queue_equivalent(&self, queue: &QueueHandle, spec: &QueueSpec<'_>) -> Result<(), AmqpError> {
-        let mismatch = |field: &str, received: String, current: String| {
+        let mismatch = |field: &str, detail: String| {
             AmqpError::precondition_failed(format!(
-                "inequivalent arg '{field}' for queue '{}' in vhost '{}': received '{received}' but current is '{current}'",
+                "inequivalent arg '{field}' for queue '{}' in vhost '{}': {detail}",
                 queue.name, self.name
             ))
         };
+        let differs = |received: &dyn std::fmt::Display, current: &dyn std::fmt::Display| {
+            format!("received '{received}' but current is '{current}'")
+        };
         if queue.durable != spec.durable {
-            return Err(mismatch(
-                "durable",
-                spec.durable.to_string(),
-                queue.durable.to_string(),
-            ));
+            return Err(mismatch("durable", differs(&spec.durable, &queue.durable)));
         }
         if queue.auto_delete != spec.auto_delete {
             return Err(mismatch(
                 "auto_delete",
-                spec.auto_delete.to_string(),
-                queue.auto_delete.to_string(),
+                differs(&spec.auto_delete, &queue.auto_delete),
             ));
         }
         for key in EQUIVALENCE_ARGS {
-            let (received, current) = (
+            let detail = match (
                 spec.arguments.inner().get(*key),
                 queue.arguments.inner().get(*key),
-            );
-            if received != current {
-                let show = |v: Option<&AMQPValue>| v.map_or("none".to_owned(), |v| format!("{v:?}"));
-                return Err(mismatch(key, show(received), show(current)));
-            }
+            ) {
+                (Some(r), Some(c)) if r != c => differs(&show(r), &show(c)),
+                (Some(r), None) => format!(
+                    "received the value '{}' of type '{}' but current is none",
+                    show(r),
+                    type_name(r)
+                ),
+                (None, Some(c)) => format!(
+                    "received none but current is the value '{}' of type '{}'",
+                    show(c),
+                    type_name(c)
+                ),
+                _ => continue,
+            };
+            return Err(mismatch(key, detail));
         }
         Ok(())
     }
@@ -404,5 +420,40 @@ impl VHost {
             .iter()
             .filter_map(|name| state.queues.get(name).cloned())
             .collect())
+    }
+}
+
+/// A field value as RabbitMQ prints it in reply texts.
+fn show(value: &AMQPValue) -> String {
+    match value {
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::ShortString(s) => s.as_str().to_owned(),
+        AMQPValue::Boolean(b) => b.to_string(),
+        AMQPValue::ShortShortInt(i) => i.to_string(),
+        AMQPValue::ShortShortUInt(i) => i.to_string(),
+        AMQPValue::ShortInt(i) => i.to_string(),
+        AMQPValue::ShortUInt(i) => i.to_string(),
+        AMQPValue::LongInt(i) => i.to_string(),
+        AMQPValue::LongUInt(i) => i.to_string(),
+        AMQPValue::LongLongInt(i) => i.to_string(),
+        AMQPValue::Timestamp(i) => i.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// RabbitMQ's name for a field type.
+fn type_name(value: &AMQPValue) -> &'static str {
+    match value {
+        AMQPValue::LongString(_) => "longstr",
+        AMQPValue::ShortString(_) => "shortstr",
+        AMQPValue::Boolean(_) => "bool",
+        AMQPValue::ShortShortInt(_) | AMQPValue::ShortShortUInt(_) => "byte",
+        AMQPValue::ShortInt(_) | AMQPValue::ShortUInt(_) => "short",
+        AMQPValue::LongInt(_) | AMQPValue::LongUInt(_) => "signedint",
+        AMQPValue::LongLongInt(_) => "long",
+        AMQPValue::Timestamp(_) => "timestamp",
+        AMQPValue::FieldTable(_) => "table",
+        AMQPValue::FieldArray(_) => "array",
+        _ => "unknown",
     }
 }

@@ -422,12 +422,14 @@ impl Connection {
     }
 
     async fn handle_channel_open(&mut self, id: u16) -> Result<(), AmqpError> {
-        if id > self.channel_max {
+        // RabbitMQ counts open channels against channel_max; the channel
+        // number itself may be anything from 1 to 65535.
+        if self.channels.len() >= usize::from(self.channel_max) {
             return Err(AmqpError::not_allowed(format!(
-                "channel number {id} exceeds the negotiated channel_max {}",
+                "number of channels opened ({}) has reached the negotiated channel_max ({})",
+                self.channels.len(),
                 self.channel_max
-            ))
-            .for_method(20, 10));
+            )));
         }
         self.channels.insert(id, Channel::new());
         self.send(
