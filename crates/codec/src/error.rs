@@ -42,12 +42,4 @@ impl CodecError {
             text: text.into(),
         }
     }
-
-    /// A 502 SYNTAX_ERROR.
-    pub fn syntax_error(text: impl Into<String>) -> Self {
-        Self::Frame {
-            code: AMQPHardError::SYNTAXERROR,
-            text: text.into(),
-        }
-    }
 }

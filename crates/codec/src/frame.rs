@@ -154,6 +154,13 @@ impl FrameCodec {
     }
 }
 
+/// A payload amq-protocol cannot parse (truncated arguments, unknown class or
+/// method): 501 FRAME_ERROR, as RabbitMQ answers truncated arguments.
+fn cannot_decode(payload: &[u8]) -> CodecError {
+    let shown = &payload[..payload.len().min(32)];
+    CodecError::frame_error(format!("cannot decode {shown:?} ({} octets)", payload.len()))
+}
+
 fn gen_error(e: GenError) -> CodecError {
     CodecError::Io(std::io::Error::other(format!("cannot serialise frame: {e:?}")))
 }
@@ -218,16 +225,11 @@ impl Decoder for FrameCodec {
         match kind {
             constants::FRAME_METHOD => match parse_class(&payload[..]) {
                 Ok((rest, method)) if rest.is_empty() => Ok(Some(Frame::Method(channel, method))),
-                _ => Err(CodecError::syntax_error(format!(
-                    "cannot parse method frame on channel {channel} ({} octets)",
-                    payload.len()
-                ))),
+                _ => Err(cannot_decode(&payload)),
             },
             constants::FRAME_HEADER => match parse_content_header(&payload[..]) {
                 Ok((rest, header)) if rest.is_empty() => Ok(Some(Frame::Header(channel, header))),
-                _ => Err(CodecError::syntax_error(format!(
-                    "cannot parse content header frame on channel {channel}"
-                ))),
+                _ => Err(cannot_decode(&payload)),
             },
             constants::FRAME_BODY => Ok(Some(Frame::Body(channel, payload))),
             _ => Ok(Some(Frame::Heartbeat(channel))),

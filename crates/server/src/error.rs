@@ -97,15 +97,17 @@ impl AmqpError {
         self.kind.get_id()
     }
 
-    /// `CODE_NAME - text`, cut to the 255 octets a short string holds.
+    /// `CODE_NAME - text`; longer than the 255 octets a short string holds,
+    /// it is cut to 252 and ends in `...`, as RabbitMQ does.
     pub fn reply_text(&self) -> ShortString {
         let mut text = self.to_string();
         if text.len() > 255 {
-            let mut end = 255;
+            let mut end = 252;
             while !text.is_char_boundary(end) {
                 end -= 1;
             }
             text.truncate(end);
+            text.push_str("...");
         }
         ShortString::from(text)
     }

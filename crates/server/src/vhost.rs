@@ -179,8 +179,15 @@ impl VHost {
             .map_err(|e| self.router_error(e))
     }
 
-    /// exchange.delete. Deleting a missing exchange succeeds, as in RabbitMQ.
+    /// exchange.delete. Deleting a missing exchange succeeds, as in RabbitMQ;
+    /// the predeclared `amq.*` exchanges cannot be deleted.
     pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), AmqpError> {
+        if name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format!(
+                "deletion of system exchange '{name}' in vhost '{}' not allowed",
+                self.name
+            )));
+        }
         match self.write().router.delete(name, if_unused) {
             Ok(_) | Err(RouterError::ExchangeNotFound(_)) => Ok(()),
             Err(e) => Err(self.router_error(e)),
@@ -298,7 +305,19 @@ impl VHost {
         }
     }
 
-    /// queue.bind.
+    /// Checks the exchange of a queue.bind or exchange.bind: not the
+    /// default exchange (403), and existing (404).
+    fn check_bindable(&self, router: &Router, exchange: &str) -> Result<(), AmqpError> {
+        if exchange.is_empty() {
+            return Err(self.router_error(RouterError::DefaultExchange));
+        }
+        if router.exchange(exchange).is_none() {
+            return Err(self.router_error(RouterError::ExchangeNotFound(exchange.into())));
+        }
+        Ok(())
+    }
+
+    /// queue.bind. RabbitMQ reports a missing exchange before a missing queue.
     pub fn bind_queue(
         &self,
         queue: &str,
@@ -308,24 +327,21 @@ impl VHost {
         connection: u64,
     ) -> Result<(), AmqpError> {
         let mut state = self.write();
+        self.check_bindable(&state.router, exchange)?;
         let q = state
             .queues
             .get(queue)
             .ok_or_else(|| self.queue_not_found(queue))?;
         self.check_access(q, connection)?;
         let destination = Destination::Queue(q.name.clone());
-        if exchange.is_empty() {
-            return Err(AmqpError::access_refused(format!(
-                "operation not permitted on the default exchange"
-            )));
-        }
         state
             .router
             .bind(exchange, destination, routing_key, arguments.clone())
             .map_err(|e| self.router_error(e))
     }
 
-    /// queue.unbind; unbinding what is not bound succeeds, as in RabbitMQ.
+    /// queue.unbind. Unbinding what is not bound, from a missing queue or a
+    /// missing exchange, succeeds, as in RabbitMQ.
     pub fn unbind_queue(
         &self,
         queue: &str,
@@ -335,20 +351,25 @@ impl VHost {
         connection: u64,
     ) -> Result<(), AmqpError> {
         let mut state = self.write();
-        let q = state
-            .queues
-            .get(queue)
-            .ok_or_else(|| self.queue_not_found(queue))?;
+        if exchange.is_empty() {
+            return Err(self.router_error(RouterError::DefaultExchange));
+        }
+        let Some(q) = state.queues.get(queue) else {
+            return Ok(());
+        };
         self.check_access(q, connection)?;
         let destination = Destination::Queue(q.name.clone());
-        state
+        match state
             .router
             .unbind(exchange, &destination, routing_key, arguments)
-            .map(drop)
-            .map_err(|e| self.router_error(e))
+        {
+            Ok(_) | Err(RouterError::ExchangeNotFound(_)) => Ok(()),
+            Err(e) => Err(self.router_error(e)),
+        }
     }
 
-    /// exchange.bind (destination ← source).
+    /// exchange.bind (destination ← source). RabbitMQ reports a missing
+    /// source before a missing destination.
     pub fn bind_exchange(
         &self,
         destination: &str,
@@ -357,9 +378,8 @@ impl VHost {
         arguments: &FieldTable,
     ) -> Result<(), AmqpError> {
         let mut state = self.write();
-        if state.router.exchange(source).is_none() {
-            return Err(self.router_error(RouterError::ExchangeNotFound(source.into())));
-        }
+        self.check_bindable(&state.router, source)?;
+        self.check_bindable(&state.router, destination)?;
         state
             .router
             .bind(
@@ -371,7 +391,7 @@ impl VHost {
             .map_err(|e| self.router_error(e))
     }
 
-    /// exchange.unbind.
+    /// exchange.unbind; like queue.unbind, what is not there is no error.
     pub fn unbind_exchange(
         &self,
         destination: &str,
@@ -379,20 +399,18 @@ impl VHost {
         routing_key: &str,
         arguments: &FieldTable,
     ) -> Result<(), AmqpError> {
-        let mut state = self.write();
-        if state.router.exchange(source).is_none() {
-            return Err(self.router_error(RouterError::ExchangeNotFound(source.into())));
+        if source.is_empty() || destination.is_empty() {
+            return Err(self.router_error(RouterError::DefaultExchange));
         }
-        state
+        let destination = Destination::Exchange(destination.into());
+        match self
+            .write()
             .router
-            .unbind(
-                source,
-                &Destination::Exchange(destination.into()),
-                routing_key,
-                arguments,
-            )
-            .map(drop)
-            .map_err(|e| self.router_error(e))
+            .unbind(source, &destination, routing_key, arguments)
+        {
+            Ok(_) | Err(RouterError::ExchangeNotFound(_)) => Ok(()),
+            Err(e) => Err(self.router_error(e)),
+        }
     }
 
     /// The queues a publish goes to: 404 if the exchange is missing, 403 if

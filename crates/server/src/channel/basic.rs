@@ -41,7 +41,9 @@ impl Connection {
     }
 
     pub(crate) async fn handle_basic_consume(&mut self, id: u16, m: basic::Consume) -> Result<(), AmqpError> {
-        let queue = self.vhost.queue(m.queue.as_str(), self.id)?;
+        let queue = self
+            .vhost
+            .queue(&self.queue_name(id, m.queue.as_str())?, self.id)?;
         let channel = self.open_channel(id);
         let tag = match m.consumer_tag.as_str() {
             "" => format!("amq.ctag-{}", random_suffix()),
@@ -164,7 +166,9 @@ impl Connection {
     }
 
     pub(crate) async fn handle_basic_get(&mut self, id: u16, m: basic::Get) -> Result<(), AmqpError> {
-        let queue = self.vhost.queue(m.queue.as_str(), self.id)?;
+        let queue = self
+            .vhost
+            .queue(&self.queue_name(id, m.queue.as_str())?, self.id)?;
         let got = queue
             .ask(|reply| QueueCommand::Get {
                 no_ack: m.no_ack,

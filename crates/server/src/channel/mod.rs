@@ -75,6 +75,9 @@ pub struct Channel {
     pub(crate) confirms: Option<Confirms>,
     /// The open transaction, once tx.select is seen.
     pub(crate) tx: Option<Transaction>,
+    /// The queue most recently declared on this channel, which an empty
+    /// queue name stands for (an AMQP 0-9-1 shortcut RabbitMQ keeps).
+    pub(crate) last_queue: Option<String>,
 }
 
 impl Channel {
@@ -90,6 +93,7 @@ impl Channel {
             channel_prefetch: Arc::new(Gate::new(0)),
             confirms: None,
             tx: None,
+            last_queue: None,
         }
     }
 
@@ -137,6 +141,15 @@ impl Channel {
         })
     }
 
+    /// Resolves a queue name, where empty means the last declared queue.
+    pub(crate) fn queue_name(&self, name: &str) -> Result<String, AmqpError> {
+        match (name, &self.last_queue) {
+            ("", Some(last)) => Ok(last.clone()),
+            ("", None) => Err(AmqpError::not_found("no previously declared queue")),
+            (name, _) => Ok(name.to_owned()),
+        }
+    }
+
     /// Puts entries back (tx.rollback), keeping tag order.
     pub(crate) fn restore_unacked(&mut self, entries: Vec<Unacked>) {
         self.unacked.extend(entries);
@@ -166,6 +179,11 @@ pub(crate) fn random_suffix() -> String {
 }
 
 impl Connection {
+    /// [`Channel::queue_name`] for an open channel.
+    pub(crate) fn queue_name(&self, id: u16, name: &str) -> Result<String, AmqpError> {
+        self.channels.get(&id).expect("open channel").queue_name(name)
+    }
+
     /// Dispatches a method on an open channel.
     pub(crate) async fn handle_method(&mut self, id: u16, method: AMQPClass) -> Result<(), AmqpError> {
         use amq_protocol::protocol::{basic as b, confirm as c, exchange as e, queue as q, tx as t};
@@ -228,11 +246,9 @@ impl Connection {
                 .await;
                 Ok(())
             }
-            AMQPClass::Connection(_) => Err(AmqpError::command_invalid(
-                "connection method on a non-zero channel",
-            )),
-            // Methods only a server sends (deliver, get-ok, declare-ok, …).
-            _ => Err(AmqpError::command_invalid("method not valid from a client")),
+            // Connection methods on a channel, and methods only a server sends
+            // (deliver, get-ok, declare-ok, …).
+            _ => Err(AmqpError::command_invalid("unimplemented method")),
         }
     }
 
@@ -262,9 +278,8 @@ impl Connection {
                 .await;
                 Ok(())
             }
-            // A close-ok for a close we never sent: ignore, as RabbitMQ does.
-            channel::AMQPMethod::CloseOk(_) => Ok(()),
-            _ => Err(AmqpError::command_invalid("method not valid from a client")),
+            // A close-ok for a close we never sent, or a server-only method.
+            _ => Err(AmqpError::command_invalid("unimplemented method")),
         }
     }
 

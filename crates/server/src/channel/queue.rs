@@ -21,6 +21,9 @@ impl Connection {
             },
             self.id,
         )?;
+        if let Some(channel) = self.channels.get_mut(&id) {
+            channel.last_queue = Some(handle.name.to_string());
+        }
         if handle.exclusive_owner == Some(self.id) && !self.exclusive_queues.iter().any(|q| q.id == handle.id)
         {
             self.exclusive_queues.push(handle.clone());
@@ -41,13 +44,14 @@ impl Connection {
     }
 
     pub(crate) async fn handle_queue_bind(&mut self, id: u16, m: queue::Bind) -> Result<(), AmqpError> {
-        self.vhost.bind_queue(
-            m.queue.as_str(),
-            m.exchange.as_str(),
-            m.routing_key.as_str(),
-            &m.arguments,
-            self.id,
-        )?;
+        let queue = self.queue_name(id, m.queue.as_str())?;
+        // With both empty, the routing key is the last declared queue's name too.
+        let routing_key = match (m.queue.as_str(), m.routing_key.as_str()) {
+            ("", "") => queue.as_str(),
+            (_, key) => key,
+        };
+        self.vhost
+            .bind_queue(&queue, m.exchange.as_str(), routing_key, &m.arguments, self.id)?;
         if !m.nowait {
             self.send(id, AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})))
                 .await;
@@ -56,8 +60,9 @@ impl Connection {
     }
 
     pub(crate) async fn handle_queue_unbind(&mut self, id: u16, m: queue::Unbind) -> Result<(), AmqpError> {
+        let queue = self.queue_name(id, m.queue.as_str())?;
         self.vhost.unbind_queue(
-            m.queue.as_str(),
+            &queue,
             m.exchange.as_str(),
             m.routing_key.as_str(),
             &m.arguments,
@@ -72,7 +77,9 @@ impl Connection {
     }
 
     pub(crate) async fn handle_queue_purge(&mut self, id: u16, m: queue::Purge) -> Result<(), AmqpError> {
-        let handle = self.vhost.queue(m.queue.as_str(), self.id)?;
+        let handle = self
+            .vhost
+            .queue(&self.queue_name(id, m.queue.as_str())?, self.id)?;
         let message_count = handle.ask(QueueCommand::Purge).await.unwrap_or(0);
         if !m.nowait {
             self.send(
@@ -85,7 +92,7 @@ impl Connection {
     }
 
     pub(crate) async fn handle_queue_delete(&mut self, id: u16, m: queue::Delete) -> Result<(), AmqpError> {
-        let message_count = match self.vhost.queue(m.queue.as_str(), self.id) {
+        let message_count = match self.vhost.queue(&self.queue_name(id, m.queue.as_str())?, self.id) {
             Ok(handle) => {
                 let deleted = handle
                     .ask(|reply| QueueCommand::Delete {

@@ -149,8 +149,7 @@ pub(crate) async fn negotiate(
         tracing::warn!(%user, %mechanism, "authentication failed");
         let refusal = AmqpError::access_refused(format!(
             "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
-        ))
-        .for_method(10, 11);
+        ));
         // A client that did not announce authentication_failure_close only
         // sees the socket close, as RabbitMQ does.
         return Err(if capability("authentication_failure_close") {

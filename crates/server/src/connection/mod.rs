@@ -331,8 +331,11 @@ impl Connection {
             Frame::Heartbeat(0) => Ok(None),
             Frame::Heartbeat(_) => Err((
                 0,
-                AmqpError::frame_error(format!("heartbeat frame on non-zero channel {channel}")),
+                AmqpError::unexpected_frame(format!("heartbeat frame on channel {channel}")),
             )),
+            Frame::Header(0, _) | Frame::Body(0, _) => {
+                Err((0, AmqpError::unexpected_frame("content frame on channel 0")))
+            }
             Frame::ProtocolHeader => Err((0, AmqpError::frame_error("protocol header after handshake"))),
             Frame::Method(0, method) => self.handle_connection_method(method).map_err(|e| (0, e)),
             Frame::Method(_, method) => {
@@ -357,12 +360,12 @@ impl Connection {
                 debug!(code = close.reply_code, text = %close.reply_text, "client closed the connection");
                 Ok(Some(End::ClientClosed))
             }
-            // A close-ok we did not ask for; nothing to do.
-            AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)) => Ok(Some(End::Lost)),
-            AMQPClass::Connection(_) => {
-                Err(AmqpError::command_invalid("unexpected connection method").for_method(ids.0, ids.1))
-            }
-            _ => Err(AmqpError::channel_error("expected 'channel.open'").for_method(ids.0, ids.1)),
+            // Anything else on channel 0 once the connection is open, even a
+            // close-ok nobody asked for, is RabbitMQ's 504.
+            _ => Err(
+                AmqpError::channel_error("unexpected method in connection state running")
+                    .for_method(ids.0, ids.1),
+            ),
         }
     }
 
