@@ -177,13 +177,26 @@ pub async fn drain(ch: &lapin::Channel, queue: &str) -> Vec<String> {
     bodies
 }
 
-/// The reply code with which the server closed `ch`, observed through the
-/// next synchronous method (for errors caused by asynchronous ones, such as
-/// basic.ack or basic.publish).
-pub async fn closed_code(ch: &lapin::Channel) -> u16 {
-    let err = ch
-        .basic_qos(0, lapin::options::BasicQosOptions::default())
+/// Runs an asynchronous method that the server answers by closing `ch`
+/// (basic.ack, basic.publish, …) and returns the close's reply code.
+///
+/// A consumer started on the channel first is what learns the reason: lapin
+/// ends every consumer of a closed channel with the server's error.
+pub async fn closed_code<T>(ch: &lapin::Channel, method: impl Future<Output = lapin::Result<T>>) -> u16 {
+    use futures::StreamExt;
+    let probe_queue = exclusive_queue(ch, "probe").await;
+    let mut probe = ch
+        .basic_consume(
+            probe_queue.as_str().into(),
+            "".into(),
+            lapin::options::BasicConsumeOptions::default(),
+            lapin::types::FieldTable::default(),
+        )
         .await
-        .expect_err("the channel should have been closed by the server");
-    reply_code(&err)
+        .unwrap();
+    method.await.expect("the method itself should be sent");
+    match probe.next().await {
+        Some(Err(err)) => reply_code(&err),
+        other => panic!("expected the channel to close, got {other:?}"),
+    }
 }

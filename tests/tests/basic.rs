@@ -110,7 +110,7 @@ async fn immediate_is_540_and_closes_the_connection() {
         let broker = start_broker().await;
         let (conn, ch) = broker.channel().await;
         let q = exclusive_queue(&ch, "imm").await;
-        ch.basic_publish(
+        let publish = ch.basic_publish(
             "".into(),
             q.as_str().into(),
             BasicPublishOptions {
@@ -119,11 +119,8 @@ async fn immediate_is_540_and_closes_the_connection() {
             },
             b"x",
             BasicProperties::default(),
-        )
-        .await
-        .unwrap();
-        let err = ch.basic_qos(0, BasicQosOptions::default()).await.unwrap_err();
-        assert_eq!(reply_code(&err), 540);
+        );
+        assert_eq!(closed_code(&ch, publish).await, 540);
         assert!(!conn.status().connected());
     })
     .await;
@@ -134,8 +131,15 @@ async fn publishing_to_a_missing_exchange_is_404() {
     within(async {
         let broker = start_broker().await;
         let (_conn, ch) = broker.channel().await;
-        publish(&ch, &unique("nox"), "k", b"x").await;
-        assert_eq!(closed_code(&ch).await, 404);
+        let nox = unique("nox");
+        let publish = ch.basic_publish(
+            nox.as_str().into(),
+            "k".into(),
+            BasicPublishOptions::default(),
+            b"x",
+            BasicProperties::default(),
+        );
+        assert_eq!(closed_code(&ch, publish).await, 404);
     })
     .await;
 }
@@ -257,8 +261,10 @@ async fn unknown_and_double_acks_are_406() {
         let broker = start_broker().await;
         let conn = broker.connect().await;
         let ch = conn.create_channel().await.unwrap();
-        ch.basic_ack(99, BasicAckOptions::default()).await.unwrap();
-        assert_eq!(closed_code(&ch).await, 406);
+        assert_eq!(
+            closed_code(&ch, ch.basic_ack(99, BasicAckOptions::default())).await,
+            406
+        );
 
         let ch = conn.create_channel().await.unwrap();
         let q = exclusive_queue(&ch, "double").await;
@@ -267,14 +273,14 @@ async fn unknown_and_double_acks_are_406() {
         ch.basic_ack(m.delivery.delivery_tag, BasicAckOptions::default())
             .await
             .unwrap();
-        ch.basic_ack(m.delivery.delivery_tag, BasicAckOptions::default())
-            .await
-            .unwrap();
-        assert_eq!(closed_code(&ch).await, 406);
+        let again = ch.basic_ack(m.delivery.delivery_tag, BasicAckOptions::default());
+        assert_eq!(closed_code(&ch, again).await, 406);
 
         let ch = conn.create_channel().await.unwrap();
-        ch.basic_reject(7, BasicRejectOptions::default()).await.unwrap();
-        assert_eq!(closed_code(&ch).await, 406);
+        assert_eq!(
+            closed_code(&ch, ch.basic_reject(7, BasicRejectOptions::default())).await,
+            406
+        );
     })
     .await;
 }

@@ -496,8 +496,14 @@ async fn publishing_to_an_internal_exchange_is_403() {
         )
         .await
         .unwrap();
-        publish(&ch, &x, "", b"no").await;
-        assert_eq!(closed_code(&ch).await, 403);
+        let publish = ch.basic_publish(
+            x.as_str().into(),
+            "".into(),
+            BasicPublishOptions::default(),
+            b"no",
+            BasicProperties::default(),
+        );
+        assert_eq!(closed_code(&ch, publish).await, 403);
     })
     .await;
 }
@@ -540,6 +546,38 @@ async fn auto_delete_exchange_goes_with_its_last_binding() {
             .await
             .unwrap_err();
         assert_eq!(reply_code(&err), 404);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn system_and_default_exchanges_cannot_be_deleted_or_bound() {
+    within(async {
+        let broker = start_broker().await;
+        let conn = broker.connect().await;
+        let ch = conn.create_channel().await.unwrap();
+        let err = ch
+            .exchange_delete("amq.direct".into(), ExchangeDeleteOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(reply_code(&err), 403);
+        assert_eq!(
+            reply_text(&err),
+            "ACCESS_REFUSED - deletion of system exchange 'amq.direct' in vhost '/' not allowed"
+        );
+        let ch = conn.create_channel().await.unwrap();
+        let q = exclusive_queue(&ch, "dflt").await;
+        let err = ch
+            .queue_bind(
+                q.as_str().into(),
+                "".into(),
+                "k".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(reply_code(&err), 403);
     })
     .await;
 }

@@ -381,3 +381,82 @@ async fn delete_if_unused_and_if_empty_refuse_with_406() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn an_empty_queue_name_means_the_last_declared_queue() {
+    within(async {
+        let broker = start_broker().await;
+        let conn = broker.connect().await;
+        let ch = conn.create_channel().await.unwrap();
+        let err = ch
+            .queue_bind(
+                "".into(),
+                "amq.direct".into(),
+                "k".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(reply_code(&err), 404);
+        assert_eq!(reply_text(&err), "NOT_FOUND - no previously declared queue");
+        let ch = conn.create_channel().await.unwrap();
+        let q = exclusive_queue(&ch, "last").await;
+        // queue '' and routing key '' bind the last queue under its own name.
+        ch.queue_bind(
+            "".into(),
+            "amq.direct".into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        publish(&ch, "amq.direct", &q, b"via shortcut").await;
+        let m = get(&ch, "").await.unwrap();
+        assert_eq!(m.delivery.data, b"via shortcut");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unbinding_what_is_not_bound_succeeds() {
+    within(async {
+        let broker = start_broker().await;
+        let (_conn, ch) = broker.channel().await;
+        let q = exclusive_queue(&ch, "unbound").await;
+        ch.queue_unbind(
+            q.as_str().into(),
+            "amq.topic".into(),
+            "never.bound".into(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_unbind(
+            unique("noq").as_str().into(),
+            "amq.topic".into(),
+            "x".into(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.queue_unbind(
+            q.as_str().into(),
+            unique("nox").as_str().into(),
+            "x".into(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        // And deleting a missing queue answers delete-ok with 0.
+        let gone = unique("gone");
+        assert_eq!(
+            ch.queue_delete(gone.as_str().into(), QueueDeleteOptions::default())
+                .await
+                .unwrap(),
+            0
+        );
+    })
+    .await;
+}
