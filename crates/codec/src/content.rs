@@ -37,6 +37,9 @@ pub struct Published {
     pub message: Message,
 }
 
+// One per channel, so its size does not matter; boxing the large variant
+// would cost an allocation per published message.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Default)]
 enum State {
     #[default]

@@ -224,11 +224,11 @@ impl Decoder for FrameCodec {
         let payload = frame.freeze();
         match kind {
             constants::FRAME_METHOD => match parse_class(&payload[..]) {
-                Ok((rest, method)) if rest.is_empty() => Ok(Some(Frame::Method(channel, method))),
+                Ok(([], method)) => Ok(Some(Frame::Method(channel, method))),
                 _ => Err(cannot_decode(&payload)),
             },
             constants::FRAME_HEADER => match parse_content_header(&payload[..]) {
-                Ok((rest, header)) if rest.is_empty() => Ok(Some(Frame::Header(channel, header))),
+                Ok(([], header)) => Ok(Some(Frame::Header(channel, header))),
                 _ => Err(cannot_decode(&payload)),
             },
             constants::FRAME_BODY => Ok(Some(Frame::Body(channel, payload))),

@@ -10,11 +10,11 @@
 //!
 //! # Layout
 //!
-//! - [`frame`]: [`Frame`], the unit the server reads and writes, and
+//! - [`frame`] holds [`Frame`], the unit the server reads and writes, and
 //!   [`FrameCodec`], the tokio-util `Decoder`/`Encoder` for it.
-//! - [`content`]: [`ContentAssembler`], the per-channel state machine
+//! - [`content`] holds [`ContentAssembler`], the per-channel state machine
 //!   `Idle → AwaitingHeader → AwaitingBody`, and [`Message`].
-//! - [`error`]: [`CodecError`], every way peer bytes can be wrong, with the
+//! - [`error`] holds [`CodecError`], every way peer bytes can be wrong, with the
 //!   AMQP reply code the server answers it with.
 #![deny(missing_docs)]
 

@@ -10,13 +10,13 @@
 //! # Layout
 //!
 //! - [`name`]: the [`ExchangeName`] and [`QueueName`] newtypes.
-//! - [`exchange`]: [`Exchange`], [`ExchangeKind`] and the declare-time
+//! - [`exchange`] holds [`Exchange`], [`ExchangeKind`] and the declare-time
 //!   equivalence rules.
-//! - [`binding`]: [`Binding`] and [`Destination`].
+//! - [`binding`] holds [`Binding`] and [`Destination`].
 //! - [`topic`] and [`headers`]: the matching rules of those exchange types.
-//! - [`router`]: [`Router`], the binding table and the routing walk
+//! - [`router`] holds [`Router`], the binding table and the routing walk
 //!   (exchange-to-exchange bindings, alternate exchanges).
-//! - [`error`]: [`RouterError`].
+//! - [`error`] holds [`RouterError`].
 #![deny(missing_docs)]
 
 pub mod binding;

@@ -33,9 +33,7 @@ pub fn matches(pattern: &str, key: &str) -> bool {
                 }
             }
             "*" => {
-                for j in 0..key.len() {
-                    next[j + 1] = reachable[j];
-                }
+                next[1..].copy_from_slice(&reachable[..key.len()]);
             }
             literal => {
                 for j in 0..key.len() {

@@ -14,8 +14,8 @@
 //! - [`vhost`]: exchanges, bindings and the queue table of a virtual host.
 //! - [`queue`]: the queue actor, sole owner of a queue's messages and consumers.
 //! - [`consumer`]: prefetch and credit limits shared by queues and channels.
-//! - [`error`]: [`AmqpError`], a reply code and text as a value.
-//! - [`config`]: [`Config`].
+//! - [`error`] holds [`AmqpError`], a reply code and text as a value.
+//! - [`config`] holds [`Config`].
 
 pub mod channel;
 pub mod config;

@@ -132,8 +132,7 @@ pub enum QueueCommand {
 impl QueueHandle {
     /// Starts the actor of a new queue.
     pub(crate) fn spawn(
-        vhost: Weak<VHost>,
-        vhost_name: String,
+        vhost: &VHost,
         id: u64,
         name: QueueName,
         durable: bool,
@@ -154,8 +153,8 @@ impl QueueHandle {
         let actor = Queue {
             name,
             id,
-            vhost,
-            vhost_name,
+            vhost: vhost.weak(),
+            vhost_name: vhost.name.clone(),
             auto_delete,
             ready: VecDeque::new(),
             unacked: HashMap::new(),

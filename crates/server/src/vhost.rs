@@ -79,6 +79,11 @@ impl VHost {
         })
     }
 
+    /// A weak reference to this virtual host, for its queue actors.
+    pub(crate) fn weak(&self) -> Weak<VHost> {
+        self.weak_self.clone()
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Definitions> {
         // A panic while holding the lock is a bug elsewhere; the data is still
         // consistent (every write is a few map operations), so keep serving.
@@ -224,8 +229,7 @@ impl VHost {
             QueueName::from(spec.name)
         };
         let queue = QueueHandle::spawn(
-            self.weak_self.clone(),
-            self.name.clone(),
+            self,
             self.next_queue_id.fetch_add(1, Ordering::Relaxed),
             name.clone(),
             spec.durable,
