@@ -75,5 +75,27 @@ for script in pika/*.py amqplib/*.js kombu/*.py celery/run_*.py; do
   fi
 done
 
+# The broker this script started must stop on SIGTERM, closing every
+# connection, and exit 0.
+if [ -n "$broker_pid" ]; then
+  kill -TERM "$broker_pid"
+  rc=0
+  for _ in $(seq 100); do kill -0 "$broker_pid" 2>/dev/null || break; sleep 0.1; done
+  if kill -0 "$broker_pid" 2>/dev/null; then
+    echo "warren did not stop within 10 s of SIGTERM" >&2
+    kill -9 "$broker_pid"
+  fi
+  wait "$broker_pid" || rc=$?
+  broker_pid=
+  if [ "$rc" -eq 0 ]; then
+    echo "PASS warren exits 0 on SIGTERM"
+    passed=$((passed + 1))
+  else
+    echo "FAIL warren exits 0 on SIGTERM (exit $rc)"
+    sed 's/^/    /' "$data_dir/broker.log" | tail -n 20
+    failed=$((failed + 1))
+  fi
+fi
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
