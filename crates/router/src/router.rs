@@ -91,18 +91,7 @@ impl Router {
         routing_key: &str,
         arguments: FieldTable,
     ) -> Result<(), RouterError> {
-        if let Destination::Exchange(d) = &destination {
-            if !self.exchanges.contains_key(d.as_str()) {
-                return Err(RouterError::ExchangeNotFound(d.clone()));
-            }
-        }
-        if source.is_empty() {
-            return Err(RouterError::DefaultExchange);
-        }
-        let exchange = self
-            .exchanges
-            .get_mut(source)
-            .ok_or_else(|| RouterError::ExchangeNotFound(source.into()))?;
+        let exchange = self.binding_source(source, &destination)?;
         if exchange.kind == ExchangeKind::Headers {
             headers::x_match(&arguments)?;
         }
@@ -117,6 +106,26 @@ impl Router {
         Ok(())
     }
 
+    /// The source exchange of a bind or unbind, once both ends are known to
+    /// exist (a queue destination is the caller's to check).
+    fn binding_source(
+        &mut self,
+        source: &str,
+        destination: &Destination,
+    ) -> Result<&mut Exchange, RouterError> {
+        if let Destination::Exchange(d) = destination {
+            if !self.exchanges.contains_key(d.as_str()) {
+                return Err(RouterError::ExchangeNotFound(d.clone()));
+            }
+        }
+        if source.is_empty() {
+            return Err(RouterError::DefaultExchange);
+        }
+        self.exchanges
+            .get_mut(source)
+            .ok_or_else(|| RouterError::ExchangeNotFound(source.into()))
+    }
+
     /// Removes a binding; removing one that does not exist is not an error
     /// (RabbitMQ answers unbind-ok). Returns auto-deleted exchanges.
     pub fn unbind(
@@ -126,18 +135,7 @@ impl Router {
         routing_key: &str,
         arguments: &FieldTable,
     ) -> Result<Vec<ExchangeName>, RouterError> {
-        if let Destination::Exchange(d) = destination {
-            if !self.exchanges.contains_key(d.as_str()) {
-                return Err(RouterError::ExchangeNotFound(d.clone()));
-            }
-        }
-        if source.is_empty() {
-            return Err(RouterError::DefaultExchange);
-        }
-        let exchange = self
-            .exchanges
-            .get_mut(source)
-            .ok_or_else(|| RouterError::ExchangeNotFound(source.into()))?;
+        let exchange = self.binding_source(source, destination)?;
         let before = exchange.bindings.len();
         exchange.bindings.retain(|b| {
             !(&b.destination == destination && b.routing_key == routing_key && &b.arguments == arguments)

@@ -25,7 +25,7 @@ use tracing::debug;
 use warren_codec::Message;
 use warren_router::QueueName;
 
-use crate::connection::ConnEvent;
+use crate::connection::{ConnEvent, Delivery};
 use crate::consumer::ConsumerShared;
 use crate::vhost::VHost;
 use crate::AmqpError;
@@ -400,12 +400,12 @@ impl Queue {
             }
             skipped = 0;
             let entry = self.ready.pop_front().expect("checked non-empty");
-            let event = ConnEvent::Deliver {
+            let event = ConnEvent::Deliver(Delivery {
                 consumer: consumer.shared.clone(),
                 msg_id: entry.id,
                 message: entry.message.clone(),
                 redelivered: entry.redelivered,
-            };
+            });
             if consumer.inbox.send(event).is_err() {
                 // The connection is gone; its cleanup cancels this consumer.
                 self.ready.push_front(entry);

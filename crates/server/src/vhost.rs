@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
 use amq_protocol::types::{AMQPValue, FieldTable};
-use warren_router::{Destination, Exchange, ExchangeKind, QueueName, Router, RouterError};
+use warren_router::{Destination, Exchange, ExchangeKind, ExchangeName, QueueName, Router, RouterError};
 
 use crate::queue::QueueHandle;
 use crate::AmqpError;
@@ -363,10 +363,16 @@ impl VHost {
         };
         self.check_access(q, connection)?;
         let destination = Destination::Queue(q.name.clone());
-        match state
+        let unbound = state
             .router
-            .unbind(exchange, &destination, routing_key, arguments)
-        {
+            .unbind(exchange, &destination, routing_key, arguments);
+        self.unbound(unbound)
+    }
+
+    /// An unbind's answer: a missing exchange is no error (RabbitMQ answers
+    /// unbind-ok).
+    fn unbound(&self, result: Result<Vec<ExchangeName>, RouterError>) -> Result<(), AmqpError> {
+        match result {
             Ok(_) | Err(RouterError::ExchangeNotFound(_)) => Ok(()),
             Err(e) => Err(self.router_error(e)),
         }
@@ -407,14 +413,11 @@ impl VHost {
             return Err(self.router_error(RouterError::DefaultExchange));
         }
         let destination = Destination::Exchange(destination.into());
-        match self
+        let unbound = self
             .write()
             .router
-            .unbind(source, &destination, routing_key, arguments)
-        {
-            Ok(_) | Err(RouterError::ExchangeNotFound(_)) => Ok(()),
-            Err(e) => Err(self.router_error(e)),
-        }
+            .unbind(source, &destination, routing_key, arguments);
+        self.unbound(unbound)
     }
 
     /// The queues a publish goes to: 404 if the exchange is missing, 403 if

@@ -50,25 +50,41 @@ struct Args {
 async fn main() {
     let args = Args::parse();
     let queue = format!("loadgen-{}", std::process::id());
-    let setup = Connection::connect(&args.url, ConnectionProperties::default()).await.expect("connect");
+    let setup = Connection::connect(&args.url, ConnectionProperties::default())
+        .await
+        .expect("connect");
     let ch = setup.create_channel().await.unwrap();
-    let declare = QueueDeclareOptions { durable: args.persistent, ..Default::default() };
-    ch.queue_declare(queue.as_str().into(), declare, FieldTable::default()).await.unwrap();
+    let declare = QueueDeclareOptions {
+        durable: args.persistent,
+        ..Default::default()
+    };
+    ch.queue_declare(queue.as_str().into(), declare, FieldTable::default())
+        .await
+        .unwrap();
 
     let published = Arc::new(AtomicU64::new(0));
     let consumed = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let mut consumers = Vec::new();
     for _ in 0..args.consumers {
-        let (url, queue, consumed, prefetch) = (args.url.clone(), queue.clone(), consumed.clone(), args.prefetch);
-        let conn = Connection::connect(&url, ConnectionProperties::default()).await.unwrap();
+        let (url, queue, consumed, prefetch) =
+            (args.url.clone(), queue.clone(), consumed.clone(), args.prefetch);
+        let conn = Connection::connect(&url, ConnectionProperties::default())
+            .await
+            .unwrap();
         let ch = conn.create_channel().await.unwrap();
         let no_ack = prefetch == 0;
         if !no_ack {
             ch.basic_qos(prefetch, BasicQosOptions::default()).await.unwrap();
         }
-        let opts = BasicConsumeOptions { no_ack, ..Default::default() };
-        let mut stream = ch.basic_consume(queue.as_str().into(), "".into(), opts, FieldTable::default()).await.unwrap();
+        let opts = BasicConsumeOptions {
+            no_ack,
+            ..Default::default()
+        };
+        let mut stream = ch
+            .basic_consume(queue.as_str().into(), "".into(), opts, FieldTable::default())
+            .await
+            .unwrap();
         consumers.push(tokio::spawn(async move {
             while let Some(Ok(delivery)) = stream.next().await {
                 if !no_ack {
@@ -89,10 +105,13 @@ async fn main() {
     let start = Instant::now();
     let mut publishers = Vec::new();
     for _ in 0..args.publishers {
-        let (url, queue, published, stop) = (args.url.clone(), queue.clone(), published.clone(), stop.clone());
+        let (url, queue, published, stop) =
+            (args.url.clone(), queue.clone(), published.clone(), stop.clone());
         let (body, props, window) = (body.clone(), props.clone(), args.confirm_window);
         publishers.push(tokio::spawn(async move {
-            let conn = Connection::connect(&url, ConnectionProperties::default()).await.unwrap();
+            let conn = Connection::connect(&url, ConnectionProperties::default())
+                .await
+                .unwrap();
             let ch = conn.create_channel().await.unwrap();
             if window > 0 {
                 ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
@@ -100,7 +119,13 @@ async fn main() {
             let mut pending = std::collections::VecDeque::new();
             while !stop.load(Ordering::Relaxed) {
                 let confirm = ch
-                    .basic_publish("".into(), queue.as_str().into(), BasicPublishOptions::default(), &body, props.clone())
+                    .basic_publish(
+                        "".into(),
+                        queue.as_str().into(),
+                        BasicPublishOptions::default(),
+                        &body,
+                        props.clone(),
+                    )
                     .await
                     .unwrap();
                 if window > 0 {
@@ -148,7 +173,9 @@ async fn main() {
         got,
         got as f64 / all_elapsed
     );
-    ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default()).await.ok();
+    ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .ok();
     for c in consumers {
         c.abort();
     }

@@ -44,20 +44,40 @@ const READ_BATCH: usize = 256;
 /// How long the server waits for connection.close-ok after sending close.
 const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
 
+/// A message a queue hands to one of a connection's consumers.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The consumer.
+    pub consumer: Arc<ConsumerShared>,
+    /// The queue's id for the message.
+    pub msg_id: u64,
+    /// The message.
+    pub message: Arc<Message>,
+    /// Whether it was delivered before.
+    pub redelivered: bool,
+}
+
+impl Delivery {
+    /// Gives the message back to its queue unmarked: the client never saw it
+    /// (its consumer was cancelled, or its channel or connection closed,
+    /// while it was on its way).
+    async fn hand_back(self) {
+        let queue = self.consumer.queue.clone();
+        queue
+            .send(QueueCommand::Undeliverable {
+                msg_id: self.msg_id,
+                message: self.message,
+                redelivered: self.redelivered,
+            })
+            .await;
+    }
+}
+
 /// What queues send to a connection.
 #[derive(Debug)]
 pub enum ConnEvent {
     /// A message for one of this connection's consumers.
-    Deliver {
-        /// The consumer.
-        consumer: Arc<ConsumerShared>,
-        /// The queue's id for the message.
-        msg_id: u64,
-        /// The message.
-        message: Arc<Message>,
-        /// Whether it was delivered before.
-        redelivered: bool,
-    },
+    Deliver(Delivery),
     /// The consumer's queue was deleted.
     Cancelled(Arc<ConsumerShared>),
 }
@@ -445,12 +465,7 @@ impl Connection {
 
     async fn handle_event(&mut self, event: ConnEvent) {
         match event {
-            ConnEvent::Deliver {
-                consumer,
-                msg_id,
-                message,
-                redelivered,
-            } => self.handle_delivery(consumer, msg_id, message, redelivered).await,
+            ConnEvent::Deliver(delivery) => self.handle_delivery(delivery).await,
             ConnEvent::Cancelled(consumer) => {
                 let Some(channel) = self.channels.get_mut(&consumer.channel) else {
                     return;
@@ -478,33 +493,25 @@ impl Connection {
 
     /// A queue delivered a message to one of our consumers: give it a
     /// delivery tag and send it, or hand it back if the consumer is gone.
-    async fn handle_delivery(
-        &mut self,
-        consumer: Arc<ConsumerShared>,
-        msg_id: u64,
-        message: Arc<Message>,
-        redelivered: bool,
-    ) {
+    async fn handle_delivery(&mut self, delivery: Delivery) {
+        let consumer = &delivery.consumer;
         let channel = self.channels.get_mut(&consumer.channel).filter(|ch| {
             ch.state == ChannelState::Open
                 && ch
                     .consumers
                     .get(&consumer.tag)
-                    .is_some_and(|c| Arc::ptr_eq(c, &consumer))
+                    .is_some_and(|c| Arc::ptr_eq(c, consumer))
         });
         let Some(channel) = channel else {
-            // Cancelled, or its channel closed, while this was on its way:
-            // the client never saw it, so it goes back unmarked.
-            consumer
-                .queue
-                .send(QueueCommand::Undeliverable {
-                    msg_id,
-                    message,
-                    redelivered,
-                })
-                .await;
+            delivery.hand_back().await;
             return;
         };
+        let Delivery {
+            consumer,
+            msg_id,
+            message,
+            redelivered,
+        } = delivery;
         let delivery_tag = channel.next_delivery_tag();
         if !consumer.no_ack {
             channel.track_unacked(
@@ -560,21 +567,8 @@ impl Connection {
         }
         inbox.close();
         while let Ok(event) = inbox.try_recv() {
-            if let ConnEvent::Deliver {
-                consumer,
-                msg_id,
-                message,
-                redelivered,
-            } = event
-            {
-                consumer
-                    .queue
-                    .send(QueueCommand::Undeliverable {
-                        msg_id,
-                        message,
-                        redelivered,
-                    })
-                    .await;
+            if let ConnEvent::Deliver(delivery) = event {
+                delivery.hand_back().await;
             }
         }
     }
