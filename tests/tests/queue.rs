@@ -460,3 +460,22 @@ async fn unbinding_what_is_not_bound_succeeds() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn redeclaring_with_other_exclusivity_is_405_even_for_the_owner() {
+    within(async {
+        let broker = start_broker().await;
+        let (_conn, ch) = broker.channel().await;
+        let q = exclusive_queue(&ch, "owner").await;
+        let err = ch
+            .queue_declare(
+                q.as_str().into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(reply_code(&err), 405);
+    })
+    .await;
+}

@@ -92,3 +92,22 @@ async fn mixing_tx_and_confirms_is_406_and_commit_needs_select() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_publish_to_a_missing_exchange_fails_before_commit() {
+    within(async {
+        let broker = start_broker().await;
+        let (_conn, ch) = broker.channel().await;
+        ch.tx_select().await.unwrap();
+        let nox = unique("nox");
+        let publish = ch.basic_publish(
+            nox.as_str().into(),
+            "k".into(),
+            BasicPublishOptions::default(),
+            b"x",
+            lapin::BasicProperties::default(),
+        );
+        assert_eq!(closed_code(&ch, publish).await, 404);
+    })
+    .await;
+}

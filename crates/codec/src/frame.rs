@@ -218,6 +218,11 @@ impl Decoder for FrameCodec {
                 src[total - 1]
             )));
         }
+        if kind == constants::FRAME_HEARTBEAT && size != 0 {
+            return Err(CodecError::frame_error(format!(
+                "type 8, {size} octets of payload: unknown_frame"
+            )));
+        }
         let mut frame = src.split_to(total);
         frame.advance(HEADER_LEN);
         frame.truncate(size);

@@ -23,6 +23,7 @@ pub mod error;
 pub mod frame;
 
 pub use amq_protocol;
+pub use bytes;
 pub use content::{ContentAssembler, Message, Published};
 pub use error::CodecError;
 pub use frame::{Frame, FrameCodec, Outbound, PROTOCOL_HEADER};

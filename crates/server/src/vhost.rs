@@ -210,8 +210,10 @@ impl VHost {
             return self.check_access(queue, connection).map(|_| queue.clone());
         }
         if let Some(queue) = state.queues.get(spec.name) {
+            // Another connection's exclusive queue, or exclusivity that differs
+            // from the original declaration, even on the owning connection.
             if queue.exclusive_owner.is_some_and(|owner| owner != connection)
-                || (spec.exclusive && queue.exclusive_owner.is_none())
+                || spec.exclusive != queue.exclusive_owner.is_some()
             {
                 return Err(self.locked(spec.name));
             }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use amq_protocol::protocol::{basic, AMQPClass};
 use warren_codec::Published;
 
-use super::{random_suffix, ChannelState, Settle};
+use super::{random_suffix, ChannelState, Routed, Settle};
 use crate::connection::Connection;
 use crate::consumer::{ConsumerShared, Gate, CREDIT};
 use crate::queue::QueueCommand;
@@ -41,9 +41,8 @@ impl Connection {
     }
 
     pub(crate) async fn handle_basic_consume(&mut self, id: u16, m: basic::Consume) -> Result<(), AmqpError> {
-        let queue = self
-            .vhost
-            .queue(&self.queue_name(id, m.queue.as_str())?, self.id)?;
+        let queue_name = self.queue_name(id, m.queue.as_str())?;
+        let queue = self.vhost.queue(&queue_name, self.id)?;
         let channel = self.open_channel(id);
         let tag = match m.consumer_tag.as_str() {
             "" => format!("amq.ctag-{}", random_suffix()),
@@ -77,8 +76,8 @@ impl Connection {
             .await
             .unwrap_or_else(|| {
                 Err(AmqpError::not_found(format!(
-                    "no queue '{}' in vhost '{}'",
-                    m.queue, self.vhost.name
+                    "no queue '{queue_name}' in vhost '{}'",
+                    self.vhost.name
                 )))
             });
         if let Err(e) = accepted {
@@ -127,8 +126,11 @@ impl Connection {
             .map_err(|e| AmqpError::unexpected_frame(e.to_string()))
     }
 
-    /// Routes a complete message and hands it to its queues.
-    pub(crate) async fn publish(&mut self, id: u16, published: Published) -> Result<(), AmqpError> {
+    /// Routes a complete message: the checks RabbitMQ makes once the content
+    /// has arrived (immediate, exchange exists, not internal), and the queues
+    /// it goes to. In a transaction this happens at publish time too; only
+    /// the hand-over to the queues waits for commit.
+    pub(crate) fn route(&self, published: Published) -> Result<Routed, AmqpError> {
         let Published { method, message } = published;
         if method.immediate {
             return Err(AmqpError::not_implemented("immediate=true").for_method(PUBLISH.0, PUBLISH.1));
@@ -141,7 +143,21 @@ impl Connection {
                 message.properties.headers().as_ref(),
             )
             .map_err(|e| e.for_method(PUBLISH.0, PUBLISH.1))?;
-        let message = Arc::new(message);
+        Ok(Routed {
+            method,
+            message: Arc::new(message),
+            queues,
+        })
+    }
+
+    /// Hands a routed message to its queues (or returns it, if mandatory and
+    /// unroutable) and confirms it.
+    pub(crate) async fn enqueue(&mut self, id: u16, routed: Routed) {
+        let Routed {
+            method,
+            message,
+            queues,
+        } = routed;
         if queues.is_empty() && method.mandatory {
             let returned = AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
                 reply_code: 312,
@@ -162,7 +178,6 @@ impl Connection {
                 self.pending_confirms.push(id);
             }
         }
-        Ok(())
     }
 
     pub(crate) async fn handle_basic_get(&mut self, id: u16, m: basic::Get) -> Result<(), AmqpError> {

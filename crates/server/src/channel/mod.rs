@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use amq_protocol::protocol::{access, channel, AMQPClass};
-use warren_codec::{ContentAssembler, Published};
+use warren_codec::{ContentAssembler, Message, Published};
 
 use crate::connection::Connection;
 use crate::consumer::{ConsumerShared, Gate};
@@ -44,6 +44,17 @@ pub(crate) struct Unacked {
     pub msg_id: u64,
     /// The consumer it went to, whose prefetch slots it holds; None for basic.get.
     pub consumer: Option<Arc<ConsumerShared>>,
+}
+
+/// A published message with the queues it was routed to.
+#[derive(Debug)]
+pub(crate) struct Routed {
+    /// The basic.publish (for basic.return).
+    pub method: amq_protocol::protocol::basic::Publish,
+    /// The message, shared by its queues.
+    pub message: Arc<Message>,
+    /// Where it goes; empty means unroutable.
+    pub queues: Vec<Arc<QueueHandle>>,
 }
 
 /// What to do with settled messages.
@@ -333,11 +344,12 @@ impl Connection {
     }
 
     pub(crate) async fn handle_published(&mut self, id: u16, published: Published) -> Result<(), AmqpError> {
-        if let Some(tx) = self.channels.get_mut(&id).and_then(|c| c.tx.as_mut()) {
-            tx.publishes.push(published);
-            return Ok(());
+        let routed = self.route(published)?;
+        match self.channels.get_mut(&id).and_then(|c| c.tx.as_mut()) {
+            Some(tx) => tx.publishes.push(routed),
+            None => self.enqueue(id, routed).await,
         }
-        self.publish(id, published).await
+        Ok(())
     }
 }
 

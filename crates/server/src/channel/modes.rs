@@ -1,12 +1,10 @@
 //! Channel modes: publisher confirms (confirm.select) and transactions
 //! (tx.select, tx.commit, tx.rollback). A channel is in at most one of them.
 
-use amq_protocol::protocol::{confirm, tx, AMQPClass};
-use warren_codec::Published;
-
-use super::{Settle, Unacked};
+use super::{Routed, Settle, Unacked};
 use crate::connection::Connection;
 use crate::AmqpError;
+use amq_protocol::protocol::{confirm, tx, AMQPClass};
 
 /// Publisher-confirm sequence numbers of a channel in confirm mode.
 #[derive(Debug, Default)]
@@ -22,8 +20,8 @@ pub(crate) struct Confirms {
 /// Work held back until tx.commit.
 #[derive(Debug, Default)]
 pub(crate) struct Transaction {
-    /// Messages to route at commit, in order.
-    pub publishes: Vec<Published>,
+    /// Messages routed at publish time, handed to their queues at commit.
+    pub publishes: Vec<Routed>,
     /// Acks, nacks and rejects to apply at commit.
     pub settles: Vec<(Vec<Unacked>, Settle)>,
 }
@@ -76,8 +74,8 @@ impl Connection {
     /// Applies the transaction's publishes, then its acks, in order.
     pub(crate) async fn handle_tx_commit(&mut self, id: u16) -> Result<(), AmqpError> {
         let tx = self.take_transaction(id)?;
-        for published in tx.publishes {
-            self.publish(id, published).await?;
+        for routed in tx.publishes {
+            self.enqueue(id, routed).await;
         }
         for (entries, how) in tx.settles {
             self.settle(id, entries, how).await;

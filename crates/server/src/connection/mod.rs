@@ -186,9 +186,20 @@ pub async fn serve(
             // spec: after sending close, discard everything until close-ok.
             let wait = async {
                 while let Some(Ok(frame)) = reader.next().await {
-                    if let Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))) = frame
-                    {
-                        break;
+                    match frame {
+                        Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))) => break,
+                        // Both sides closed at once: answer, as RabbitMQ does.
+                        Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Close(_))) => {
+                            conn.send(
+                                0,
+                                AMQPClass::Connection(connection::AMQPMethod::CloseOk(
+                                    connection::CloseOk {},
+                                )),
+                            )
+                            .await;
+                            break;
+                        }
+                        _ => {}
                     }
                 }
             };
@@ -416,6 +427,16 @@ impl Connection {
             }
             return Ok(());
         }
+        // A frame that breaks a content sequence is blamed on its basic.publish.
+        let in_content = !channel.assembler.is_idle();
+        let codec_error = |e| {
+            let e = codec_error(e);
+            if in_content {
+                e.for_method(60, 40)
+            } else {
+                e
+            }
+        };
         match frame {
             Frame::Method(_, method) => {
                 channel.assembler.expect_idle().map_err(codec_error)?;
