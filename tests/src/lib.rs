@@ -57,9 +57,14 @@ pub async fn start_broker() -> TestBroker {
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
     let config = warren_server::Config::new(data_dir.path());
-    let task = tokio::spawn(warren_server::run(listener, config, async move {
-        let _ = rx.await;
-    }));
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = rx.await;
+        };
+        warren_server::run(listener, config, shutdown)
+            .await
+            .expect("the store opens");
+    });
     TestBroker {
         url: format!("amqp://guest:guest@{addr}/%2f"),
         addr,

@@ -20,6 +20,8 @@ pub struct Config {
     pub heartbeat: u16,
     /// How long a client may take from the protocol header to connection.open.
     pub handshake_timeout: Duration,
+    /// sled's page cache, in bytes: the store's share of memory.
+    pub store_cache_bytes: u64,
 }
 
 impl Config {
@@ -32,6 +34,7 @@ impl Config {
             frame_max: 131_072,
             heartbeat: 60,
             handshake_timeout: Duration::from_secs(10),
+            store_cache_bytes: 64 * 1024 * 1024,
         }
     }
 }

@@ -133,6 +133,18 @@ impl ConsumerShared {
     }
 }
 
+impl ConsumerShared {
+    /// Gives back what [`ConsumerShared::try_reserve`] took, when there turned
+    /// out to be nothing to deliver.
+    pub fn unreserve(&self) {
+        self.credit.release(1);
+        if !self.no_ack {
+            self.prefetch.release(1);
+            self.channel_prefetch.release(1);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@
 //! - [`vhost`]: exchanges, bindings and the queue table of a virtual host.
 //! - [`queue`]: the queue actor, sole owner of a queue's messages and consumers.
 //! - [`consumer`]: prefetch and credit limits shared by queues and channels.
+//! - [`durability`]: the group commit behind publisher confirms of persistent messages.
 //! - [`error`] holds [`AmqpError`], a reply code and text as a value.
 //! - [`config`] holds [`Config`].
 
@@ -21,6 +22,7 @@ pub mod channel;
 pub mod config;
 pub mod connection;
 pub mod consumer;
+pub mod durability;
 pub mod error;
 pub mod listener;
 pub mod queue;

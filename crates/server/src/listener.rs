@@ -4,12 +4,15 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{error, info};
 
 use crate::connection;
+use warren_store::{Store, StoreError};
+
 use crate::vhost::VHost;
 use crate::Config;
 
@@ -25,13 +28,29 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// A broker with the default virtual host.
-    pub fn new(config: Config) -> Arc<Self> {
-        Arc::new(Self {
+    /// Opens the store in the data directory, recovers what it holds, and
+    /// makes the virtual host.
+    pub fn open(config: Config) -> Result<Arc<Self>, StoreError> {
+        let started = Instant::now();
+        let store = Arc::new(Store::open(&config.data_dir, config.store_cache_bytes)?);
+        let recovered = store.recover()?;
+        let cleaned = recovered.cleaned;
+        let (vhost, stats) = VHost::open("/", store, recovered);
+        info!(
+            exchanges = stats.exchanges,
+            queues = stats.queues,
+            messages = stats.messages,
+            bindings = stats.bindings,
+            cleaned,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            data_dir = %config.data_dir.display(),
+            "recovered durable state"
+        );
+        Ok(Arc::new(Self {
             config,
-            vhost: VHost::new("/"),
+            vhost,
             next_connection_id: AtomicU64::new(1),
-        })
+        }))
     }
 
     fn connection_id(&self) -> u64 {
@@ -39,10 +58,12 @@ impl Broker {
     }
 }
 
-/// Serves AMQP on `listener` until `shutdown` completes, then closes every
-/// connection with 320 CONNECTION_FORCED and returns once all have ended.
-pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
-    let broker = Broker::new(config);
+/// Opens the store in `config.data_dir` and serves AMQP on `listener` until
+/// `shutdown` completes, then closes every connection with 320
+/// CONNECTION_FORCED and returns once all have ended and the store is synced.
+/// Fails only if the store cannot be opened or recovered.
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) -> Result<(), StoreError> {
+    let broker = Broker::open(config)?;
     // Every connection task holds a receiver; a send asks them all to close.
     let (notify_shutdown, _) = broadcast::channel::<()>(1);
     // Every connection task holds a clone of this sender; recv() returns None
@@ -79,5 +100,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) {
     let _ = notify_shutdown.send(());
     drop(shutdown_complete_tx);
     let _ = shutdown_complete_rx.recv().await;
+    if let Err(e) = broker.vhost.store.sync() {
+        error!(error = %e, "final store sync failed");
+    }
     info!("shut down");
+    Ok(())
 }

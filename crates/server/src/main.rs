@@ -35,13 +35,14 @@ async fn main() -> std::process::ExitCode {
         tracing::error!(data_dir = %args.data_dir.display(), error = %e, "cannot create the data directory");
         return std::process::ExitCode::FAILURE;
     }
-    warren_server::run(
-        listener,
-        warren_server::Config::new(args.data_dir),
-        shutdown_signal(),
-    )
-    .await;
-    std::process::ExitCode::SUCCESS
+    let config = warren_server::Config::new(args.data_dir);
+    match warren_server::run(listener, config, shutdown_signal()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot open the store");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -8,7 +8,12 @@
 //! - put requeued messages back at their original position, marked redelivered;
 //! - answer get, purge, delete, and the counts declare-ok reports;
 //! - cancel its consumers when deleted, and delete itself when auto-delete and
-//!   its last consumer goes.
+//!   its last consumer goes;
+//! - for a durable queue, keep its persistent messages' index in the store:
+//!   append on publish (then hand the confirm to the group commit, see
+//!   [`crate::durability`]), mark on first delivery, remove on ack, and page
+//!   bodies out of memory beyond [`IN_MEMORY`] ready messages, reading them
+//!   back from the store when they are delivered.
 //!
 //! Commands arrive on one bounded mpsc, so a queue that cannot keep up slows
 //! its publishers (the connection waits to send, and stops reading its socket)
@@ -21,12 +26,14 @@ use std::sync::{Arc, Weak};
 
 use amq_protocol::types::FieldTable;
 use tokio::sync::{mpsc, oneshot};
-use tracing::debug;
+use tracing::{debug, error};
 use warren_codec::Message;
 use warren_router::QueueName;
+use warren_store::{IndexEntry, QueueIndex, Store};
 
 use crate::connection::{ConnEvent, Delivery};
 use crate::consumer::ConsumerShared;
+use crate::durability::{ConfirmTracker, Syncer};
 use crate::vhost::VHost;
 use crate::AmqpError;
 
@@ -34,6 +41,10 @@ use crate::AmqpError;
 const INBOX: usize = 4096;
 /// Commands handled before dispatching, so deliveries go out in batches.
 const BATCH: usize = 256;
+/// Ready persistent messages a durable queue keeps in memory; beyond this
+/// their bodies stay in the store until delivered, so a backlog larger than
+/// memory costs an index entry (~64 bytes) per message, not its body.
+pub const IN_MEMORY: usize = 10_000;
 
 /// How to reach a queue, and the properties fixed at declare time.
 #[derive(Debug)]
@@ -71,7 +82,14 @@ pub struct GetOk {
 #[derive(Debug)]
 pub enum QueueCommand {
     /// Append a routed message.
-    Publish(Arc<Message>),
+    Publish {
+        /// The message, shared with the other queues it was routed to.
+        message: Arc<Message>,
+        /// Its id in the store, if persistent and this queue is durable.
+        stored: Option<u64>,
+        /// Its publisher confirm, if it waits for this queue's write.
+        confirm: Option<Arc<ConfirmTracker>>,
+    },
     /// Add a consumer; refused if the queue is exclusively consumed.
     Consume {
         /// The consumer.
@@ -130,35 +148,40 @@ pub enum QueueCommand {
 }
 
 impl QueueHandle {
-    /// Starts the actor of a new queue.
-    pub(crate) fn spawn(
-        vhost: &VHost,
-        id: u64,
-        name: QueueName,
-        durable: bool,
-        exclusive_owner: Option<u64>,
-        auto_delete: bool,
-        arguments: FieldTable,
-    ) -> Arc<QueueHandle> {
+    /// Starts the actor of a new (or recovered) queue.
+    pub(crate) fn spawn(vhost: &VHost, id: u64, new: NewQueue) -> Arc<QueueHandle> {
         let (tx, rx) = mpsc::channel(INBOX);
         let handle = Arc::new(QueueHandle {
-            name: name.clone(),
+            name: new.name.clone(),
             id,
-            durable,
-            exclusive_owner,
-            auto_delete,
-            arguments,
+            durable: new.durable,
+            exclusive_owner: new.exclusive_owner,
+            auto_delete: new.auto_delete,
+            arguments: new.arguments,
             tx,
         });
+        let next_msg_id = new.recovered.last().map_or(0, |e| e.position + 1);
+        let ready = new
+            .recovered
+            .into_iter()
+            .map(|e| Entry {
+                id: e.position,
+                message: None,
+                stored: Some(e.message_id),
+                redelivered: e.delivered,
+            })
+            .collect();
         let actor = Queue {
-            name,
+            name: new.name,
             id,
             vhost: vhost.weak(),
             vhost_name: vhost.name.clone(),
-            auto_delete,
-            ready: VecDeque::new(),
+            auto_delete: new.auto_delete,
+            disk: new.disk,
+            pending_sync: Vec::new(),
+            ready,
             unacked: HashMap::new(),
-            next_msg_id: 0,
+            next_msg_id,
             consumers: VecDeque::new(),
             exclusive_consumer: false,
             had_consumers: false,
@@ -167,10 +190,11 @@ impl QueueHandle {
         handle
     }
 
-    /// Sends a command, waiting while the queue's inbox is full. A deleted
-    /// queue drops it, as RabbitMQ drops messages racing a queue's deletion.
-    pub async fn send(&self, command: QueueCommand) {
-        let _ = self.tx.send(command).await;
+    /// Sends a command, waiting while the queue's inbox is full. Returns
+    /// false if the queue is gone (a deleted queue drops what races its
+    /// deletion, as in RabbitMQ).
+    pub async fn send(&self, command: QueueCommand) -> bool {
+        self.tx.send(command).await.is_ok()
     }
 
     /// Sends a command and waits for its reply; None if the queue is gone.
@@ -181,10 +205,36 @@ impl QueueHandle {
     }
 }
 
+/// What a queue is created with.
+#[derive(Debug)]
+pub(crate) struct NewQueue {
+    pub name: QueueName,
+    pub durable: bool,
+    pub exclusive_owner: Option<u64>,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+    /// The store, for a durable queue.
+    pub disk: Option<Disk>,
+    /// Index entries found at start, in order.
+    pub recovered: Vec<IndexEntry>,
+}
+
+/// A durable queue's place in the store.
+#[derive(Debug)]
+pub(crate) struct Disk {
+    pub store: Arc<Store>,
+    pub index: QueueIndex,
+    pub syncer: Syncer,
+}
+
 #[derive(Debug)]
 struct Entry {
+    /// Position in the queue; also its key in the store's index.
     id: u64,
-    message: Arc<Message>,
+    /// The message, unless paged out (then it is read back from the store).
+    message: Option<Arc<Message>>,
+    /// Its id in the store, for a persistent message on a durable queue.
+    stored: Option<u64>,
     redelivered: bool,
 }
 
@@ -200,6 +250,10 @@ struct Queue {
     vhost: Weak<VHost>,
     vhost_name: String,
     auto_delete: bool,
+    /// The store, for a durable queue.
+    disk: Option<Disk>,
+    /// Confirms waiting for this batch's writes to be synced.
+    pending_sync: Vec<Arc<ConfirmTracker>>,
     /// Ready messages, ordered by id: new ones are appended, requeued ones
     /// are inserted back where their id puts them.
     ready: VecDeque<Entry>,
@@ -235,21 +289,20 @@ impl Queue {
                 }
             }
             self.dispatch();
+            if let Some(disk) = &self.disk {
+                disk.syncer.request(std::mem::take(&mut self.pending_sync));
+            }
         }
         debug!(queue = %self.name, "queue stopped");
     }
 
     fn handle(&mut self, command: QueueCommand) -> Next {
         match command {
-            QueueCommand::Publish(message) => {
-                let id = self.next_msg_id;
-                self.next_msg_id += 1;
-                self.ready.push_back(Entry {
-                    id,
-                    message,
-                    redelivered: false,
-                });
-            }
+            QueueCommand::Publish {
+                message,
+                stored,
+                confirm,
+            } => self.publish(message, stored, confirm),
             QueueCommand::Consume {
                 consumer,
                 exclusive,
@@ -286,17 +339,11 @@ impl Queue {
                 }
             }
             QueueCommand::Get { no_ack, reply } => {
-                let got = self.ready.pop_front().map(|entry| {
-                    let ok = GetOk {
-                        msg_id: entry.id,
-                        message: entry.message.clone(),
-                        redelivered: entry.redelivered,
-                        remaining: self.ready.len() as u32,
-                    };
-                    if !no_ack {
-                        self.unacked.insert(entry.id, entry);
-                    }
-                    ok
+                let got = self.take_next(no_ack).map(|taken| GetOk {
+                    msg_id: taken.id,
+                    message: taken.message,
+                    redelivered: taken.redelivered,
+                    remaining: self.ready.len() as u32,
                 });
                 // A get-ok the channel can no longer send goes back.
                 if let Err(Some(ok)) = reply.send(got) {
@@ -305,7 +352,9 @@ impl Queue {
             }
             QueueCommand::Ack(ids) => {
                 for id in ids {
-                    self.unacked.remove(&id);
+                    if let Some(entry) = self.unacked.remove(&id) {
+                        self.forget_on_disk(&entry);
+                    }
                 }
             }
             QueueCommand::Requeue { ids, redelivered } => self.requeue(ids, redelivered),
@@ -313,28 +362,16 @@ impl Queue {
                 msg_id,
                 message,
                 redelivered,
-            } => {
-                self.unacked.remove(&msg_id);
-                let at = self
-                    .ready
-                    .binary_search_by_key(&msg_id, |e| e.id)
-                    .unwrap_or_else(|at| at);
-                self.ready.insert(
-                    at,
-                    Entry {
-                        id: msg_id,
-                        message,
-                        redelivered,
-                    },
-                );
-            }
+            } => self.undeliverable(msg_id, message, redelivered),
             QueueCommand::Wake => {}
             QueueCommand::Stats(reply) => {
                 let _ = reply.send((self.ready.len() as u32, self.consumers.len() as u32));
             }
             QueueCommand::Purge(reply) => {
                 let n = self.ready.len() as u32;
-                self.ready.clear();
+                for entry in std::mem::take(&mut self.ready) {
+                    self.forget_on_disk(&entry);
+                }
                 let _ = reply.send(n);
             }
             QueueCommand::Delete {
@@ -386,36 +423,166 @@ impl Queue {
         }
     }
 
+    fn publish(&mut self, message: Arc<Message>, stored: Option<u64>, confirm: Option<Arc<ConfirmTracker>>) {
+        let id = self.next_msg_id;
+        self.next_msg_id += 1;
+        let mut entry = Entry {
+            id,
+            message: Some(message),
+            stored,
+            redelivered: false,
+        };
+        if let (Some(disk), Some(message_id)) = (&self.disk, stored) {
+            let written = disk.store.put_entry(
+                &disk.index,
+                IndexEntry {
+                    position: id,
+                    message_id,
+                    delivered: false,
+                },
+            );
+            if let Err(e) = &written {
+                error!(queue = %self.name, error = %e, "cannot store a persistent message");
+            }
+            match confirm {
+                // Confirmed once the group commit after this batch completes.
+                Some(tracker) if written.is_ok() => self.pending_sync.push(tracker),
+                Some(tracker) => tracker.done(false),
+                None => {}
+            }
+            if self.ready.len() >= IN_MEMORY {
+                entry.message = None;
+            }
+        } else if let Some(tracker) = confirm {
+            // Only durable queues are asked to confirm a write.
+            tracker.done(true);
+        }
+        self.ready.push_back(entry);
+    }
+
+    /// The message of an entry, read back from the store if paged out.
+    fn load(&self, entry: &Entry) -> Option<Arc<Message>> {
+        if let Some(message) = &entry.message {
+            return Some(message.clone());
+        }
+        let (disk, message_id) = (self.disk.as_ref()?, entry.stored?);
+        match disk.store.get_message(message_id) {
+            Ok(message) => Some(Arc::new(message)),
+            Err(e) => {
+                error!(queue = %self.name, error = %e, "cannot read a stored message; dropping it");
+                None
+            }
+        }
+    }
+
+    /// Removes a settled (or purged) message from the store.
+    fn forget_on_disk(&self, entry: &Entry) {
+        if let (Some(disk), Some(message_id)) = (&self.disk, entry.stored) {
+            let index_entry = IndexEntry {
+                position: entry.id,
+                message_id,
+                delivered: true,
+            };
+            if let Err(e) = disk.store.remove_entry(&disk.index, index_entry) {
+                error!(queue = %self.name, error = %e, "cannot remove a stored message");
+            }
+        }
+    }
+
+    /// Takes the next ready message for a delivery or a get: loads it if
+    /// paged out, records its first delivery in the store (so that it comes
+    /// back redelivered after a restart), and moves it to `unacked`, or
+    /// forgets it at once for no-ack.
+    fn take_next(&mut self, no_ack: bool) -> Option<Taken> {
+        while let Some(mut entry) = self.ready.pop_front() {
+            let Some(message) = self.load(&entry) else {
+                self.forget_on_disk(&entry);
+                continue;
+            };
+            let taken = Taken {
+                id: entry.id,
+                message,
+                redelivered: entry.redelivered,
+            };
+            if no_ack {
+                self.forget_on_disk(&entry);
+                return Some(taken);
+            }
+            if let (Some(disk), Some(message_id), false) = (&self.disk, entry.stored, entry.redelivered) {
+                let marked = IndexEntry {
+                    position: entry.id,
+                    message_id,
+                    delivered: true,
+                };
+                if let Err(e) = disk.store.put_entry(&disk.index, marked) {
+                    error!(queue = %self.name, error = %e, "cannot mark a stored message delivered");
+                }
+            }
+            if entry.stored.is_some() {
+                // The store has it; the delivery carries it to the client.
+                entry.message = None;
+            }
+            self.unacked.insert(entry.id, entry);
+            return Some(taken);
+        }
+        None
+    }
+
+    /// A delivery that never reached the client goes back where it was.
+    fn undeliverable(&mut self, msg_id: u64, message: Arc<Message>, redelivered: bool) {
+        let stored = self.unacked.remove(&msg_id).and_then(|e| e.stored);
+        let at = self
+            .ready
+            .binary_search_by_key(&msg_id, |e| e.id)
+            .unwrap_or_else(|at| at);
+        let entry = Entry {
+            id: msg_id,
+            message: Some(message),
+            stored,
+            redelivered,
+        };
+        self.ready.insert(at, entry);
+    }
+
     /// Hands ready messages to consumers, round-robin, while any consumer
     /// has room. A consumer with no room is skipped (and its gate marked, so
     /// the next free slot wakes this queue).
     fn dispatch(&mut self) {
         let mut skipped = 0;
         while !self.ready.is_empty() && skipped < self.consumers.len() {
-            let consumer = &self.consumers[0];
-            if !consumer.shared.try_reserve() {
+            let shared = self.consumers[0].shared.clone();
+            if !shared.try_reserve() {
                 skipped += 1;
                 self.consumers.rotate_left(1);
                 continue;
             }
             skipped = 0;
-            let entry = self.ready.pop_front().expect("checked non-empty");
+            let Some(taken) = self.take_next(shared.no_ack) else {
+                shared.unreserve();
+                break;
+            };
             let event = ConnEvent::Deliver(Delivery {
-                consumer: consumer.shared.clone(),
-                msg_id: entry.id,
-                message: entry.message.clone(),
-                redelivered: entry.redelivered,
+                consumer: shared,
+                msg_id: taken.id,
+                message: taken.message,
+                redelivered: taken.redelivered,
             });
-            if consumer.inbox.send(event).is_err() {
+            if let Err(mpsc::error::SendError(event)) = self.consumers[0].inbox.send(event) {
                 // The connection is gone; its cleanup cancels this consumer.
-                self.ready.push_front(entry);
+                if let ConnEvent::Deliver(d) = event {
+                    self.undeliverable(d.msg_id, d.message, d.redelivered);
+                }
                 self.consumers.pop_front();
                 continue;
-            }
-            if !consumer.shared.no_ack {
-                self.unacked.insert(entry.id, entry);
             }
             self.consumers.rotate_left(1);
         }
     }
+}
+
+/// A message taken for delivery.
+struct Taken {
+    id: u64,
+    message: Arc<Message>,
+    redelivered: bool,
 }

@@ -5,6 +5,12 @@
 //! operations; none holds it across an `.await` (a std lock held there would
 //! block a runtime thread, see mini-redis's `db.rs`). Publishing takes the read
 //! lock once to route and resolve the queue handles.
+//!
+//! Durable definitions are written to the store as they change, under the
+//! same write lock, so the store's order of changes is the router's: durable
+//! exchanges and queues on declare and delete, and bindings whose two ends are
+//! both durable (RabbitMQ's rule). At start, [`VHost::open`] rebuilds
+//! everything from [`Recovered`].
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -12,9 +18,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
 use amq_protocol::types::{AMQPValue, FieldTable};
+use tracing::{error, warn};
 use warren_router::{Destination, Exchange, ExchangeKind, ExchangeName, QueueName, Router, RouterError};
+use warren_store::{
+    BindingDef, DestinationKind, ExchangeDef, IndexEntry, QueueDef, Recovered, Store, StoreError,
+};
 
-use crate::queue::QueueHandle;
+use crate::durability::Syncer;
+use crate::queue::{Disk, NewQueue, QueueHandle};
 use crate::AmqpError;
 
 /// Queue arguments RabbitMQ compares when a queue is redeclared.
@@ -46,6 +57,23 @@ pub struct VHost {
     /// Queue actors hold this to remove themselves (auto-delete).
     weak_self: Weak<VHost>,
     next_queue_id: AtomicU64,
+    /// Where durable things are kept.
+    pub(crate) store: Arc<Store>,
+    /// The group commit in front of the store.
+    pub(crate) syncer: Syncer,
+}
+
+/// What recovery found, for the start-up log.
+#[derive(Debug, Default)]
+pub struct RecoveryStats {
+    /// Durable exchanges restored.
+    pub exchanges: usize,
+    /// Durable queues restored.
+    pub queues: usize,
+    /// Persistent messages restored, over all queues.
+    pub messages: usize,
+    /// Bindings restored.
+    pub bindings: usize,
 }
 
 /// What queue.declare asked for.
@@ -66,9 +94,10 @@ pub struct QueueSpec<'a> {
 }
 
 impl VHost {
-    /// A virtual host with the predeclared exchanges and no queues.
-    pub fn new(name: &str) -> Arc<Self> {
-        Arc::new_cyclic(|weak_self| Self {
+    /// A virtual host with the predeclared exchanges and what the store
+    /// recovered. Must run inside the tokio runtime (it starts queue actors).
+    pub fn open(name: &str, store: Arc<Store>, recovered: Recovered) -> (Arc<Self>, RecoveryStats) {
+        let vhost = Arc::new_cyclic(|weak_self| Self {
             name: name.to_owned(),
             state: RwLock::new(Definitions {
                 router: Router::new(),
@@ -76,6 +105,135 @@ impl VHost {
             }),
             weak_self: weak_self.clone(),
             next_queue_id: AtomicU64::new(1),
+            syncer: Syncer::spawn(store.clone()),
+            store,
+        });
+        let stats = vhost.restore(recovered);
+        (vhost, stats)
+    }
+
+    fn restore(&self, recovered: Recovered) -> RecoveryStats {
+        let mut stats = RecoveryStats::default();
+        let mut state = self.write();
+        for x in recovered.exchanges {
+            let Ok(kind) = ExchangeKind::from_str(&x.kind) else {
+                warn!(exchange = %x.name, kind = %x.kind, "skipping a stored exchange of unknown type");
+                continue;
+            };
+            let exchange = Exchange::new(x.name.into(), kind, true, x.auto_delete, x.internal, x.arguments);
+            if state.router.declare(exchange).is_ok() {
+                stats.exchanges += 1;
+            }
+        }
+        for q in recovered.queues {
+            stats.queues += 1;
+            stats.messages += q.entries.len();
+            match self.spawn_durable_queue(q.def, q.entries) {
+                Ok(handle) => {
+                    state.queues.insert(handle.name.clone(), handle);
+                }
+                Err(e) => error!(error = %e, "cannot open a stored queue's index"),
+            }
+        }
+        for b in recovered.bindings {
+            let destination = match b.destination_kind {
+                DestinationKind::Queue => Destination::Queue(b.destination.into()),
+                DestinationKind::Exchange => Destination::Exchange(b.destination.into()),
+            };
+            if state
+                .router
+                .bind(&b.source, destination, &b.routing_key, b.arguments)
+                .is_ok()
+            {
+                stats.bindings += 1;
+            }
+        }
+        stats
+    }
+
+    fn spawn_durable_queue(
+        &self,
+        def: QueueDef,
+        entries: Vec<IndexEntry>,
+    ) -> Result<Arc<QueueHandle>, StoreError> {
+        let disk = Disk {
+            index: self.store.queue_index(&def.name)?,
+            store: self.store.clone(),
+            syncer: self.syncer.clone(),
+        };
+        let new = NewQueue {
+            name: def.name.into(),
+            durable: true,
+            exclusive_owner: None,
+            auto_delete: def.auto_delete,
+            arguments: def.arguments,
+            disk: Some(disk),
+            recovered: entries,
+        };
+        Ok(QueueHandle::spawn(
+            self,
+            self.next_queue_id.fetch_add(1, Ordering::Relaxed),
+            new,
+        ))
+    }
+
+    /// A store failure: the operation fails with 541 INTERNAL_ERROR, and the
+    /// log says why.
+    fn stored<T>(&self, result: Result<T, StoreError>) -> Result<T, AmqpError> {
+        result.map_err(|e| {
+            error!(error = %e, "store write failed");
+            AmqpError::internal_error(format!("store failure: {e}"))
+        })
+    }
+
+    /// Stores a persistent message for `queues` durable queues.
+    pub(crate) fn store_message(
+        &self,
+        message: &warren_codec::Message,
+        queues: u32,
+    ) -> Result<u64, AmqpError> {
+        self.stored(self.store.put_message(message, queues))
+    }
+
+    /// Lets go of a stored message a queue will not hold after all.
+    pub(crate) fn release_message(&self, message_id: u64) -> Result<(), AmqpError> {
+        self.stored(self.store.release(message_id))
+    }
+
+    /// Forgets exchanges the router deleted (auto-delete cascades included).
+    fn forget_exchanges(&self, names: &[ExchangeName]) -> Result<(), AmqpError> {
+        for name in names {
+            self.stored(self.store.delete_exchange(name.as_str()))?;
+        }
+        Ok(())
+    }
+
+    /// The stored form of a binding, if both its ends are durable.
+    fn durable_binding(
+        &self,
+        state: &Definitions,
+        source: &str,
+        destination: &Destination,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> Option<BindingDef> {
+        if !state.router.exchange(source)?.durable {
+            return None;
+        }
+        let (destination_kind, name) = match destination {
+            Destination::Queue(q) => (DestinationKind::Queue, q.as_str()),
+            Destination::Exchange(x) => (DestinationKind::Exchange, x.as_str()),
+        };
+        let durable = match destination_kind {
+            DestinationKind::Queue => state.queues.get(name)?.durable,
+            DestinationKind::Exchange => state.router.exchange(name)?.durable,
+        };
+        durable.then(|| BindingDef {
+            source: source.to_owned(),
+            destination_kind,
+            destination: name.to_owned(),
+            routing_key: routing_key.to_owned(),
+            arguments: arguments.clone(),
         })
     }
 
@@ -177,11 +335,18 @@ impl VHost {
             internal,
             arguments.clone(),
         );
-        state
-            .router
-            .declare(exchange)
-            .map(drop)
-            .map_err(|e| self.router_error(e))
+        let created = state.router.declare(exchange).map_err(|e| self.router_error(e))?;
+        if created && durable {
+            let def = ExchangeDef {
+                name: name.to_owned(),
+                kind: kind.to_string(),
+                auto_delete,
+                internal,
+                arguments: arguments.clone(),
+            };
+            self.stored(self.store.put_exchange(&def))?;
+        }
+        Ok(())
     }
 
     /// exchange.delete. Deleting a missing exchange succeeds, as in RabbitMQ;
@@ -193,8 +358,13 @@ impl VHost {
                 self.name
             )));
         }
-        match self.write().router.delete(name, if_unused) {
-            Ok(_) | Err(RouterError::ExchangeNotFound(_)) => Ok(()),
+        let state = &mut *self.write();
+        match state.router.delete(name, if_unused) {
+            Ok(mut deleted) => {
+                deleted.insert(0, name.into());
+                self.forget_exchanges(&deleted)
+            }
+            Err(RouterError::ExchangeNotFound(_)) => Ok(()),
             Err(e) => Err(self.router_error(e)),
         }
     }
@@ -230,15 +400,26 @@ impl VHost {
         } else {
             QueueName::from(spec.name)
         };
-        let queue = QueueHandle::spawn(
-            self,
-            self.next_queue_id.fetch_add(1, Ordering::Relaxed),
-            name.clone(),
-            spec.durable,
-            spec.exclusive.then_some(connection),
-            spec.auto_delete,
-            spec.arguments.clone(),
-        );
+        let queue = if spec.durable {
+            let def = QueueDef {
+                name: name.to_string(),
+                auto_delete: spec.auto_delete,
+                arguments: spec.arguments.clone(),
+            };
+            self.stored(self.store.put_queue(&def))?;
+            self.stored(self.spawn_durable_queue(def, Vec::new()))?
+        } else {
+            let new = NewQueue {
+                name: name.clone(),
+                durable: false,
+                exclusive_owner: spec.exclusive.then_some(connection),
+                auto_delete: spec.auto_delete,
+                arguments: spec.arguments.clone(),
+                disk: None,
+                recovered: Vec::new(),
+            };
+            QueueHandle::spawn(self, self.next_queue_id.fetch_add(1, Ordering::Relaxed), new)
+        };
         state.queues.insert(name, queue.clone());
         Ok(queue)
     }
@@ -305,10 +486,18 @@ impl VHost {
     /// goes: a newer queue that took the name stays.
     pub fn forget_queue(&self, name: &QueueName, id: u64) {
         let mut state = self.write();
-        if state.queues.get(name).is_some_and(|q| q.id == id) {
-            state.queues.remove(name);
-            state.router.unbind_queue(name);
+        let Some(queue) = state.queues.get(name).filter(|q| q.id == id) else {
+            return;
+        };
+        let durable = queue.durable;
+        state.queues.remove(name);
+        let deleted = state.router.unbind_queue(name);
+        // Called by the queue actor itself, which has no client to answer:
+        // a failure here is logged (by `stored`), and recovery cleans up.
+        if durable {
+            let _ = self.stored(self.store.delete_queue(name.as_str()));
         }
+        let _ = self.forget_exchanges(&deleted);
     }
 
     /// Checks the exchange of a queue.bind or exchange.bind: not the
@@ -340,10 +529,7 @@ impl VHost {
             .ok_or_else(|| self.queue_not_found(queue))?;
         self.check_access(q, connection)?;
         let destination = Destination::Queue(q.name.clone());
-        state
-            .router
-            .bind(exchange, destination, routing_key, arguments.clone())
-            .map_err(|e| self.router_error(e))
+        self.bind(&mut state, exchange, destination, routing_key, arguments)
     }
 
     /// queue.unbind. Unbinding what is not bound, from a missing queue or a
@@ -365,17 +551,49 @@ impl VHost {
         };
         self.check_access(q, connection)?;
         let destination = Destination::Queue(q.name.clone());
-        let unbound = state
-            .router
-            .unbind(exchange, &destination, routing_key, arguments);
-        self.unbound(unbound)
+        self.unbind(&mut state, exchange, destination, routing_key, arguments)
     }
 
-    /// An unbind's answer: a missing exchange is no error (RabbitMQ answers
+    /// Adds a binding, and stores it if both its ends are durable.
+    fn bind(
+        &self,
+        state: &mut Definitions,
+        source: &str,
+        destination: Destination,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> Result<(), AmqpError> {
+        let durable = self.durable_binding(state, source, &destination, routing_key, arguments);
+        state
+            .router
+            .bind(source, destination, routing_key, arguments.clone())
+            .map_err(|e| self.router_error(e))?;
+        match durable {
+            Some(def) => self.stored(self.store.put_binding(&def)),
+            None => Ok(()),
+        }
+    }
+
+    /// Removes a binding (and from the store), and any auto-delete exchange
+    /// it leaves unbound. A missing exchange is no error (RabbitMQ answers
     /// unbind-ok).
-    fn unbound(&self, result: Result<Vec<ExchangeName>, RouterError>) -> Result<(), AmqpError> {
-        match result {
-            Ok(_) | Err(RouterError::ExchangeNotFound(_)) => Ok(()),
+    fn unbind(
+        &self,
+        state: &mut Definitions,
+        source: &str,
+        destination: Destination,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> Result<(), AmqpError> {
+        let durable = self.durable_binding(state, source, &destination, routing_key, arguments);
+        match state.router.unbind(source, &destination, routing_key, arguments) {
+            Ok(deleted) => {
+                if let Some(def) = durable {
+                    self.stored(self.store.delete_binding(&def))?;
+                }
+                self.forget_exchanges(&deleted)
+            }
+            Err(RouterError::ExchangeNotFound(_)) => Ok(()),
             Err(e) => Err(self.router_error(e)),
         }
     }
@@ -392,15 +610,13 @@ impl VHost {
         let mut state = self.write();
         self.check_bindable(&state.router, source)?;
         self.check_bindable(&state.router, destination)?;
-        state
-            .router
-            .bind(
-                source,
-                Destination::Exchange(destination.into()),
-                routing_key,
-                arguments.clone(),
-            )
-            .map_err(|e| self.router_error(e))
+        self.bind(
+            &mut state,
+            source,
+            Destination::Exchange(destination.into()),
+            routing_key,
+            arguments,
+        )
     }
 
     /// exchange.unbind; like queue.unbind, what is not there is no error.
@@ -415,11 +631,7 @@ impl VHost {
             return Err(self.router_error(RouterError::DefaultExchange));
         }
         let destination = Destination::Exchange(destination.into());
-        let unbound = self
-            .write()
-            .router
-            .unbind(source, &destination, routing_key, arguments);
-        self.unbound(unbound)
+        self.unbind(&mut self.write(), source, destination, routing_key, arguments)
     }
 
     /// The queues a publish goes to: 404 if the exchange is missing, 403 if

@@ -35,4 +35,4 @@ pub mod store;
 pub use definitions::{BindingDef, DestinationKind, ExchangeDef, QueueDef};
 pub use error::StoreError;
 pub use messages::IndexEntry;
-pub use store::{Recovered, RecoveredQueue, Store};
+pub use store::{QueueIndex, Recovered, RecoveredQueue, Store};

@@ -8,6 +8,7 @@ use warren_codec::Published;
 use super::{random_suffix, ChannelState, Routed, Settle};
 use crate::connection::Connection;
 use crate::consumer::{ConsumerShared, Gate, CREDIT};
+use crate::durability::ConfirmTracker;
 use crate::queue::QueueCommand;
 use crate::AmqpError;
 
@@ -117,9 +118,6 @@ impl Connection {
     /// body is complete ([`Connection::publish`]).
     pub(crate) fn handle_basic_publish(&mut self, id: u16, m: basic::Publish) -> Result<(), AmqpError> {
         let channel = self.open_channel(id);
-        if let Some(confirms) = channel.confirms.as_mut() {
-            confirms.published += 1;
-        }
         channel
             .assembler
             .start(m)
@@ -151,8 +149,10 @@ impl Connection {
     }
 
     /// Hands a routed message to its queues (or returns it, if mandatory and
-    /// unroutable) and confirms it.
-    pub(crate) async fn enqueue(&mut self, id: u16, routed: Routed) {
+    /// unroutable) and confirms it: at once if held in memory only, after the
+    /// group commit if persistent and routed to durable queues (see
+    /// [`crate::durability`]).
+    pub(crate) async fn enqueue(&mut self, id: u16, routed: Routed) -> Result<(), AmqpError> {
         let Routed {
             method,
             message,
@@ -167,17 +167,54 @@ impl Connection {
             }));
             self.send_content(id, returned, message.clone()).await;
         }
-        for queue in &queues {
-            queue.send(QueueCommand::Publish(message.clone())).await;
-        }
-        // Held in memory, a message is safe once its queues have it: confirm
-        // it (after its basic.return, if any), batched at the end of the read.
+        let persistent = *message.properties.delivery_mode() == Some(2);
+        let durable = if persistent {
+            queues.iter().filter(|q| q.durable).count()
+        } else {
+            0
+        };
+        // The body is written once, here, for all its durable queues.
+        let stored = match durable {
+            0 => None,
+            n => Some(self.vhost.store_message(&message, n as u32)?),
+        };
+        let mut tracker = None;
         if let Some(confirms) = self.channels.get_mut(&id).and_then(|c| c.confirms.as_mut()) {
-            confirms.confirmed = confirms.published;
+            confirms.published += 1;
+            if stored.is_some() {
+                confirms.outstanding.insert(confirms.published);
+                tracker = Some(ConfirmTracker::new(
+                    durable,
+                    id,
+                    confirms.published,
+                    self.inbox.clone(),
+                ));
+            }
             if !self.pending_confirms.contains(&id) {
                 self.pending_confirms.push(id);
             }
         }
+        for queue in &queues {
+            let (stored, confirm) = match stored {
+                Some(_) if queue.durable => (stored, tracker.clone()),
+                _ => (None, None),
+            };
+            let command = QueueCommand::Publish {
+                message: message.clone(),
+                stored,
+                confirm: confirm.clone(),
+            };
+            if !queue.send(command).await {
+                // Deleted meanwhile: it will never hold or confirm the message.
+                if let Some(message_id) = stored {
+                    self.vhost.release_message(message_id)?;
+                }
+                if let Some(tracker) = confirm {
+                    tracker.done(true);
+                }
+            }
+        }
+        Ok(())
     }
 
     pub(crate) async fn handle_basic_get(&mut self, id: u16, m: basic::Get) -> Result<(), AmqpError> {
@@ -276,12 +313,13 @@ impl Connection {
         let Some(confirms) = channel.confirms.as_mut() else {
             return;
         };
-        if confirms.confirmed == confirms.acked {
+        let confirmable = confirms.confirmable();
+        if confirmable <= confirms.acked {
             return;
         }
-        let multiple = confirms.confirmed - confirms.acked > 1;
-        confirms.acked = confirms.confirmed;
-        let delivery_tag = confirms.confirmed;
+        let multiple = confirmable - confirms.acked > 1;
+        confirms.acked = confirmable;
+        let delivery_tag = confirmable;
         self.send(
             id,
             AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {

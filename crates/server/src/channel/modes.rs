@@ -4,17 +4,28 @@
 use super::{Routed, Settle, Unacked};
 use crate::connection::Connection;
 use crate::AmqpError;
+use std::collections::BTreeSet;
+
 use amq_protocol::protocol::{confirm, tx, AMQPClass};
 
 /// Publisher-confirm sequence numbers of a channel in confirm mode.
 #[derive(Debug, Default)]
 pub(crate) struct Confirms {
-    /// Publishes seen since confirm.select (the last sequence number given).
+    /// Messages enqueued since confirm.select: the last sequence number given.
+    /// Messages complete in publish order, so this is also the publish count.
     pub published: u64,
-    /// Highest sequence number safe to confirm.
-    pub confirmed: u64,
+    /// Sequence numbers waiting for the group commit of their writes.
+    pub outstanding: BTreeSet<u64>,
     /// Highest sequence number acked to the client.
     pub acked: u64,
+}
+
+impl Confirms {
+    /// The highest sequence number that can be acked with every one below
+    /// it: confirms go out in order, one `multiple` ack covering many.
+    pub fn confirmable(&self) -> u64 {
+        self.outstanding.first().map_or(self.published, |first| first - 1)
+    }
 }
 
 /// Work held back until tx.commit.
@@ -75,7 +86,7 @@ impl Connection {
     pub(crate) async fn handle_tx_commit(&mut self, id: u16) -> Result<(), AmqpError> {
         let tx = self.take_transaction(id)?;
         for routed in tx.publishes {
-            self.enqueue(id, routed).await;
+            self.enqueue(id, routed).await?;
         }
         for (entries, how) in tx.settles {
             self.settle(id, entries, how).await;

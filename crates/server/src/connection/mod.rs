@@ -80,6 +80,15 @@ pub enum ConnEvent {
     Deliver(Delivery),
     /// The consumer's queue was deleted.
     Cancelled(Arc<ConsumerShared>),
+    /// A publish's writes are durable (`ok`) or failed; see [`crate::durability`].
+    Confirmed {
+        /// The publishing channel.
+        channel: u16,
+        /// The publish's sequence number.
+        seq: u64,
+        /// Whether every write and the sync succeeded.
+        ok: bool,
+    },
 }
 
 /// An open connection's state, owned by its task.
@@ -267,14 +276,18 @@ impl Connection {
                     result
                 }
                 Some(event) = inbox.recv() => {
-                    self.handle_event(event).await;
+                    let mut result = self.handle_event(event).await;
                     for _ in 0..READ_BATCH {
+                        if result.is_err() {
+                            break;
+                        }
                         match inbox.try_recv() {
-                            Ok(event) => self.handle_event(event).await,
+                            Ok(event) => result = self.handle_event(event).await,
                             Err(_) => break,
                         }
                     }
-                    Ok(None)
+                    self.flush_confirms().await;
+                    result.map(|_| None).map_err(|e| (0, e))
                 }
                 _ = ticker.tick(), if heartbeat > 0 => {
                     if last_read.elapsed() > Duration::from_secs(u64::from(heartbeat) * 2) {
@@ -484,12 +497,25 @@ impl Connection {
         Ok(())
     }
 
-    async fn handle_event(&mut self, event: ConnEvent) {
+    async fn handle_event(&mut self, event: ConnEvent) -> Result<(), AmqpError> {
         match event {
             ConnEvent::Deliver(delivery) => self.handle_delivery(delivery).await,
+            ConnEvent::Confirmed { channel, seq, ok } => {
+                if !ok {
+                    // Never confirm what may not be on disk; the log says why.
+                    return Err(AmqpError::internal_error("cannot store a persistent message"));
+                }
+                let confirms = self.channels.get_mut(&channel).and_then(|c| c.confirms.as_mut());
+                if let Some(confirms) = confirms {
+                    confirms.outstanding.remove(&seq);
+                    if !self.pending_confirms.contains(&channel) {
+                        self.pending_confirms.push(channel);
+                    }
+                }
+            }
             ConnEvent::Cancelled(consumer) => {
                 let Some(channel) = self.channels.get_mut(&consumer.channel) else {
-                    return;
+                    return Ok(());
                 };
                 let ours = channel
                     .consumers
@@ -510,6 +536,7 @@ impl Connection {
                 }
             }
         }
+        Ok(())
     }
 
     /// A queue delivered a message to one of our consumers: give it a
