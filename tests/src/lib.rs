@@ -40,19 +40,13 @@ pub fn is_warren() -> bool {
 
 /// Starts a Warren broker on 127.0.0.1:0, or points at `AMQP_URL`.
 pub async fn start_broker() -> TestBroker {
-    if let Ok(url) = std::env::var("AMQP_URL") {
-        let authority = url.split("://").nth(1).unwrap_or(&url);
-        let host_port = authority.rsplit('@').next().unwrap().split('/').next().unwrap();
-        let addr = tokio::net::lookup_host(host_port).await.unwrap().next().unwrap();
-        return TestBroker {
-            url,
-            addr,
-            shutdown: None,
-            task: None,
-            _data_dir: None,
-        };
+    if std::env::var_os("AMQP_URL").is_some() {
+        return external_broker().await;
     }
-    let data_dir = tempfile::tempdir().unwrap();
+    start_warren(tempfile::tempdir().unwrap()).await
+}
+
+async fn start_warren(data_dir: tempfile::TempDir) -> TestBroker {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
@@ -74,6 +68,20 @@ pub async fn start_broker() -> TestBroker {
     }
 }
 
+async fn external_broker() -> TestBroker {
+    let url = std::env::var("AMQP_URL").unwrap();
+    let authority = url.split("://").nth(1).unwrap_or(&url);
+    let host_port = authority.rsplit('@').next().unwrap().split('/').next().unwrap();
+    let addr = tokio::net::lookup_host(host_port).await.unwrap().next().unwrap();
+    TestBroker {
+        url,
+        addr,
+        shutdown: None,
+        task: None,
+        _data_dir: None,
+    }
+}
+
 impl TestBroker {
     /// A lapin connection.
     pub async fn connect(&self) -> Connection {
@@ -91,12 +99,23 @@ impl TestBroker {
 
     /// Shuts an in-process broker down (as SIGTERM does) and waits for it.
     pub async fn stop(mut self) {
+        self.shut_down().await;
+    }
+
+    async fn shut_down(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
             task.await.unwrap();
         }
+    }
+
+    /// Stops an in-process broker and starts a new one on the same data
+    /// directory (and a new port).
+    pub async fn restart(mut self) -> TestBroker {
+        self.shut_down().await;
+        start_warren(self._data_dir.take().expect("an in-process broker")).await
     }
 }
 

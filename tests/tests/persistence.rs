@@ -1,0 +1,217 @@
+//! Durability across a restart on the same data directory (Warren-only: the
+//! tests restart the broker they talk to).
+
+use futures::StreamExt;
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, ExchangeKind};
+use warren_tests::*;
+
+fn persistent() -> BasicProperties {
+    BasicProperties::default().with_delivery_mode(2)
+}
+
+async fn publish_with(ch: &lapin::Channel, exchange: &str, key: &str, body: &str, props: BasicProperties) {
+    let confirm = ch
+        .basic_publish(
+            exchange.into(),
+            key.into(),
+            BasicPublishOptions::default(),
+            body.as_bytes(),
+            props,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(confirm.is_ack());
+}
+
+async fn passive_queue(ch: &lapin::Channel, name: &str) -> Result<lapin::Queue, lapin::Error> {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    ch.queue_declare(name.into(), passive, FieldTable::default())
+        .await
+}
+
+#[tokio::test]
+async fn durable_definitions_and_persistent_messages_survive_a_restart() {
+    if !is_warren() {
+        return; // restarts the broker
+    }
+    within(async {
+        let broker = start_broker().await;
+        {
+            let (conn, ch) = broker.channel().await;
+            ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+            let durable = ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
+            ch.exchange_declare("dx".into(), ExchangeKind::Topic, durable, FieldTable::default())
+                .await
+                .unwrap();
+            ch.exchange_declare(
+                "tx".into(),
+                ExchangeKind::Fanout,
+                ExchangeDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+            let dq = QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
+            ch.queue_declare("dq".into(), dq, FieldTable::default())
+                .await
+                .unwrap();
+            ch.queue_declare("tq".into(), QueueDeclareOptions::default(), FieldTable::default())
+                .await
+                .unwrap();
+            ch.queue_bind(
+                "dq".into(),
+                "dx".into(),
+                "a.#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+            ch.queue_bind(
+                "dq".into(),
+                "tx".into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+            publish_with(&ch, "dx", "a.1", "p1", persistent()).await;
+            publish_with(&ch, "", "dq", "transient", BasicProperties::default()).await;
+            publish_with(&ch, "", "dq", "p2", persistent()).await;
+            publish_with(&ch, "", "dq", "p3", persistent()).await;
+            publish_with(&ch, "", "tq", "p-on-transient-queue", persistent()).await;
+            // p1 is delivered but not acked, p2 is acked: p1 comes back
+            // redelivered, p2 does not come back.
+            let consumer_ch = conn.create_channel().await.unwrap();
+            consumer_ch
+                .basic_qos(2, BasicQosOptions::default())
+                .await
+                .unwrap();
+            let mut c = consumer_ch
+                .basic_consume(
+                    "dq".into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap();
+            let first = c.next().await.unwrap().unwrap();
+            assert_eq!(first.data, b"p1");
+            let second = c.next().await.unwrap().unwrap();
+            assert_eq!(second.data, b"transient");
+            second.ack(BasicAckOptions::default()).await.unwrap();
+            let third = c.next().await.unwrap().unwrap();
+            assert_eq!(third.data, b"p2");
+            third.ack(BasicAckOptions::default()).await.unwrap();
+            // Wait until the acks are processed: p3 is delivered after them.
+            let fourth = c.next().await.unwrap().unwrap();
+            assert_eq!(fourth.data, b"p3");
+            ch.queue_declare(
+                "dq".into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        }
+        let broker = broker.restart().await;
+        let (_conn, ch) = broker.channel().await;
+        let passive_x = ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        ch.exchange_declare("dx".into(), ExchangeKind::Topic, passive_x, FieldTable::default())
+            .await
+            .unwrap();
+        let err = ch
+            .exchange_declare(
+                "tx".into(),
+                ExchangeKind::Fanout,
+                passive_x,
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(reply_code(&err), 404);
+        let ch = broker.connect().await.create_channel().await.unwrap();
+        assert_eq!(reply_code(&passive_queue(&ch, "tq").await.unwrap_err()), 404);
+        let ch = broker.connect().await.create_channel().await.unwrap();
+        assert_eq!(passive_queue(&ch, "dq").await.unwrap().message_count(), 2);
+        let mut seen = Vec::new();
+        while let Some(m) = get(&ch, "dq").await {
+            seen.push((
+                String::from_utf8(m.delivery.data.clone()).unwrap(),
+                m.delivery.redelivered,
+            ));
+            m.delivery.ack(BasicAckOptions::default()).await.unwrap();
+        }
+        assert_eq!(seen, [("p1".into(), true), ("p3".into(), true)]);
+        // The durable binding came back; the one to the transient exchange did not matter.
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        publish_with(&ch, "dx", "a.b", "routed", persistent()).await;
+        assert_eq!(drain(&ch, "dq").await, ["routed"]);
+        // And what was acked stays gone after another restart.
+        drop(ch);
+        let broker = broker.restart().await;
+        let (_conn, ch) = broker.channel().await;
+        assert_eq!(passive_queue(&ch, "dq").await.unwrap().message_count(), 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleted_durable_things_stay_deleted() {
+    if !is_warren() {
+        return; // restarts the broker
+    }
+    within(async {
+        let broker = start_broker().await;
+        {
+            let (_conn, ch) = broker.channel().await;
+            let dq = QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
+            ch.queue_declare("gone".into(), dq, FieldTable::default())
+                .await
+                .unwrap();
+            ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+            publish_with(&ch, "", "gone", "x", persistent()).await;
+            let durable = ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
+            ch.exchange_declare("gx".into(), ExchangeKind::Direct, durable, FieldTable::default())
+                .await
+                .unwrap();
+            ch.queue_delete("gone".into(), QueueDeleteOptions::default())
+                .await
+                .unwrap();
+            ch.exchange_delete("gx".into(), ExchangeDeleteOptions::default())
+                .await
+                .unwrap();
+        }
+        let broker = broker.restart().await;
+        let (_conn, ch) = broker.channel().await;
+        assert_eq!(reply_code(&passive_queue(&ch, "gone").await.unwrap_err()), 404);
+    })
+    .await;
+}
