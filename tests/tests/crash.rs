@@ -54,14 +54,16 @@ async fn start(data_dir: &std::path::Path) -> (Child, String) {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut log = Vec::new();
     while let Some(line) = lines.next_line().await.unwrap() {
         if line.contains("listening for AMQP") {
             // Keep draining its output so it never blocks on a full pipe.
             tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
             return (child, format!("amqp://guest:guest@127.0.0.1:{port}/%2f"));
         }
+        log.push(line);
     }
-    panic!("warren exited before listening");
+    panic!("warren exited before listening: {log:#?}");
 }
 
 fn random_below(n: u64) -> u64 {
@@ -166,7 +168,7 @@ async fn crash_cycles(cycles: u64) {
         next_id += 10_000_000;
 
         // Restart and take everything that is left.
-        let (child, url) = start(data_dir.path()).await;
+        let (mut child, url) = start(data_dir.path()).await;
         let conn = Connection::connect(&url, ConnectionProperties::default())
             .await
             .unwrap();
@@ -181,7 +183,8 @@ async fn crash_cycles(cycles: u64) {
             m.delivery.ack(BasicAckOptions::default()).await.unwrap();
         }
         conn.close(200, "done".into()).await.unwrap();
-        drop(child); // killed on drop; the next cycle restarts it
+        // Killed and reaped, so the next start finds the store unlocked.
+        child.kill().await.unwrap();
 
         let confirmed = std::mem::take(&mut *confirmed.lock().unwrap());
         let acked = std::mem::take(&mut *acked.lock().unwrap());

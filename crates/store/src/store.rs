@@ -297,16 +297,15 @@ impl Store {
                 .ok_or_else(|| self.corrupt("exchanges", format!("exchange '{name}'")))?;
             recovered.exchanges.push(def);
         }
-        // Which messages are complete: chunk 0 present and decodable.
-        let mut complete = HashSet::new();
-        let mut all_ids = HashSet::new();
+        // Which messages exist. A message is written in one atomic sled batch,
+        // and sled recovers a prefix of its log, so a message whose header
+        // chunk is there is there whole; keys alone tell, without reading
+        // (and copying) every body.
+        let mut stored = HashSet::new();
         for item in self.messages.iter().keys() {
             let k = item.map_err(|e| self.sled_err(e))?;
-            let Some(id) = k.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes) else {
-                continue;
-            };
-            if all_ids.insert(id) && self.get_message(id).is_ok() {
-                complete.insert(id);
+            if let (Some(id), Some(0)) = (key_part(&k, 0..8), key_part(&k, 8..12)) {
+                stored.insert(id);
             }
         }
         let mut refs: HashMap<u64, u32> = HashMap::new();
@@ -321,7 +320,7 @@ impl Store {
             for item in index.tree.iter() {
                 let (k, v) = item.map_err(|e| self.sled_err(e))?;
                 match IndexEntry::decode(&k, &v) {
-                    Some(entry) if complete.contains(&entry.message_id) => {
+                    Some(entry) if stored.contains(&entry.message_id) => {
                         *refs.entry(entry.message_id).or_default() += 1;
                         entries.push(entry);
                     }
@@ -334,7 +333,7 @@ impl Store {
             queue_names.insert(name);
             recovered.queues.push(RecoveredQueue { def, entries });
         }
-        for id in all_ids {
+        for id in stored {
             if !refs.contains_key(&id) {
                 self.delete_message(id)?;
                 recovered.cleaned += 1;
@@ -373,6 +372,14 @@ impl Store {
         }
         Ok(recovered)
     }
+}
+
+/// A big-endian number from part of a key.
+fn key_part(key: &[u8], range: std::ops::Range<usize>) -> Option<u64> {
+    let bytes = key.get(range)?;
+    let mut buf = [0u8; 8];
+    buf[8 - bytes.len()..].copy_from_slice(bytes);
+    Some(u64::from_be_bytes(buf))
 }
 
 fn index_tree_name(queue: &str) -> String {
