@@ -44,12 +44,24 @@ struct Args {
     /// Persistent messages (delivery_mode 2) to a durable queue.
     #[arg(long)]
     persistent: bool,
+    /// Stop each publisher after this many messages instead of after --seconds.
+    #[arg(long)]
+    messages: Option<u64>,
+    /// Queue name (default: loadgen-<pid>, deleted at the end).
+    #[arg(long)]
+    queue: Option<String>,
+    /// Keep the queue and its messages at the end (for recovery benchmarks).
+    #[arg(long)]
+    keep: bool,
 }
 
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
-    let queue = format!("loadgen-{}", std::process::id());
+    let queue = args
+        .queue
+        .clone()
+        .unwrap_or_else(|| format!("loadgen-{}", std::process::id()));
     let setup = Connection::connect(&args.url, ConnectionProperties::default())
         .await
         .expect("connect");
@@ -107,7 +119,7 @@ async fn main() {
     for _ in 0..args.publishers {
         let (url, queue, published, stop) =
             (args.url.clone(), queue.clone(), published.clone(), stop.clone());
-        let (body, props, window) = (body.clone(), props.clone(), args.confirm_window);
+        let (body, props, window, limit) = (body.clone(), props.clone(), args.confirm_window, args.messages);
         publishers.push(tokio::spawn(async move {
             let conn = Connection::connect(&url, ConnectionProperties::default())
                 .await
@@ -117,7 +129,9 @@ async fn main() {
                 ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
             }
             let mut pending = std::collections::VecDeque::new();
-            while !stop.load(Ordering::Relaxed) {
+            let mut sent = 0u64;
+            while !stop.load(Ordering::Relaxed) && limit.is_none_or(|limit| sent < limit) {
+                sent += 1;
                 let confirm = ch
                     .basic_publish(
                         "".into(),
@@ -145,8 +159,10 @@ async fn main() {
             conn.close(200, "done".into()).await.ok();
         }));
     }
-    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
-    stop.store(true, Ordering::Relaxed);
+    if args.messages.is_none() {
+        tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+        stop.store(true, Ordering::Relaxed);
+    }
     for p in publishers {
         p.await.unwrap();
     }
@@ -154,7 +170,7 @@ async fn main() {
     let total = published.load(Ordering::Relaxed);
     // Wait for the consumers to catch up, at most 60 s.
     let drain_deadline = Instant::now() + Duration::from_secs(60);
-    while consumed.load(Ordering::Relaxed) < total && Instant::now() < drain_deadline {
+    while args.consumers > 0 && consumed.load(Ordering::Relaxed) < total && Instant::now() < drain_deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let all_elapsed = start.elapsed().as_secs_f64();
