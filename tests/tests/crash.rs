@@ -57,8 +57,13 @@ async fn start(data_dir: &std::path::Path) -> (Child, String) {
     let mut log = Vec::new();
     while let Some(line) = lines.next_line().await.unwrap() {
         if line.contains("listening for AMQP") {
-            // Keep draining its output so it never blocks on a full pipe.
-            tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+            // Keep draining its output (to ours, shown on failure) so it
+            // never blocks on a full pipe.
+            tokio::spawn(async move {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    eprintln!("warren: {line}");
+                }
+            });
             return (child, format!("amqp://guest:guest@127.0.0.1:{port}/%2f"));
         }
         log.push(line);
@@ -93,6 +98,7 @@ async fn crash_cycles(cycles: u64) {
     let mut next_id = 0u64;
     let (mut total_confirmed, mut total_recovered, mut acked_came_back) = (0usize, 0usize, 0usize);
     for cycle in 0..cycles {
+        eprintln!("crash test: cycle {cycle}");
         let (mut child, url) = start(data_dir.path()).await;
         let setup = Connection::connect(&url, ConnectionProperties::default())
             .await
@@ -161,10 +167,11 @@ async fn crash_cycles(cycles: u64) {
             })
         };
         tokio::time::sleep(Duration::from_millis(200 + random_below(800))).await;
-        child.kill().await.unwrap(); // SIGKILL
-                                     // The clients fail with the broker; their errors are expected.
-        let _ = publisher.await;
-        let _ = consumer.await;
+        // SIGKILL. The clients die with the broker (lapin may never resolve
+        // their pending confirms): stop them; what they recorded stands.
+        child.kill().await.unwrap();
+        publisher.abort();
+        consumer.abort();
         next_id += 10_000_000;
 
         // Restart and take everything that is left.
