@@ -34,7 +34,7 @@ impl Config {
             frame_max: 131_072,
             heartbeat: 60,
             handshake_timeout: Duration::from_secs(10),
-            store_cache_bytes: 64 * 1024 * 1024,
+            store_cache_bytes: 16 * 1024 * 1024,
         }
     }
 }

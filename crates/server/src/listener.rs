@@ -100,7 +100,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) -
     let _ = notify_shutdown.send(());
     drop(shutdown_complete_tx);
     let _ = shutdown_complete_rx.recv().await;
-    if let Err(e) = broker.vhost.store.sync() {
+    if let Err(e) = broker.vhost.store.close() {
         error!(error = %e, "final store sync failed");
     }
     info!("shut down");

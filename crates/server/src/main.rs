@@ -16,6 +16,9 @@ struct Args {
     /// Directory for durable state.
     #[arg(long, env = "WARREN_DATA_DIR", default_value = "./warren-data")]
     data_dir: PathBuf,
+    /// Memory for the store's page cache, in MiB.
+    #[arg(long, env = "WARREN_STORE_CACHE_MB", default_value_t = 16)]
+    store_cache_mb: u64,
 }
 
 #[tokio::main]
@@ -35,7 +38,8 @@ async fn main() -> std::process::ExitCode {
         tracing::error!(data_dir = %args.data_dir.display(), error = %e, "cannot create the data directory");
         return std::process::ExitCode::FAILURE;
     }
-    let config = warren_server::Config::new(args.data_dir);
+    let mut config = warren_server::Config::new(args.data_dir);
+    config.store_cache_bytes = args.store_cache_mb * 1024 * 1024;
     match warren_server::run(listener, config, shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -46,11 +46,19 @@ pub struct Store {
     queues: Tree,
     bindings: Tree,
     messages: Tree,
-    /// How many queue indexes hold each stored message. Kept in memory and
-    /// rebuilt from the indexes at recovery, so that a crash can never leave
-    /// a count that disagrees with the indexes.
+    /// How many queue indexes hold each stored message, for the messages held
+    /// by more than one (a message missing here is held by exactly one, so a
+    /// backlog on a single queue costs no memory here). Kept in memory and
+    /// rebuilt from the indexes at recovery, so that a crash can never leave a
+    /// count that disagrees with the indexes.
     refs: Mutex<HashMap<u64, u32>>,
+    /// Whether the previous run ended with [`Store::close`]: then nothing
+    /// was left half-written and recovery need not look for it.
+    clean_start: bool,
 }
+
+/// The key, in sled's default tree, of the clean-shutdown mark.
+const CLEAN_SHUTDOWN: &[u8] = b"clean-shutdown";
 
 /// A queue's index, kept open by the queue that owns it.
 #[derive(Clone, Debug)]
@@ -72,12 +80,19 @@ impl Store {
             .open()
             .map_err(err)?;
         let tree = |name: &str| db.open_tree(name).map_err(err);
+        // Taken at start, and made durable, so that a crash in this run is
+        // never mistaken for a clean shutdown at the next start.
+        let clean_start = db.remove(CLEAN_SHUTDOWN).map_err(err)?.is_some();
+        if clean_start {
+            db.flush().map_err(err)?;
+        }
         let store = Store {
             exchanges: tree("exchanges")?,
             queues: tree("queues")?,
             bindings: tree("bindings")?,
             messages: tree("messages")?,
             refs: Mutex::new(HashMap::new()),
+            clean_start,
             path: path.to_owned(),
             db,
         };
@@ -125,6 +140,16 @@ impl Store {
                 path: db_file,
                 source,
             })
+    }
+
+    /// Marks a clean shutdown, after a final sync: the next start can skip
+    /// looking for what a crash leaves half-written (which reads every stored
+    /// message's key, and costs memory with a large backlog).
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.db
+            .insert(CLEAN_SHUTDOWN, &[])
+            .map_err(|e| self.sled_err(e))?;
+        self.sync()
     }
 
     /// Records a durable exchange.
@@ -210,10 +235,12 @@ impl Store {
             batch.insert(&chunk_key(id, i as u32), chunk);
         }
         self.messages.apply_batch(batch).map_err(|e| self.sled_err(e))?;
-        self.refs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, refs);
+        if refs > 1 {
+            self.refs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, refs);
+        }
         Ok(id)
     }
 
@@ -232,14 +259,16 @@ impl Store {
         let last = {
             let mut refs = self.refs.lock().unwrap_or_else(|e| e.into_inner());
             match refs.get_mut(&id) {
-                Some(n) if *n > 1 => {
+                Some(n) if *n > 2 => {
                     *n -= 1;
                     false
                 }
-                _ => {
+                // Down to one holder: the implicit count.
+                Some(_) => {
                     refs.remove(&id);
-                    true
+                    false
                 }
+                None => true,
             }
         };
         if last {
@@ -285,9 +314,9 @@ impl Store {
     }
 
     /// Reads everything back at start, and removes what a crash left
-    /// half-done: index entries whose message is missing or incomplete,
-    /// messages no index holds, bindings whose ends are gone, and indexes of
-    /// queues that are not declared.
+    /// half-done: index entries whose message is missing, messages no index
+    /// holds (both checked only after an unclean shutdown), bindings whose
+    /// ends are gone, and indexes of queues that are not declared.
     pub fn recover(&self) -> Result<Recovered, StoreError> {
         let mut recovered = Recovered::default();
         for item in self.exchanges.iter() {
@@ -297,18 +326,6 @@ impl Store {
                 .ok_or_else(|| self.corrupt("exchanges", format!("exchange '{name}'")))?;
             recovered.exchanges.push(def);
         }
-        // Which messages exist. A message is written in one atomic sled batch,
-        // and sled recovers a prefix of its log, so a message whose header
-        // chunk is there is there whole; keys alone tell, without reading
-        // (and copying) every body.
-        let mut stored = HashSet::new();
-        for item in self.messages.iter().keys() {
-            let k = item.map_err(|e| self.sled_err(e))?;
-            if let (Some(id), Some(0)) = (key_part(&k, 0..8), key_part(&k, 8..12)) {
-                stored.insert(id);
-            }
-        }
-        let mut refs: HashMap<u64, u32> = HashMap::new();
         let mut queue_names = HashSet::new();
         for item in self.queues.iter() {
             let (k, v) = item.map_err(|e| self.sled_err(e))?;
@@ -320,11 +337,8 @@ impl Store {
             for item in index.tree.iter() {
                 let (k, v) = item.map_err(|e| self.sled_err(e))?;
                 match IndexEntry::decode(&k, &v) {
-                    Some(entry) if stored.contains(&entry.message_id) => {
-                        *refs.entry(entry.message_id).or_default() += 1;
-                        entries.push(entry);
-                    }
-                    _ => {
+                    Some(entry) => entries.push(entry),
+                    None => {
                         index.tree.remove(k).map_err(|e| self.sled_err(e))?;
                         recovered.cleaned += 1;
                     }
@@ -333,12 +347,67 @@ impl Store {
             queue_names.insert(name);
             recovered.queues.push(RecoveredQueue { def, entries });
         }
-        for id in stored {
-            if !refs.contains_key(&id) {
-                self.delete_message(id)?;
-                recovered.cleaned += 1;
+        // Match the messages the indexes hold with the messages stored, both
+        // in id order: 8 bytes per held message, no hash set of all of them.
+        // A message is written in one atomic sled batch and sled recovers a
+        // prefix of its log, so a message whose header chunk is there is there
+        // whole, and keys alone tell which are.
+        let mut held: Vec<u64> = recovered
+            .queues
+            .iter()
+            .flat_map(|q| q.entries.iter().map(|e| e.message_id))
+            .collect();
+        held.sort_unstable();
+        let mut held_iter = held.iter().copied().peekable();
+        let mut missing = HashSet::new();
+        let mut orphans = Vec::new();
+        let keys = if self.clean_start {
+            None
+        } else {
+            Some(self.messages.iter().keys())
+        };
+        for item in keys.into_iter().flatten() {
+            let k = item.map_err(|e| self.sled_err(e))?;
+            let (Some(id), Some(0)) = (key_part(&k, 0..8), key_part(&k, 8..12)) else {
+                continue;
+            };
+            while let Some(h) = held_iter.next_if(|&h| h < id) {
+                missing.insert(h);
+            }
+            if held_iter.next_if_eq(&id).is_some() {
+                while held_iter.next_if_eq(&id).is_some() {}
+            } else {
+                orphans.push(id);
             }
         }
+        if !self.clean_start {
+            missing.extend(held_iter);
+        }
+        for id in orphans {
+            self.delete_message(id)?;
+            recovered.cleaned += 1;
+        }
+        if !missing.is_empty() {
+            for queue in &mut recovered.queues {
+                let index = self.queue_index(&queue.def.name)?;
+                for entry in queue.entries.iter().filter(|e| missing.contains(&e.message_id)) {
+                    index
+                        .tree
+                        .remove(entry.position.to_be_bytes())
+                        .map_err(|e| self.sled_err(e))?;
+                    recovered.cleaned += 1;
+                }
+                queue.entries.retain(|e| !missing.contains(&e.message_id));
+            }
+        }
+        // Counts above one, from the sorted list of held messages.
+        let mut refs = HashMap::new();
+        for run in held.chunk_by(|a, b| a == b) {
+            if run.len() > 1 && !missing.contains(&run[0]) {
+                refs.insert(run[0], run.len() as u32);
+            }
+        }
+        drop(held);
         *self.refs.lock().unwrap_or_else(|e| e.into_inner()) = refs;
         for name in self.db.tree_names() {
             let name = String::from_utf8_lossy(&name).into_owned();

@@ -189,9 +189,11 @@ async fn main() {
         got,
         got as f64 / all_elapsed
     );
-    ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-        .await
-        .ok();
+    if !args.keep {
+        ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .ok();
+    }
     for c in consumers {
         c.abort();
     }
