@@ -104,3 +104,44 @@ async fn confirms_cover_several_publishes_with_multiple_and_follow_returns() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_persistent_publish_is_confirmed_even_if_its_queue_is_deleted_next() {
+    within(async {
+        let broker = start_broker().await;
+        let (_conn, ch) = broker.channel().await;
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        let q = unique("deleted-next");
+        let durable = lapin::options::QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.queue_declare(q.as_str().into(), durable, lapin::types::FieldTable::default())
+            .await
+            .unwrap();
+        // Many publishes in flight, so that some reach the queue in the same
+        // batch of commands as its deletion.
+        let mut confirms = Vec::new();
+        for _ in 0..500 {
+            let props = BasicProperties::default().with_delivery_mode(2);
+            let confirm = ch
+                .basic_publish(
+                    "".into(),
+                    q.as_str().into(),
+                    BasicPublishOptions::default(),
+                    b"x",
+                    props,
+                )
+                .await
+                .unwrap();
+            confirms.push(confirm);
+        }
+        ch.queue_delete(q.as_str().into(), lapin::options::QueueDeleteOptions::default())
+            .await
+            .unwrap();
+        for confirm in confirms {
+            assert!(confirm.await.unwrap().is_ack());
+        }
+    })
+    .await;
+}

@@ -289,11 +289,18 @@ impl Queue {
                 }
             }
             self.dispatch();
-            if let Some(disk) = &self.disk {
-                disk.syncer.request(std::mem::take(&mut self.pending_sync));
-            }
+            self.request_sync();
         }
+        // A queue deleted mid-batch still owes its publishers their confirms.
+        self.request_sync();
         debug!(queue = %self.name, "queue stopped");
+    }
+
+    /// Hands this batch's confirms to the group commit.
+    fn request_sync(&mut self) {
+        if let Some(disk) = &self.disk {
+            disk.syncer.request(std::mem::take(&mut self.pending_sync));
+        }
     }
 
     fn handle(&mut self, command: QueueCommand) -> Next {
