@@ -27,6 +27,8 @@ pub struct ConfirmTracker {
     failed: AtomicBool,
     /// The publishing channel.
     pub channel: u16,
+    /// That channel's confirm epoch (see `Confirms::epoch`).
+    pub epoch: u64,
     /// The publish's sequence number on that channel.
     pub seq: u64,
     inbox: mpsc::UnboundedSender<ConnEvent>,
@@ -34,11 +36,16 @@ pub struct ConfirmTracker {
 
 impl ConfirmTracker {
     /// A tracker waiting for `queues` queues.
-    pub fn new(queues: usize, channel: u16, seq: u64, inbox: mpsc::UnboundedSender<ConnEvent>) -> Arc<Self> {
+    pub fn new(
+        queues: usize,
+        (channel, epoch, seq): (u16, u64, u64),
+        inbox: mpsc::UnboundedSender<ConnEvent>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             remaining: AtomicUsize::new(queues),
             failed: AtomicBool::new(false),
             channel,
+            epoch,
             seq,
             inbox,
         })
@@ -53,6 +60,7 @@ impl ConfirmTracker {
         if self.remaining.fetch_sub(1, Ordering::SeqCst) == 1 {
             let _ = self.inbox.send(ConnEvent::Confirmed {
                 channel: self.channel,
+                epoch: self.epoch,
                 seq: self.seq,
                 ok: !self.failed.load(Ordering::SeqCst),
             });

@@ -100,6 +100,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) -
     let _ = notify_shutdown.send(());
     drop(shutdown_complete_tx);
     let _ = shutdown_complete_rx.recv().await;
+    // Let every queue finish what is already in its inbox before the final
+    // sync and the clean-shutdown mark.
+    broker.vhost.quiesce().await;
     if let Err(e) = broker.vhost.store.close() {
         error!(error = %e, "final store sync failed");
     }

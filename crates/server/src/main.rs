@@ -39,7 +39,7 @@ async fn main() -> std::process::ExitCode {
         return std::process::ExitCode::FAILURE;
     }
     let mut config = warren_server::Config::new(args.data_dir);
-    config.store_cache_bytes = args.store_cache_mb * 1024 * 1024;
+    config.store_cache_bytes = args.store_cache_mb.saturating_mul(1024 * 1024);
     match warren_server::run(listener, config, shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -29,7 +29,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, error};
 use warren_codec::Message;
 use warren_router::QueueName;
-use warren_store::{IndexEntry, QueueIndex, Store};
+use warren_store::{IndexEntry, QueueIndex, Store, StoreError};
 
 use crate::connection::{ConnEvent, Delivery};
 use crate::consumer::ConsumerShared;
@@ -293,6 +293,23 @@ impl Queue {
         }
         // A queue deleted mid-batch still owes its publishers their confirms.
         self.request_sync();
+        // Publishes already in the inbox will never be held: let go of their
+        // stored bodies and count their confirms down (RabbitMQ confirms a
+        // message whose queue is deleted). Sends after close() fail, and the
+        // publishing connection does the same for them.
+        rx.close();
+        while let Ok(command) = rx.try_recv() {
+            if let QueueCommand::Publish { stored, confirm, .. } = command {
+                if let (Some(disk), Some(message_id)) = (&self.disk, stored) {
+                    if let Err(e) = disk.store.release(message_id) {
+                        error!(queue = %self.name, error = %e, "cannot release a stored message");
+                    }
+                }
+                if let Some(tracker) = confirm {
+                    tracker.done(true);
+                }
+            }
+        }
         debug!(queue = %self.name, "queue stopped");
     }
 
@@ -468,16 +485,22 @@ impl Queue {
     }
 
     /// The message of an entry, read back from the store if paged out.
-    fn load(&self, entry: &Entry) -> Option<Arc<Message>> {
+    fn load(&self, entry: &Entry) -> Loaded {
         if let Some(message) = &entry.message {
-            return Some(message.clone());
+            return Loaded::Message(message.clone());
         }
-        let (disk, message_id) = (self.disk.as_ref()?, entry.stored?);
+        let (Some(disk), Some(message_id)) = (self.disk.as_ref(), entry.stored) else {
+            return Loaded::Corrupt;
+        };
         match disk.store.get_message(message_id) {
-            Ok(message) => Some(Arc::new(message)),
+            Ok(message) => Loaded::Message(Arc::new(message)),
+            Err(e @ StoreError::Corrupt { .. }) => {
+                error!(queue = %self.name, error = %e, "a stored message does not decode; dropping it");
+                Loaded::Corrupt
+            }
             Err(e) => {
-                error!(queue = %self.name, error = %e, "cannot read a stored message; dropping it");
-                None
+                error!(queue = %self.name, error = %e, "cannot read a stored message; will retry");
+                Loaded::Failed
             }
         }
     }
@@ -502,9 +525,18 @@ impl Queue {
     /// forgets it at once for no-ack.
     fn take_next(&mut self, no_ack: bool) -> Option<Taken> {
         while let Some(mut entry) = self.ready.pop_front() {
-            let Some(message) = self.load(&entry) else {
-                self.forget_on_disk(&entry);
-                continue;
+            let message = match self.load(&entry) {
+                Loaded::Message(message) => message,
+                Loaded::Corrupt => {
+                    self.forget_on_disk(&entry);
+                    continue;
+                }
+                // A read that failed (I/O) keeps the message: it is retried
+                // at the next dispatch.
+                Loaded::Failed => {
+                    self.ready.push_front(entry);
+                    return None;
+                }
             };
             let taken = Taken {
                 id: entry.id,
@@ -537,7 +569,24 @@ impl Queue {
 
     /// A delivery that never reached the client goes back where it was.
     fn undeliverable(&mut self, msg_id: u64, message: Arc<Message>, redelivered: bool) {
-        let stored = self.unacked.remove(&msg_id).and_then(|e| e.stored);
+        let mut stored = self.unacked.remove(&msg_id).and_then(|e| e.stored);
+        // A no-ack delivery left the store when it was taken; a persistent one
+        // that never reached its client goes back into it.
+        if let (None, Some(disk), Some(2)) = (stored, &self.disk, *message.properties.delivery_mode()) {
+            let entry = |message_id| IndexEntry {
+                position: msg_id,
+                message_id,
+                delivered: false,
+            };
+            match disk
+                .store
+                .put_message(&message, 1)
+                .and_then(|id| disk.store.put_entry(&disk.index, entry(id)).map(|_| id))
+            {
+                Ok(id) => stored = Some(id),
+                Err(e) => error!(queue = %self.name, error = %e, "cannot store a returned message again"),
+            }
+        }
         let at = self
             .ready
             .binary_search_by_key(&msg_id, |e| e.id)
@@ -585,6 +634,15 @@ impl Queue {
             self.consumers.rotate_left(1);
         }
     }
+}
+
+/// What reading an entry's message gave.
+enum Loaded {
+    Message(Arc<Message>),
+    /// Missing or undecodable: it can never be delivered.
+    Corrupt,
+    /// The store failed to read it this time.
+    Failed,
 }
 
 /// A message taken for delivery.

@@ -186,6 +186,14 @@ impl VHost {
         })
     }
 
+    /// Waits until every queue has handled the commands sent to it so far.
+    pub(crate) async fn quiesce(&self) {
+        let queues: Vec<Arc<QueueHandle>> = self.read().queues.values().cloned().collect();
+        for queue in queues {
+            let _ = queue.ask(crate::queue::QueueCommand::Stats).await;
+        }
+    }
+
     /// Stores a persistent message for `queues` durable queues.
     pub(crate) fn store_message(
         &self,

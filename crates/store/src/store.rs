@@ -55,6 +55,11 @@ pub struct Store {
     /// Whether the previous run ended with [`Store::close`]: then nothing
     /// was left half-written and recovery need not look for it.
     clean_start: bool,
+    /// Blob files already made durable (see [`Store::sync`]).
+    synced_blobs: Mutex<HashSet<std::ffi::OsString>>,
+    /// Set by the first failed sync: after a failed fsync the kernel may have
+    /// dropped the dirty pages, so no later sync can vouch for earlier writes.
+    poisoned: std::sync::atomic::AtomicBool,
 }
 
 /// The key, in sled's default tree, of the clean-shutdown mark.
@@ -93,12 +98,15 @@ impl Store {
             messages: tree("messages")?,
             refs: Mutex::new(HashMap::new()),
             clean_start,
+            synced_blobs: Mutex::new(HashSet::new()),
+            poisoned: std::sync::atomic::AtomicBool::new(false),
             path: path.to_owned(),
             db,
         };
         // The directory entry of a newly created file is durable only once the
         // directory itself is synced.
         store.sync_path(path)?;
+        store.sync_path(&path.join("blobs"))?;
         Ok(store)
     }
 
@@ -129,17 +137,58 @@ impl Store {
     /// Makes every write made before this call durable: sled's flush writes
     /// its buffers with `sync_file_range`, which neither persists metadata nor
     /// flushes the drive's cache (sled issue #1452); the `fdatasync` of the
-    /// `db` file that follows does both. Called by one group-commit task for
-    /// every write pending at that moment.
+    /// `db` file that follows does both. sled writes a value (or a whole leaf
+    /// node of a tree, when it consolidates one) that is too large for its log
+    /// to a separate blob file it never fsyncs: those created since the last
+    /// sync are fsynced too, then their directory. Called by one group-commit
+    /// task for every write pending at that moment. After one failure every
+    /// later call fails too.
     pub fn sync(&self) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering;
+        if self.poisoned.load(Ordering::SeqCst) {
+            return Err(StoreError::Io {
+                path: self.path.clone(),
+                source: std::io::Error::other("an earlier sync failed; restart to recover"),
+            });
+        }
+        let result = self.sync_once();
+        if result.is_err() {
+            self.poisoned.store(true, Ordering::SeqCst);
+        }
+        result
+    }
+
+    fn sync_once(&self) -> Result<(), StoreError> {
         self.db.flush().map_err(|e| self.sled_err(e))?;
+        let io = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StoreError::Io { path, source }
+        };
         let db_file = self.path.join("db");
         File::open(&db_file)
             .and_then(|f| f.sync_data())
-            .map_err(|source| StoreError::Io {
-                path: db_file,
-                source,
-            })
+            .map_err(io(&db_file))?;
+        let blobs = self.path.join("blobs");
+        let mut synced = self.synced_blobs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut new_blobs = false;
+        for entry in std::fs::read_dir(&blobs).map_err(io(&blobs))? {
+            let entry = entry.map_err(io(&blobs))?;
+            if !synced.contains(&entry.file_name()) {
+                let file = entry.path();
+                // sled may have collected it meanwhile: then it needs no sync.
+                match File::open(&file) {
+                    Ok(f) => f.sync_all().map_err(io(&file))?,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(io(&file)(e)),
+                }
+                synced.insert(entry.file_name());
+                new_blobs = true;
+            }
+        }
+        if new_blobs {
+            self.sync_path(&blobs)?;
+        }
+        Ok(())
     }
 
     /// Marks a clean shutdown, after a final sync: the next start can skip

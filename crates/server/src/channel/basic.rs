@@ -185,8 +185,7 @@ impl Connection {
                 confirms.outstanding.insert(confirms.published);
                 tracker = Some(ConfirmTracker::new(
                     durable,
-                    id,
-                    confirms.published,
+                    (id, confirms.epoch, confirms.published),
                     self.inbox.clone(),
                 ));
             }

@@ -5,12 +5,16 @@ use super::{Routed, Settle, Unacked};
 use crate::connection::Connection;
 use crate::AmqpError;
 use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use amq_protocol::protocol::{confirm, tx, AMQPClass};
 
 /// Publisher-confirm sequence numbers of a channel in confirm mode.
 #[derive(Debug, Default)]
 pub(crate) struct Confirms {
+    /// Unique per confirm.select, so that a confirm meant for a closed
+    /// channel is never applied to a new channel with the same number.
+    pub epoch: u64,
     /// Messages enqueued since confirm.select: the last sequence number given.
     /// Messages complete in publish order, so this is also the publish count.
     pub published: u64,
@@ -49,7 +53,11 @@ impl Connection {
                 "cannot switch from tx to confirm mode",
             ));
         }
-        channel.confirms.get_or_insert_with(Confirms::default);
+        static EPOCH: AtomicU64 = AtomicU64::new(1);
+        channel.confirms.get_or_insert_with(|| Confirms {
+            epoch: EPOCH.fetch_add(1, Ordering::Relaxed),
+            ..Confirms::default()
+        });
         if !m.nowait {
             self.send(
                 id,

@@ -84,6 +84,8 @@ pub enum ConnEvent {
     Confirmed {
         /// The publishing channel.
         channel: u16,
+        /// The channel's confirm epoch: a stale one is ignored.
+        epoch: u64,
         /// The publish's sequence number.
         seq: u64,
         /// Whether every write and the sync succeeded.
@@ -500,12 +502,21 @@ impl Connection {
     async fn handle_event(&mut self, event: ConnEvent) -> Result<(), AmqpError> {
         match event {
             ConnEvent::Deliver(delivery) => self.handle_delivery(delivery).await,
-            ConnEvent::Confirmed { channel, seq, ok } => {
+            ConnEvent::Confirmed {
+                channel,
+                epoch,
+                seq,
+                ok,
+            } => {
                 if !ok {
                     // Never confirm what may not be on disk; the log says why.
                     return Err(AmqpError::internal_error("cannot store a persistent message"));
                 }
-                let confirms = self.channels.get_mut(&channel).and_then(|c| c.confirms.as_mut());
+                let confirms = self
+                    .channels
+                    .get_mut(&channel)
+                    .and_then(|c| c.confirms.as_mut())
+                    .filter(|c| c.epoch == epoch);
                 if let Some(confirms) = confirms {
                     confirms.outstanding.remove(&seq);
                     if !self.pending_confirms.contains(&channel) {
