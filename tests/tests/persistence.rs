@@ -215,3 +215,50 @@ async fn deleted_durable_things_stay_deleted() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn committed_persistent_messages_survive_a_restart() {
+    if !is_warren() {
+        return; // restarts the broker
+    }
+    within(async {
+        let broker = start_broker().await;
+        {
+            let (_conn, ch) = broker.channel().await;
+            let dq = QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            };
+            ch.queue_declare("txq".into(), dq, FieldTable::default())
+                .await
+                .unwrap();
+            ch.tx_select().await.unwrap();
+            for body in ["t1", "t2"] {
+                ch.basic_publish(
+                    "".into(),
+                    "txq".into(),
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    persistent(),
+                )
+                .await
+                .unwrap();
+            }
+            ch.basic_publish(
+                "".into(),
+                "txq".into(),
+                BasicPublishOptions::default(),
+                b"transient",
+                BasicProperties::default(),
+            )
+            .await
+            .unwrap();
+            // commit-ok comes once the persistent ones are on disk.
+            ch.tx_commit().await.unwrap();
+        }
+        let broker = broker.restart().await;
+        let (_conn, ch) = broker.channel().await;
+        assert_eq!(drain(&ch, "txq").await, ["t1", "t2"]);
+    })
+    .await;
+}

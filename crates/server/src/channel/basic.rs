@@ -151,8 +151,14 @@ impl Connection {
     /// Hands a routed message to its queues (or returns it, if mandatory and
     /// unroutable) and confirms it: at once if held in memory only, after the
     /// group commit if persistent and routed to durable queues (see
-    /// [`crate::durability`]).
-    pub(crate) async fn enqueue(&mut self, id: u16, routed: Routed) -> Result<(), AmqpError> {
+    /// [`crate::durability`]). In a commit, its durable writes are added to
+    /// the commit's wait instead.
+    pub(crate) async fn enqueue(
+        &mut self,
+        id: u16,
+        routed: Routed,
+        commit: Option<&Arc<ConfirmTracker>>,
+    ) -> Result<(), AmqpError> {
         let Routed {
             method,
             message,
@@ -179,6 +185,10 @@ impl Connection {
             n => Some(self.vhost.store_message(&message, n as u32)?),
         };
         let mut tracker = None;
+        if let (Some(commit), Some(_)) = (commit, stored) {
+            commit.add(durable);
+            tracker = Some(commit.clone());
+        }
         if let Some(confirms) = self.channels.get_mut(&id).and_then(|c| c.confirms.as_mut()) {
             confirms.published += 1;
             if stored.is_some() {

@@ -347,7 +347,7 @@ impl Connection {
         let routed = self.route(published)?;
         match self.channels.get_mut(&id).and_then(|c| c.tx.as_mut()) {
             Some(tx) => tx.publishes.push(routed),
-            None => self.enqueue(id, routed).await?,
+            None => self.enqueue(id, routed, None).await?,
         }
         Ok(())
     }

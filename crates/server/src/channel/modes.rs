@@ -1,8 +1,11 @@
 //! Channel modes: publisher confirms (confirm.select) and transactions
 //! (tx.select, tx.commit, tx.rollback). A channel is in at most one of them.
 
+use tokio::sync::oneshot;
+
 use super::{Routed, Settle, Unacked};
 use crate::connection::Connection;
+use crate::durability::ConfirmTracker;
 use crate::AmqpError;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -90,14 +93,24 @@ impl Connection {
         Ok(std::mem::take(tx))
     }
 
-    /// Applies the transaction's publishes, then its acks, in order.
+    /// Applies the transaction's publishes, then its acks, in order; answers
+    /// commit-ok once its persistent messages on durable queues are durable,
+    /// as RabbitMQ does (one group commit for the whole transaction).
     pub(crate) async fn handle_tx_commit(&mut self, id: u16) -> Result<(), AmqpError> {
         let tx = self.take_transaction(id)?;
+        let (done, durable) = oneshot::channel();
+        let commit = ConfirmTracker::commit(done);
         for routed in tx.publishes {
-            self.enqueue(id, routed).await?;
+            self.enqueue(id, routed, Some(&commit)).await?;
         }
         for (entries, how) in tx.settles {
             self.settle(id, entries, how).await;
+        }
+        commit.done(true);
+        // Queues and the group commit never wait on this task, so waiting
+        // here cannot deadlock; deliveries wait in the inbox meanwhile.
+        if !durable.await.unwrap_or(false) {
+            return Err(AmqpError::internal_error("cannot store a committed message"));
         }
         self.send(id, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})))
             .await;
