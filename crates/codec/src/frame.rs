@@ -113,11 +113,6 @@ impl FrameCodec {
         self.frame_max = frame_max as usize;
     }
 
-    /// The frame size limit in force.
-    pub fn frame_max(&self) -> u32 {
-        self.frame_max as u32
-    }
-
     fn write_payload<F>(
         &mut self,
         dst: &mut BytesMut,

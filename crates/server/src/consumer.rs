@@ -16,8 +16,6 @@
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
-use warren_router::QueueName;
-
 use crate::queue::QueueHandle;
 
 /// In-flight deliveries a consumer may have between its queue and the socket
@@ -106,11 +104,6 @@ pub struct ConsumerShared {
 }
 
 impl ConsumerShared {
-    /// The queue's name.
-    pub fn queue_name(&self) -> &QueueName {
-        &self.queue.name
-    }
-
     /// Takes what one delivery needs: credit always, prefetch slots unless
     /// no-ack. Gives back what it took if any gate is full.
     pub fn try_reserve(&self) -> bool {

@@ -45,8 +45,6 @@ impl AmqpError {
     }
 
     constructors! {
-        /// 311, soft.
-        content_too_large => Soft(AMQPSoftError::CONTENTTOOLARGE);
         /// 403, soft.
         access_refused => Soft(AMQPSoftError::ACCESSREFUSED);
         /// 404, soft.
