@@ -64,9 +64,10 @@ impl Router {
         }
     }
 
-    /// Deletes an exchange, its bindings, and the bindings to it. Returns the
-    /// exchanges this deleted in turn (auto-delete sources left unbound).
-    pub fn delete(&mut self, name: &str, if_unused: bool) -> Result<Vec<ExchangeName>, RouterError> {
+    /// Deletes an exchange, its bindings, and the bindings to it. Returns
+    /// every exchange removed: this one first, then those deleted in turn
+    /// (auto-delete sources left unbound).
+    pub fn delete(&mut self, name: &str, if_unused: bool) -> Result<Vec<Exchange>, RouterError> {
         if name.is_empty() {
             return Err(RouterError::DefaultExchange);
         }
@@ -78,8 +79,7 @@ impl Router {
             return Err(RouterError::InUse(exchange.name.clone()));
         }
         let name = exchange.name.clone();
-        self.exchanges.remove(name.as_str());
-        Ok(self.remove_bindings_to(&Destination::Exchange(name)))
+        Ok(self.remove_exchange(&name))
     }
 
     /// Adds a binding. The source (and a destination exchange) must exist;
@@ -127,37 +127,45 @@ impl Router {
     }
 
     /// Removes a binding; removing one that does not exist is not an error
-    /// (RabbitMQ answers unbind-ok). Returns auto-deleted exchanges.
+    /// (RabbitMQ answers unbind-ok). Returns the exchanges it auto-deleted.
     pub fn unbind(
         &mut self,
         source: &str,
         destination: &Destination,
         routing_key: &str,
         arguments: &FieldTable,
-    ) -> Result<Vec<ExchangeName>, RouterError> {
+    ) -> Result<Vec<Exchange>, RouterError> {
         let exchange = self.binding_source(source, destination)?;
         let before = exchange.bindings.len();
         exchange.bindings.retain(|b| {
             !(&b.destination == destination && b.routing_key == routing_key && &b.arguments == arguments)
         });
         let removed = exchange.bindings.len() < before;
-        let mut deleted = Vec::new();
         if removed && exchange.bindings.is_empty() && exchange.auto_delete {
             let name = exchange.name.clone();
-            self.exchanges.remove(name.as_str());
-            deleted = self.remove_bindings_to(&Destination::Exchange(name.clone()));
-            deleted.insert(0, name);
+            return Ok(self.remove_exchange(&name));
         }
-        Ok(deleted)
+        Ok(Vec::new())
     }
 
     /// Removes every binding to a queue that is being deleted. Returns the
     /// auto-delete exchanges this left without bindings, which are deleted too.
-    pub fn unbind_queue(&mut self, queue: &QueueName) -> Vec<ExchangeName> {
+    pub fn unbind_queue(&mut self, queue: &QueueName) -> Vec<Exchange> {
         self.remove_bindings_to(&Destination::Queue(queue.clone()))
     }
 
-    fn remove_bindings_to(&mut self, destination: &Destination) -> Vec<ExchangeName> {
+    /// Removes an exchange and the bindings to it; returns it, then the
+    /// exchanges that removal deleted in turn.
+    fn remove_exchange(&mut self, name: &ExchangeName) -> Vec<Exchange> {
+        let Some(exchange) = self.exchanges.remove(name.as_str()) else {
+            return Vec::new();
+        };
+        let mut removed = vec![exchange];
+        removed.extend(self.remove_bindings_to(&Destination::Exchange(name.clone())));
+        removed
+    }
+
+    fn remove_bindings_to(&mut self, destination: &Destination) -> Vec<Exchange> {
         let mut emptied = Vec::new();
         for exchange in self.exchanges.values_mut() {
             let before = exchange.bindings.len();
@@ -166,14 +174,10 @@ impl Router {
                 emptied.push(exchange.name.clone());
             }
         }
-        let mut deleted = Vec::new();
-        for name in emptied {
-            if self.exchanges.remove(name.as_str()).is_some() {
-                deleted.push(name.clone());
-                deleted.extend(self.remove_bindings_to(&Destination::Exchange(name)));
-            }
-        }
-        deleted
+        emptied
+            .iter()
+            .flat_map(|name| self.remove_exchange(name))
+            .collect()
     }
 
     /// The queues a message published to `exchange` with `routing_key` and
@@ -378,7 +382,8 @@ mod tests {
         r.bind("auto", q("q1"), "", FieldTable::default()).unwrap();
         r.bind("auto", q("q2"), "", FieldTable::default()).unwrap();
         assert!(r.unbind_queue(&"q1".into()).is_empty());
-        assert_eq!(r.unbind_queue(&"q2".into()), vec![ExchangeName::from("auto")]);
+        let deleted: Vec<ExchangeName> = r.unbind_queue(&"q2".into()).into_iter().map(|x| x.name).collect();
+        assert_eq!(deleted, vec![ExchangeName::from("auto")]);
         assert!(r.exchange("auto").is_none());
     }
 

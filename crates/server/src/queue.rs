@@ -439,12 +439,19 @@ impl Queue {
                 continue;
             };
             entry.redelivered |= redelivered;
-            let at = self
-                .ready
-                .binary_search_by_key(&id, |e| e.id)
-                .unwrap_or_else(|at| at);
-            self.ready.insert(at, entry);
+            self.put_back(entry);
         }
+    }
+
+    /// Inserts an entry among the ready ones at the place its position (id)
+    /// gives it, so that a message back from a consumer goes out before later
+    /// ones, as in RabbitMQ.
+    fn put_back(&mut self, entry: Entry) {
+        let at = self
+            .ready
+            .binary_search_by_key(&entry.id, |e| e.id)
+            .unwrap_or_else(|at| at);
+        self.ready.insert(at, entry);
     }
 
     fn publish(&mut self, message: Arc<Message>, stored: Option<u64>, confirm: Option<Arc<ConfirmTracker>>) {
@@ -587,17 +594,12 @@ impl Queue {
                 Err(e) => error!(queue = %self.name, error = %e, "cannot store a returned message again"),
             }
         }
-        let at = self
-            .ready
-            .binary_search_by_key(&msg_id, |e| e.id)
-            .unwrap_or_else(|at| at);
-        let entry = Entry {
+        self.put_back(Entry {
             id: msg_id,
             message: Some(message),
             stored,
             redelivered,
-        };
-        self.ready.insert(at, entry);
+        });
     }
 
     /// Hands ready messages to consumers, round-robin, while any consumer

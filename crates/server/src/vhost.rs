@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock, Weak};
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 use tracing::{error, warn};
-use warren_router::{Destination, Exchange, ExchangeKind, ExchangeName, QueueName, Router, RouterError};
+use warren_router::{Destination, Exchange, ExchangeKind, QueueName, Router, RouterError};
 use warren_store::{
     BindingDef, DestinationKind, ExchangeDef, IndexEntry, QueueDef, Recovered, Store, StoreError,
 };
@@ -208,10 +208,11 @@ impl VHost {
         self.stored(self.store.release(message_id))
     }
 
-    /// Forgets exchanges the router deleted (auto-delete cascades included).
-    fn forget_exchanges(&self, names: &[ExchangeName]) -> Result<(), AmqpError> {
-        for name in names {
-            self.stored(self.store.delete_exchange(name.as_str()))?;
+    /// Forgets the durable ones among exchanges the router deleted
+    /// (auto-delete cascades included); the others were never stored.
+    fn forget_exchanges(&self, removed: &[Exchange]) -> Result<(), AmqpError> {
+        for exchange in removed.iter().filter(|x| x.durable) {
+            self.stored(self.store.delete_exchange(exchange.name.as_str()))?;
         }
         Ok(())
     }
@@ -368,10 +369,7 @@ impl VHost {
         }
         let state = &mut *self.write();
         match state.router.delete(name, if_unused) {
-            Ok(mut deleted) => {
-                deleted.insert(0, name.into());
-                self.forget_exchanges(&deleted)
-            }
+            Ok(removed) => self.forget_exchanges(&removed),
             Err(RouterError::ExchangeNotFound(_)) => Ok(()),
             Err(e) => Err(self.router_error(e)),
         }

@@ -85,15 +85,14 @@ impl Connection {
             self.open_channel(id).consumers.remove(&tag);
             return Err(e);
         }
-        if !m.nowait {
-            self.send(
-                id,
-                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
-                    consumer_tag: tag.as_str().into(),
-                })),
-            )
-            .await;
-        }
+        self.reply(
+            id,
+            m.nowait,
+            AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                consumer_tag: tag.as_str().into(),
+            })),
+        )
+        .await;
         Ok(())
     }
 
@@ -102,15 +101,14 @@ impl Connection {
         if let Some(consumer) = self.open_channel(id).consumers.remove(m.consumer_tag.as_str()) {
             consumer.queue.send(QueueCommand::Cancel(consumer.clone())).await;
         }
-        if !m.nowait {
-            self.send(
-                id,
-                AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
-                    consumer_tag: m.consumer_tag,
-                })),
-            )
-            .await;
-        }
+        self.reply(
+            id,
+            m.nowait,
+            AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
+                consumer_tag: m.consumer_tag,
+            })),
+        )
+        .await;
         Ok(())
     }
 

@@ -20,13 +20,12 @@ impl Connection {
             m.internal,
             &m.arguments,
         )?;
-        if !m.nowait {
-            self.send(
-                id,
-                AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {})),
-            )
-            .await;
-        }
+        self.reply(
+            id,
+            m.nowait,
+            AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {})),
+        )
+        .await;
         Ok(())
     }
 
@@ -36,13 +35,12 @@ impl Connection {
         m: exchange::Delete,
     ) -> Result<(), AmqpError> {
         self.vhost.delete_exchange(m.exchange.as_str(), m.if_unused)?;
-        if !m.nowait {
-            self.send(
-                id,
-                AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
-            )
-            .await;
-        }
+        self.reply(
+            id,
+            m.nowait,
+            AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
+        )
+        .await;
         Ok(())
     }
 
@@ -53,13 +51,12 @@ impl Connection {
             m.routing_key.as_str(),
             &m.arguments,
         )?;
-        if !m.nowait {
-            self.send(
-                id,
-                AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
-            )
-            .await;
-        }
+        self.reply(
+            id,
+            m.nowait,
+            AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
+        )
+        .await;
         Ok(())
     }
 
@@ -74,13 +71,12 @@ impl Connection {
             m.routing_key.as_str(),
             &m.arguments,
         )?;
-        if !m.nowait {
-            self.send(
-                id,
-                AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
-            )
-            .await;
-        }
+        self.reply(
+            id,
+            m.nowait,
+            AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
+        )
+        .await;
         Ok(())
     }
 }

@@ -61,13 +61,12 @@ impl Connection {
             epoch: EPOCH.fetch_add(1, Ordering::Relaxed),
             ..Confirms::default()
         });
-        if !m.nowait {
-            self.send(
-                id,
-                AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
-            )
-            .await;
-        }
+        self.reply(
+            id,
+            m.nowait,
+            AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+        )
+        .await;
         Ok(())
     }
 

@@ -52,10 +52,12 @@ impl Connection {
         };
         self.vhost
             .bind_queue(&queue, m.exchange.as_str(), routing_key, &m.arguments, self.id)?;
-        if !m.nowait {
-            self.send(id, AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})))
-                .await;
-        }
+        self.reply(
+            id,
+            m.nowait,
+            AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
+        )
+        .await;
         Ok(())
     }
 
@@ -81,13 +83,12 @@ impl Connection {
             .vhost
             .queue(&self.queue_name(id, m.queue.as_str())?, self.id)?;
         let message_count = handle.ask(QueueCommand::Purge).await.unwrap_or(0);
-        if !m.nowait {
-            self.send(
-                id,
-                AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk { message_count })),
-            )
-            .await;
-        }
+        self.reply(
+            id,
+            m.nowait,
+            AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk { message_count })),
+        )
+        .await;
         Ok(())
     }
 
@@ -109,13 +110,12 @@ impl Connection {
             Err(e) if e.code() == 404 => 0,
             Err(e) => return Err(e),
         };
-        if !m.nowait {
-            self.send(
-                id,
-                AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk { message_count })),
-            )
-            .await;
-        }
+        self.reply(
+            id,
+            m.nowait,
+            AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk { message_count })),
+        )
+        .await;
         Ok(())
     }
 }

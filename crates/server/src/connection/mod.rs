@@ -329,6 +329,14 @@ impl Connection {
         self.send_frame(Frame::Method(channel, method)).await;
     }
 
+    /// Sends the reply to a method unless the client asked for none.
+    /// spec: "If set, the server will not respond to the method."
+    pub(crate) async fn reply(&self, channel: u16, nowait: bool, method: AMQPClass) {
+        if !nowait {
+            self.send(channel, method).await;
+        }
+    }
+
     /// Sends a content-carrying method with its message.
     pub(crate) async fn send_content(&self, channel: u16, method: AMQPClass, message: Arc<Message>) {
         let _ = self
