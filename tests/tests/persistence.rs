@@ -262,3 +262,62 @@ async fn committed_persistent_messages_survive_a_restart() {
     })
     .await;
 }
+
+/// More persistent messages than a durable queue keeps in memory (10,000):
+/// the rest wait in the store and are read back, in order, when delivered.
+#[tokio::test]
+async fn a_backlog_beyond_memory_is_delivered_whole_and_in_order() {
+    // Over ten thousand persistent messages, each written and removed by a
+    // debug build's sled: more than the usual 30 s on a busy 2-core machine.
+    let limit = std::time::Duration::from_secs(80);
+    let body = async {
+        let broker = start_broker().await;
+        let (_conn, ch) = broker.channel().await;
+        let q = unique("backlog");
+        let dq = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.queue_declare(q.as_str().into(), dq, FieldTable::default())
+            .await
+            .unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        const N: u32 = 10_500;
+        let mut confirms = Vec::new();
+        for i in 0..N {
+            let confirm = ch
+                .basic_publish(
+                    "".into(),
+                    q.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &i.to_be_bytes(),
+                    persistent(),
+                )
+                .await
+                .unwrap();
+            confirms.push(confirm);
+        }
+        for confirm in confirms {
+            assert!(confirm.await.unwrap().is_ack());
+        }
+        ch.basic_qos(500, BasicQosOptions::default()).await.unwrap();
+        let mut c = ch
+            .basic_consume(
+                q.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        for expected in 0..N {
+            let d = c.next().await.unwrap().unwrap();
+            assert_eq!(u32::from_be_bytes(d.data[..4].try_into().unwrap()), expected);
+            d.ack(BasicAckOptions::default()).await.unwrap();
+        }
+        ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .unwrap();
+    };
+    tokio::time::timeout(limit, body).await.expect("test timed out");
+}
