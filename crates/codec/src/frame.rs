@@ -18,6 +18,7 @@ use amq_protocol::types::ChannelId;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
+use crate::nesting::{self, MAX_NESTING};
 use crate::{CodecError, Message};
 
 /// The only protocol header this broker speaks: AMQP 0-9-1.
@@ -156,6 +157,21 @@ fn cannot_decode(payload: &[u8]) -> CodecError {
     CodecError::frame_error(format!("cannot decode {shown:?} ({} octets)", payload.len()))
 }
 
+/// Refuses a method or content header whose field tables nest deeper than
+/// [`MAX_NESTING`], before amq-protocol's recursive parser sees it.
+fn check_nesting(kind: u8, payload: &[u8]) -> Result<(), CodecError> {
+    let checked = match kind {
+        constants::FRAME_METHOD => nesting::check_method(payload, MAX_NESTING),
+        constants::FRAME_HEADER => nesting::check_content_header(payload, MAX_NESTING),
+        _ => Ok(()),
+    };
+    checked.map_err(|_| {
+        CodecError::frame_error(format!(
+            "field table or array nested deeper than {MAX_NESTING} levels"
+        ))
+    })
+}
+
 fn gen_error(e: GenError) -> CodecError {
     CodecError::Io(std::io::Error::other(format!("cannot serialise frame: {e:?}")))
 }
@@ -222,6 +238,7 @@ impl Decoder for FrameCodec {
         frame.advance(HEADER_LEN);
         frame.truncate(size);
         let payload = frame.freeze();
+        check_nesting(kind, &payload)?;
         match kind {
             constants::FRAME_METHOD => match parse_class(&payload[..]) {
                 Ok(([], method)) => Ok(Some(Frame::Method(channel, method))),
@@ -399,6 +416,55 @@ mod tests {
             match after_header(bytes, 4096) {
                 Err(CodecError::Frame { code, .. }) => assert_eq!(code.get_id(), 501),
                 other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    /// A field table nested `depth` levels deep, built as bytes (building it
+    /// as a value would recurse as deeply as the parser does).
+    fn deep_table(depth: usize) -> Vec<u8> {
+        let mut table = vec![0, 0, 0, 0];
+        for _ in 1..depth {
+            let mut outer = Vec::with_capacity(table.len() + 11);
+            outer.extend_from_slice(&((table.len() + 3) as u32).to_be_bytes());
+            outer.extend_from_slice(&[1, b'k', b'F']);
+            outer.extend_from_slice(&table);
+            table = outer;
+        }
+        table
+    }
+
+    fn raw_frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let mut bytes = vec![kind, 0, 1];
+        bytes.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        bytes.extend_from_slice(payload);
+        bytes.push(0xce);
+        bytes
+    }
+
+    #[test]
+    fn refuses_deeply_nested_tables_without_recursing() {
+        // queue.declare: ticket, queue "q", bits, arguments.
+        let declare = |depth| {
+            let mut payload = vec![0, 50, 0, 10, 0, 0, 1, b'q', 0];
+            payload.extend_from_slice(&deep_table(depth));
+            raw_frame(constants::FRAME_METHOD, &payload)
+        };
+        // Content header: class 60, weight, size 0, flags = headers only.
+        let header = |depth| {
+            let mut payload = vec![0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x20, 0];
+            payload.extend_from_slice(&deep_table(depth));
+            raw_frame(constants::FRAME_HEADER, &payload)
+        };
+        for frame in [declare(MAX_NESTING), header(MAX_NESTING)] {
+            assert!(matches!(after_header(&frame, 1 << 20), Ok(Some(_))));
+        }
+        for depth in [MAX_NESTING + 1, 20_000] {
+            for frame in [declare(depth), header(depth)] {
+                match after_header(&frame, 1 << 20) {
+                    Err(CodecError::Frame { code, .. }) => assert_eq!(code.get_id(), 501),
+                    other => panic!("{other:?}"),
+                }
             }
         }
     }

@@ -14,6 +14,8 @@
 //!   [`FrameCodec`], the tokio-util `Decoder`/`Encoder` for it.
 //! - [`content`] holds [`ContentAssembler`], the per-channel state machine
 //!   `Idle → AwaitingHeader → AwaitingBody`, and [`Message`].
+//! - [`nesting`] bounds how deeply field tables nest, without recursion,
+//!   before amq-protocol's recursive parser sees them.
 //! - [`error`] holds [`CodecError`], every way peer bytes can be wrong, with the
 //!   AMQP reply code the server answers it with.
 #![deny(missing_docs)]
@@ -21,6 +23,7 @@
 pub mod content;
 pub mod error;
 pub mod frame;
+pub mod nesting;
 
 pub use amq_protocol;
 pub use bytes;
