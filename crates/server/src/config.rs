@@ -22,6 +22,18 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// sled's page cache, in bytes: the store's share of memory.
     pub store_cache_bytes: u64,
+    /// Whether `guest` may log in from a non-loopback address. RabbitMQ
+    /// allows it only from loopback (`loopback_users`).
+    pub allow_remote_guest: bool,
+    /// The largest message body accepted (RabbitMQ's `max_message_size`).
+    pub max_message_size: u64,
+    /// Open connections allowed at once (RabbitMQ's `connection_max`);
+    /// None for no limit.
+    pub max_connections: Option<usize>,
+    /// Octets of message bodies announced by content headers and not yet
+    /// complete, summed over a connection's channels: what one connection
+    /// may make the broker buffer.
+    pub max_partial_bytes: u64,
 }
 
 impl Config {
@@ -35,6 +47,10 @@ impl Config {
             heartbeat: 60,
             handshake_timeout: Duration::from_secs(10),
             store_cache_bytes: 16 * 1024 * 1024,
+            allow_remote_guest: false,
+            max_message_size: 128 * 1024 * 1024,
+            max_connections: None,
+            max_partial_bytes: 256 * 1024 * 1024,
         }
     }
 }

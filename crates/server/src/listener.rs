@@ -2,7 +2,7 @@
 //! connection to close with 320 CONNECTION_FORCED and waits until they have.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -25,6 +25,18 @@ pub struct Broker {
     pub vhost: Arc<VHost>,
     /// Source of connection ids, which tag logs and own exclusive queues.
     next_connection_id: AtomicU64,
+    /// Open connections, for `max_connections`.
+    open_connections: Arc<AtomicUsize>,
+}
+
+/// A connection's place under the connection limit, given back on drop.
+#[derive(Debug)]
+pub struct ConnectionSlot(Arc<AtomicUsize>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Broker {
@@ -50,7 +62,19 @@ impl Broker {
             config,
             vhost,
             next_connection_id: AtomicU64::new(1),
+            open_connections: Arc::new(AtomicUsize::new(0)),
         }))
+    }
+
+    /// Takes a place for a newly opened connection, unless the limit is reached.
+    pub(crate) fn admit(&self) -> Option<ConnectionSlot> {
+        let limit = self.config.max_connections.unwrap_or(usize::MAX);
+        self.open_connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .ok()?;
+        Some(ConnectionSlot(self.open_connections.clone()))
     }
 
     fn connection_id(&self) -> u64 {
@@ -81,8 +105,9 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) -
                     let shutdown = notify_shutdown.subscribe();
                     let done = shutdown_complete_tx.clone();
                     let (broker, id) = (broker.clone(), broker.connection_id());
+                    let (read, write) = socket.into_split();
                     tokio::spawn(async move {
-                        connection::serve(broker, id, socket, peer, shutdown).await;
+                        connection::serve(broker, id, Box::new(read), Box::new(write), peer, shutdown).await;
                         drop(done);
                     });
                 }

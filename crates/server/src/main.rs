@@ -19,6 +19,24 @@ struct Args {
     /// Memory for the store's page cache, in MiB.
     #[arg(long, env = "WARREN_STORE_CACHE_MB", default_value_t = 16)]
     store_cache_mb: u64,
+    /// Let `guest` log in from any address, not only loopback (RabbitMQ's
+    /// `loopback_users = none`). Needed in a container, where clients are
+    /// never on the container's loopback.
+    #[arg(long, env = "WARREN_ALLOW_REMOTE_GUEST")]
+    allow_remote_guest: bool,
+    /// Channels a connection may have open at once (offered in connection.tune).
+    #[arg(long, env = "WARREN_CHANNEL_MAX", default_value_t = 2047, value_parser = clap::value_parser!(u16).range(1..))]
+    channel_max: u16,
+    /// Largest message body accepted, in bytes.
+    #[arg(long, env = "WARREN_MAX_MESSAGE_SIZE", default_value_t = 128 * 1024 * 1024)]
+    max_message_size: u64,
+    /// Connections open at once; unlimited unless set.
+    #[arg(long, env = "WARREN_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Bytes of unfinished message bodies one connection may have in
+    /// progress over all its channels.
+    #[arg(long, env = "WARREN_MAX_PARTIAL_BODY_BYTES", default_value_t = 256 * 1024 * 1024)]
+    max_partial_body_bytes: u64,
 }
 
 #[tokio::main]
@@ -40,6 +58,11 @@ async fn main() -> std::process::ExitCode {
     }
     let mut config = warren_server::Config::new(args.data_dir);
     config.store_cache_bytes = args.store_cache_mb.saturating_mul(1024 * 1024);
+    config.allow_remote_guest = args.allow_remote_guest;
+    config.channel_max = args.channel_max;
+    config.max_message_size = args.max_message_size;
+    config.max_connections = args.max_connections;
+    config.max_partial_bytes = args.max_partial_body_bytes;
     match warren_server::run(listener, config, shutdown_signal()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -73,6 +73,9 @@ pub struct Channel {
     pub state: ChannelState,
     /// basic.publish content in progress.
     pub assembler: ContentAssembler,
+    /// The body size its content header announced, counted in the
+    /// connection's `partial_bytes` until the body is complete.
+    pub(crate) partial_bytes: u64,
     last_delivery_tag: u64,
     /// Ordered by delivery tag (tags only grow).
     unacked: VecDeque<Unacked>,
@@ -97,6 +100,7 @@ impl Channel {
         Self {
             state: ChannelState::Open,
             assembler: ContentAssembler::default(),
+            partial_bytes: 0,
             last_delivery_tag: 0,
             unacked: VecDeque::new(),
             consumers: HashMap::new(),
@@ -281,7 +285,7 @@ impl Connection {
             }
             channel::AMQPMethod::Close(_) => {
                 self.release_channel(id).await;
-                self.channels.remove(&id);
+                self.remove_channel(id);
                 self.send(
                     id,
                     AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),

@@ -4,15 +4,25 @@
 //! spec: "the server MUST respond with a valid protocol header and then close
 //! the socket connection" when the client's header is not one it accepts.
 
+use std::net::{IpAddr, SocketAddr};
+
 use amq_protocol::protocol::{connection, AMQPClass};
 use amq_protocol::types::parsing::parse_field_table;
-use amq_protocol::types::{AMQPValue, FieldTable, LongString};
+use amq_protocol::types::{AMQPValue, FieldTable};
 use futures::{SinkExt, StreamExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::codec::{FramedRead, FramedWrite};
+use tracing::warn;
+use warren_codec::nesting::{check_table, MAX_NESTING};
 use warren_codec::{CodecError, Frame, FrameCodec, PROTOCOL_HEADER};
 
-use crate::{AmqpError, Config};
+use super::liveness::Counted;
+use crate::listener::{Broker, ConnectionSlot};
+use crate::AmqpError;
+
+/// The largest frame read before connection.open, as RabbitMQ: a client that
+/// has not logged in cannot make the broker buffer more than this.
+pub(crate) const PRE_OPEN_FRAME_MAX: u32 = 4096;
 
 /// What the handshake settled.
 #[derive(Debug)]
@@ -23,6 +33,8 @@ pub(crate) struct Negotiated {
     pub heartbeat: u16,
     /// The client handles a server-sent basic.cancel.
     pub consumer_cancel_notify: bool,
+    /// This connection's place under the connection limit.
+    pub slot: ConnectionSlot,
 }
 
 /// Why the handshake did not produce a connection.
@@ -43,8 +55,13 @@ impl From<AmqpError> for Refused {
     }
 }
 
-pub(crate) type Reader = FramedRead<OwnedReadHalf, FrameCodec>;
-pub(crate) type Writer = FramedWrite<OwnedWriteHalf, FrameCodec>;
+/// The socket's read half, boxed so that tests and fuzzers can serve an
+/// in-memory stream through the same code.
+pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+/// The socket's write half.
+pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+pub(crate) type Reader = FramedRead<Counted<ReadHalf>, FrameCodec>;
+pub(crate) type Writer = FramedWrite<Counted<WriteHalf>, FrameCodec>;
 
 /// The capabilities this broker has, announced in connection.start. Only
 /// what works is listed, so clients never rely on a missing feature.
@@ -100,8 +117,10 @@ fn unexpected(method: &AMQPClass, expected: &str) -> Refused {
 pub(crate) async fn negotiate(
     reader: &mut Reader,
     writer: &mut Writer,
-    config: &Config,
+    broker: &Broker,
+    peer: SocketAddr,
 ) -> Result<Negotiated, Refused> {
+    let config = &broker.config;
     match reader.next().await {
         Some(Ok(Frame::ProtocolHeader)) => {}
         Some(Err(CodecError::ProtocolHeader(_))) => {
@@ -133,9 +152,9 @@ pub(crate) async fn negotiate(
     };
     let consumer_cancel_notify = capability("consumer_cancel_notify");
     let mechanism = start_ok.mechanism.as_str();
-    let (user, password) = match mechanism {
-        "PLAIN" => plain(&start_ok.response),
-        "AMQPLAIN" => amqplain(&start_ok.response),
+    let credentials = match mechanism {
+        "PLAIN" => plain(start_ok.response.as_bytes()),
+        "AMQPLAIN" => amqplain(start_ok.response.as_bytes()),
         other => {
             return Err(
                 AmqpError::command_invalid(format!("unknown authentication mechanism '{other}'"))
@@ -143,10 +162,22 @@ pub(crate) async fn negotiate(
                     .into(),
             )
         }
-    }
-    .unwrap_or_default();
-    if config.users.get(&user) != Some(&password) {
-        tracing::warn!(%user, %mechanism, "authentication failed");
+    };
+    // Why a login fails goes to the log with the peer, never the password;
+    // the client only learns that it failed, as with RabbitMQ.
+    let failure = match &credentials {
+        None => Some(format!("{mechanism} response is malformed")),
+        Some((user, password)) if config.users.get(user) != Some(password) => {
+            Some(format!("invalid credentials for user '{user}'"))
+        }
+        Some((user, _)) if user == "guest" && !config.allow_remote_guest && !is_loopback(peer.ip()) => {
+            Some("user 'guest' can only connect via localhost".to_owned())
+        }
+        Some(_) => None,
+    };
+    let user = credentials.map(|(user, _)| user).unwrap_or_default();
+    if let Some(reason) = failure {
+        warn!(%peer, %mechanism, %reason, "authentication failed");
         let refusal = AmqpError::access_refused(format!(
             "Login was refused using authentication mechanism {mechanism}. For details see the broker logfile."
         ));
@@ -190,7 +221,6 @@ pub(crate) async fn negotiate(
     // The client has the last word on heartbeats, as with RabbitMQ: it
     // proposes the lower non-zero value, or 0 to disable them.
     let heartbeat = tune_ok.heartbeat;
-    reader.decoder_mut().set_frame_max(frame_max);
     writer.encoder_mut().set_frame_max(frame_max);
 
     let method = next_method(reader).await?;
@@ -203,6 +233,16 @@ pub(crate) async fn negotiate(
             .for_method(10, 40)
             .into());
     }
+    let Some(slot) = broker.admit() else {
+        return Err(AmqpError::not_allowed(format!(
+            "connection refused: node connection limit ({}) is reached",
+            config.max_connections.unwrap_or_default()
+        ))
+        .for_method(10, 40)
+        .into());
+    };
+    // Logged in and opened: frames may now be as large as negotiated.
+    reader.decoder_mut().set_frame_max(frame_max);
     writer
         .send(send(connection::AMQPMethod::OpenOk(connection::OpenOk {})))
         .await
@@ -213,13 +253,25 @@ pub(crate) async fn negotiate(
         channel_max,
         heartbeat,
         consumer_cancel_notify,
+        slot,
     })
 }
 
-/// PLAIN (RFC 4616): `authzid NUL authcid NUL passwd`.
-fn plain(response: &LongString) -> Option<(String, String)> {
-    let mut parts = response.as_bytes().split(|b| *b == 0);
-    let (_authzid, user, password) = (parts.next()?, parts.next()?, parts.next()?);
+/// RabbitMQ's loopback check: 127.0.0.0/8 and ::1, also as IPv4-mapped IPv6.
+pub(crate) fn is_loopback(ip: IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
+/// PLAIN (RFC 4616) as RabbitMQ reads it: `NUL user NUL password`, with an
+/// empty authorization identity and nothing after the password. RabbitMQ
+/// refuses an authzid (`admin\0guest\0guest`) and trailing fields.
+fn plain(response: &[u8]) -> Option<(String, String)> {
+    let rest = response.strip_prefix(&[0])?;
+    let at = rest.iter().position(|b| *b == 0)?;
+    let (user, password) = (&rest[..at], &rest[at + 1..]);
+    if password.contains(&0) {
+        return None;
+    }
     Some((
         String::from_utf8(user.to_vec()).ok()?,
         String::from_utf8(password.to_vec()).ok()?,
@@ -227,15 +279,15 @@ fn plain(response: &LongString) -> Option<(String, String)> {
 }
 
 /// AMQPLAIN: a field table's entries (without its length prefix) with LOGIN
-/// and PASSWORD.
-fn amqplain(response: &LongString) -> Option<(String, String)> {
-    let bytes = response.as_bytes();
-    let mut table = (bytes.len() as u32).to_be_bytes().to_vec();
-    table.extend_from_slice(bytes);
+/// and PASSWORD, both long strings, as RabbitMQ requires.
+fn amqplain(response: &[u8]) -> Option<(String, String)> {
+    let mut table = (response.len() as u32).to_be_bytes().to_vec();
+    table.extend_from_slice(response);
+    // The parser recurses; bound the nesting first (see warren_codec::nesting).
+    check_table(&table, MAX_NESTING).ok()?;
     let (_, table) = parse_field_table(&table[..]).ok()?;
     let field = |k: &str| match table.inner().get(k)? {
         AMQPValue::LongString(s) => String::from_utf8(s.as_bytes().to_vec()).ok(),
-        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
         _ => None,
     };
     Some((field("LOGIN")?, field("PASSWORD")?))
@@ -246,14 +298,62 @@ mod tests {
     use super::*;
 
     #[test]
-    fn plain_and_amqplain_responses() {
-        assert_eq!(
-            plain(&"\0guest\0secret".into()),
-            Some(("guest".into(), "secret".into()))
-        );
-        assert_eq!(plain(&"guest".into()), None);
+    fn plain_is_as_strict_as_rabbitmq() {
+        let ok = Some(("guest".to_owned(), "secret".to_owned()));
+        assert_eq!(plain(b"\0guest\0secret"), ok);
+        assert_eq!(plain(b"\0\0"), Some((String::new(), String::new())));
+        for refused in [
+            &b"guest"[..],
+            b"guest\0secret",
+            b"admin\0guest\0secret",
+            b"\0guest\0secret\0junk",
+            b"\0guest\0secret\0",
+            b"\0guest",
+            b"",
+            b"\0\xff\0pw",
+        ] {
+            assert_eq!(plain(refused), None, "{refused:?}");
+        }
+    }
+
+    #[test]
+    fn amqplain_wants_long_strings() {
         let creds = amq_protocol::auth::Credentials::new("guest".into(), "pw".into());
         let response = creds.sasl_auth_string(amq_protocol::auth::SASLMechanism::AMQPlain);
-        assert_eq!(amqplain(&response), Some(("guest".into(), "pw".into())));
+        assert_eq!(amqplain(response.as_bytes()), Some(("guest".into(), "pw".into())));
+        // LOGIN as a short string ('s' is a short int to RabbitMQ and
+        // amq-protocol alike, so use an unparseable table) and garbage.
+        assert_eq!(amqplain(b"\x05LOGINS\0\0\0\x01g"), None);
+        assert_eq!(amqplain(b"\xff\xff"), None);
+        // Nested 10,000 levels deep: refused without recursing.
+        let mut deep = Vec::new();
+        for _ in 0..10_000 {
+            deep.extend_from_slice(b"\x01kF\xff\xff\xff\xff");
+        }
+        assert_eq!(amqplain(&deep), None);
+    }
+
+    #[test]
+    fn loopback_is_127_slash_8_and_ipv6_one_also_mapped() {
+        for ip in [
+            "127.0.0.1",
+            "127.1.2.3",
+            "127.255.255.254",
+            "::1",
+            "::ffff:127.0.0.1",
+        ] {
+            assert!(is_loopback(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "10.0.0.1",
+            "0.0.0.0",
+            "128.0.0.1",
+            "::",
+            "::ffff:10.0.0.1",
+            "fe80::1",
+            "192.168.1.1",
+        ] {
+            assert!(!is_loopback(ip.parse().unwrap()), "{ip}");
+        }
     }
 }

@@ -6,13 +6,16 @@
 //!   already buffered before anything else (a burst of publishes is one batch);
 //! - turn queue deliveries from its inbox into basic.deliver with a delivery
 //!   tag, and remember them as unacked;
-//! - send heartbeats and drop a peer silent for two intervals;
+//! - count any octet received as a sign of life, and let the writer task
+//!   send heartbeats and drop a peer silent, or not reading, for two
+//!   intervals ([`liveness`], [`writer`]);
 //! - turn every error into channel.close or connection.close, in one place
 //!   ([`Connection::fail`]);
 //! - on close, cleanly or not, requeue every unacked message, cancel every
 //!   consumer and delete its exclusive queues.
 
 pub(crate) mod handshake;
+pub(crate) mod liveness;
 pub(crate) mod writer;
 
 use std::collections::HashMap;
@@ -22,12 +25,10 @@ use std::time::Duration;
 
 use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
 use futures::{FutureExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio::sync::{broadcast, mpsc};
-use tokio::time::{interval_at, Instant, MissedTickBehavior};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, info, instrument, warn};
-use warren_codec::{CodecError, Frame, FrameCodec, Message, Outbound};
+use warren_codec::{CodecError, ContentAssembler, Frame, FrameCodec, Message, Outbound};
 
 use crate::channel::{Channel, ChannelState, Settle};
 use crate::consumer::ConsumerShared;
@@ -36,13 +37,22 @@ use crate::queue::{QueueCommand, QueueHandle};
 use crate::vhost::VHost;
 use crate::AmqpError;
 
-use handshake::Refused;
+pub use handshake::{ReadHalf, WriteHalf};
+use handshake::{Refused, PRE_OPEN_FRAME_MAX};
+use liveness::{Activity, Counted};
 
 /// Frames handled before the connection looks at its inbox and flushes
 /// publisher confirms.
 const READ_BATCH: usize = 256;
+/// How long a closing connection waits to queue its connection.close (the
+/// writer may be full, for a peer that stopped reading).
+const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the server waits for connection.close-ok after sending close.
-const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(3);
+const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the writer may take to write what is left once the connection
+/// has ended; then the socket is dropped. The three timeouts together keep a
+/// shutdown under 5 s whatever the clients do.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A message a queue hands to one of a connection's consumers.
 #[derive(Debug)]
@@ -111,6 +121,14 @@ pub struct Connection {
     pub(crate) exclusive_queues: Vec<Arc<QueueHandle>>,
     /// Channels with publisher confirms not yet sent.
     pub(crate) pending_confirms: Vec<u16>,
+    /// When the peer was last heard from; paused while this task is busy.
+    activity: Arc<Activity>,
+    /// Body octets announced by content headers and not yet complete, over
+    /// all channels (bounded by `Config::max_partial_bytes`).
+    pub(crate) partial_bytes: u64,
+    /// Limits from the broker's configuration.
+    pub(crate) max_message_size: u64,
+    pub(crate) max_partial_bytes: u64,
 }
 
 /// How the frame loop ended.
@@ -128,19 +146,29 @@ enum End {
 pub async fn serve(
     broker: Arc<Broker>,
     id: u64,
-    socket: TcpStream,
+    read: ReadHalf,
+    write: WriteHalf,
     peer: SocketAddr,
     mut shutdown: broadcast::Receiver<()>,
 ) {
     let config = &broker.config;
-    let (read_half, write_half) = socket.into_split();
-    let mut reader = FramedRead::new(read_half, FrameCodec::new(config.frame_max));
-    let mut sink = FramedWrite::new(write_half, FrameCodec::new(config.frame_max));
-    let negotiated = tokio::time::timeout(
-        config.handshake_timeout,
-        handshake::negotiate(&mut reader, &mut sink, config),
-    )
-    .await;
+    let activity = Activity::new();
+    let mut reader = FramedRead::new(
+        Counted::new(read, activity.clone()),
+        FrameCodec::new(PRE_OPEN_FRAME_MAX),
+    );
+    let mut sink = FramedWrite::new(
+        Counted::new(write, activity.clone()),
+        FrameCodec::new(config.frame_max),
+    );
+    let negotiated = tokio::select! {
+        negotiated = tokio::time::timeout(
+            config.handshake_timeout,
+            handshake::negotiate(&mut reader, &mut sink, &broker, peer),
+        ) => negotiated,
+        // Not open yet: nothing to tell the client, just drop it.
+        _ = shutdown.recv() => return,
+    };
     let negotiated = match negotiated {
         Ok(Ok(n)) => n,
         Ok(Err(refused)) => {
@@ -153,12 +181,12 @@ pub async fn serve(
                 }
             };
             if let Some(m) = close {
-                let (writer, task) = writer::spawn(sink);
+                let (writer, task) = writer::spawn(sink, None);
                 let _ = writer
                     .send(Frame::Method(0, AMQPClass::Connection(m)).into())
                     .await;
                 drop(writer);
-                let _ = task.await;
+                finish_writer(task).await;
             }
             return;
         }
@@ -168,7 +196,11 @@ pub async fn serve(
         }
     };
     info!(user = %negotiated.user, vhost = %negotiated.vhost, "connection opened");
-    let (writer, writer_task) = writer::spawn(sink);
+    let heartbeat = (negotiated.heartbeat > 0).then(|| writer::Heartbeat {
+        interval: Duration::from_secs(u64::from(negotiated.heartbeat)),
+        activity: activity.clone(),
+    });
+    let (writer, writer_task) = writer::spawn(sink, heartbeat);
     let (inbox, mut inbox_rx) = mpsc::unbounded_channel();
     let mut conn = Connection {
         id,
@@ -180,10 +212,12 @@ pub async fn serve(
         consumer_cancel_notify: negotiated.consumer_cancel_notify,
         exclusive_queues: Vec::new(),
         pending_confirms: Vec::new(),
+        activity,
+        partial_bytes: 0,
+        max_message_size: config.max_message_size,
+        max_partial_bytes: config.max_partial_bytes,
     };
-    let end = conn
-        .run(&mut reader, &mut inbox_rx, &mut shutdown, negotiated.heartbeat)
-        .await;
+    let end = conn.run(&mut reader, &mut inbox_rx, &mut shutdown).await;
     match end {
         End::Lost => {}
         End::ClientClosed => {
@@ -219,8 +253,18 @@ pub async fn serve(
     }
     conn.release_everything(&mut inbox_rx).await;
     drop(conn);
-    let _ = writer_task.await;
+    drop(negotiated.slot);
+    finish_writer(writer_task).await;
     info!("connection closed");
+}
+
+/// Lets the writer write what is queued, for a while; a peer that does not
+/// read by then loses it, and the socket is dropped.
+async fn finish_writer(mut task: tokio::task::JoinHandle<()>) {
+    if tokio::time::timeout(DRAIN_TIMEOUT, &mut task).await.is_err() {
+        debug!("peer is not reading; dropping the socket");
+        task.abort();
+    }
 }
 
 fn close_method(e: &AmqpError) -> connection::AMQPMethod {
@@ -238,18 +282,16 @@ impl Connection {
         reader: &mut handshake::Reader,
         inbox: &mut mpsc::UnboundedReceiver<ConnEvent>,
         shutdown: &mut broadcast::Receiver<()>,
-        heartbeat: u16,
     ) -> End {
-        // A heartbeat every half interval keeps the client's two-interval
-        // timeout far away; 0 disables both directions.
-        let period = Duration::from_millis(u64::from(heartbeat.max(1)) * 500);
-        let mut ticker = interval_at(Instant::now() + period, period);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let mut last_read = Instant::now();
+        // The writer task ends on its own when the peer is dead (see
+        // [`writer`]); this clone only watches for that.
+        let writer = self.writer.clone();
         loop {
+            // Silence counts only while this task listens (see [`liveness`]).
+            self.activity.busy(false);
             let result = tokio::select! {
                 frame = reader.next() => {
-                    last_read = Instant::now();
+                    self.activity.busy(true);
                     let mut frame = frame;
                     let mut handled = 0;
                     let mut result;
@@ -278,6 +320,7 @@ impl Connection {
                     result
                 }
                 Some(event) = inbox.recv() => {
+                    self.activity.busy(true);
                     let mut result = self.handle_event(event).await;
                     for _ in 0..READ_BATCH {
                         if result.is_err() {
@@ -291,14 +334,7 @@ impl Connection {
                     self.flush_confirms().await;
                     result.map(|_| None).map_err(|e| (0, e))
                 }
-                _ = ticker.tick(), if heartbeat > 0 => {
-                    if last_read.elapsed() > Duration::from_secs(u64::from(heartbeat) * 2) {
-                        warn!(timeout_secs = heartbeat, "missed heartbeats from client, closing");
-                        return End::Lost;
-                    }
-                    self.send_frame(Frame::Heartbeat(0)).await;
-                    Ok(None)
-                }
+                _ = writer.closed() => return End::Lost,
                 _ = shutdown.recv() => Err((0, AmqpError::connection_forced(
                     "broker forced connection closure with reason 'shutdown'",
                 ))),
@@ -355,7 +391,9 @@ impl Connection {
     async fn fail(&mut self, channel: u16, error: AmqpError) -> bool {
         if error.is_hard() || channel == 0 {
             warn!(channel, code = error.code(), error = %error, "closing connection");
-            self.send(0, AMQPClass::Connection(close_method(&error))).await;
+            // A peer that stopped reading may never make room for it.
+            let close = Outbound::Frame(Frame::Method(0, AMQPClass::Connection(close_method(&error))));
+            let _ = self.writer.send_timeout(close, CLOSE_SEND_TIMEOUT).await;
             return true;
         }
         warn!(channel, code = error.code(), error = %error, "closing channel");
@@ -373,8 +411,18 @@ impl Connection {
         self.release_channel(channel).await;
         if let Some(ch) = self.channels.get_mut(&channel) {
             ch.state = ChannelState::Closing;
+            // The content in progress, if any, will never complete.
+            ch.assembler = ContentAssembler::default();
+            self.partial_bytes -= std::mem::take(&mut ch.partial_bytes);
         }
         false
+    }
+
+    /// Forgets a closed channel, and the unfinished content it held.
+    pub(crate) fn remove_channel(&mut self, id: u16) {
+        if let Some(ch) = self.channels.remove(&id) {
+            self.partial_bytes -= ch.partial_bytes;
+        }
     }
 
     /// Dispatches one frame. `Ok(Some(_))` ends the frame loop; an error
@@ -436,10 +484,10 @@ impl Connection {
             // spec: after channel.close, only close(-ok) matters.
             match frame {
                 Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::CloseOk(_))) => {
-                    self.channels.remove(&id);
+                    self.remove_channel(id);
                 }
                 Frame::Method(_, AMQPClass::Channel(channel::AMQPMethod::Close(_))) => {
-                    self.channels.remove(&id);
+                    self.remove_channel(id);
                     self.send(
                         id,
                         AMQPClass::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
@@ -466,22 +514,41 @@ impl Connection {
                 self.handle_method(id, method).await
             }
             Frame::Header(_, header) => {
-                // RabbitMQ's max_message_size default: 128 MiB.
-                const MAX_MESSAGE: u64 = 128 * 1024 * 1024;
-                if header.body_size > MAX_MESSAGE && !channel.assembler.is_idle() {
-                    return Err(AmqpError::precondition_failed(format!(
-                        "message size {} is larger than configured max size {MAX_MESSAGE}",
-                        header.body_size
-                    ))
-                    .for_method(60, 40));
+                let size = header.body_size;
+                if !channel.assembler.is_idle() {
+                    // RabbitMQ's max_message_size (default 128 MiB).
+                    if size > self.max_message_size {
+                        return Err(AmqpError::precondition_failed(format!(
+                            "message size {size} is larger than configured max size {}",
+                            self.max_message_size
+                        ))
+                        .for_method(60, 40));
+                    }
+                    // What all of this connection's unfinished bodies may
+                    // make the broker buffer, whatever the channel count.
+                    if self.partial_bytes.saturating_add(size) > self.max_partial_bytes {
+                        return Err(AmqpError::precondition_failed(format!(
+                            "message size {size} would take the connection's unfinished message bodies \
+                             over the configured limit of {} bytes",
+                            self.max_partial_bytes
+                        ))
+                        .for_method(60, 40));
+                    }
                 }
                 match channel.assembler.header(header).map_err(codec_error)? {
                     Some(published) => self.handle_published(id, published).await,
-                    None => Ok(()),
+                    None => {
+                        channel.partial_bytes = size;
+                        self.partial_bytes += size;
+                        Ok(())
+                    }
                 }
             }
             Frame::Body(_, body) => match channel.assembler.body(body).map_err(codec_error)? {
-                Some(published) => self.handle_published(id, published).await,
+                Some(published) => {
+                    self.partial_bytes -= std::mem::take(&mut channel.partial_bytes);
+                    self.handle_published(id, published).await
+                }
                 None => Ok(()),
             },
             Frame::ProtocolHeader | Frame::Heartbeat(_) => Ok(()),

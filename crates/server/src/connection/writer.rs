@@ -5,14 +5,29 @@
 //! rather than one per frame. A full mpsc makes the connection task wait,
 //! which stops it reading its socket: a client that does not read its
 //! deliveries is slowed down rather than buffered without limit.
+//!
+//! It also keeps the connection's heartbeats, because it is the part that is
+//! still running when a peer stops reading:
+//! - it sends a heartbeat frame every half interval;
+//! - it ends the connection when the peer has sent no octet for two
+//!   intervals ([`Activity::silence`]), or when a write has made no progress
+//!   for two intervals (spec 4.2.7). Either way it drops the socket, the
+//!   connection task sees its sender fail, and the connection's unacked
+//!   messages are requeued.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
 use futures::SinkExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::AsyncWrite;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::codec::FramedWrite;
-use tracing::debug;
-use warren_codec::{FrameCodec, Outbound};
+use tracing::{debug, warn};
+use warren_codec::{CodecError, Frame, FrameCodec, Outbound};
+
+use super::liveness::Activity;
 
 /// Outbound items queued for the socket before the connection task waits.
 const QUEUE: usize = 1024;
@@ -21,32 +36,126 @@ const BATCH: usize = 1024;
 /// Encoded bytes buffered before `feed` writes to the socket.
 const BUFFER: usize = 128 * 1024;
 
+/// Heartbeat settings of an open connection.
+#[derive(Clone, Debug)]
+pub(crate) struct Heartbeat {
+    /// The negotiated interval; zero disables heartbeats and both timeouts.
+    pub interval: Duration,
+    /// When the peer was last heard from.
+    pub activity: Arc<Activity>,
+}
+
+impl Heartbeat {
+    /// How long silence, or a stalled write, may last.
+    fn timeout(&self) -> Option<Duration> {
+        (!self.interval.is_zero()).then(|| self.interval * 2)
+    }
+
+    /// How often to send a heartbeat and look at the clocks.
+    fn period(&self) -> Duration {
+        (self.interval / 2).max(Duration::from_millis(100))
+    }
+}
+
+/// Why the writer stopped early.
+enum Stop {
+    /// The socket failed.
+    Io(CodecError),
+    /// The peer has been silent, or has read nothing, for two intervals.
+    Dead(&'static str),
+}
+
 /// Starts the writer; dropping the returned sender ends it after it has
 /// written everything queued and shut the socket down.
-pub(crate) fn spawn(
-    mut sink: FramedWrite<OwnedWriteHalf, FrameCodec>,
-) -> (mpsc::Sender<Outbound>, JoinHandle<()>) {
+pub(crate) fn spawn<W>(
+    mut sink: FramedWrite<W, FrameCodec>,
+    heartbeat: Option<Heartbeat>,
+) -> (mpsc::Sender<Outbound>, JoinHandle<()>)
+where
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     sink.set_backpressure_boundary(BUFFER);
     let (tx, mut rx) = mpsc::channel::<Outbound>(QUEUE);
     let task = tokio::spawn(async move {
-        'outer: while let Some(item) = rx.recv().await {
-            if let Err(e) = sink.feed(item).await {
-                debug!(error = %e, "write failed");
-                break;
+        let period = heartbeat.as_ref().map(Heartbeat::period);
+        let mut ticker = tokio::time::interval(period.unwrap_or(Duration::from_secs(3600)));
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        let stopped = loop {
+            let batch = tokio::select! {
+                item = rx.recv() => match item {
+                    Some(item) => Some(item),
+                    None => break None,
+                },
+                _ = ticker.tick(), if heartbeat.is_some() => None,
+            };
+            if let Some(Stop::Dead(why)) = check(heartbeat.as_ref()) {
+                break Some(Stop::Dead(why));
             }
-            for _ in 0..BATCH {
-                let Ok(item) = rx.try_recv() else { break };
-                if let Err(e) = sink.feed(item).await {
-                    debug!(error = %e, "write failed");
-                    break 'outer;
+            let written = guarded(heartbeat.as_ref(), async {
+                match batch {
+                    Some(first) => {
+                        sink.feed(first).await?;
+                        for _ in 0..BATCH {
+                            let Ok(item) = rx.try_recv() else { break };
+                            sink.feed(item).await?;
+                        }
+                    }
+                    None => sink.feed(Outbound::Frame(Frame::Heartbeat(0))).await?,
                 }
+                SinkExt::<Outbound>::flush(&mut sink).await
+            })
+            .await;
+            if let Err(stop) = written {
+                break Some(stop);
             }
-            if let Err(e) = SinkExt::<Outbound>::flush(&mut sink).await {
-                debug!(error = %e, "flush failed");
-                break;
+        };
+        match stopped {
+            // Everything queued is written: close the socket cleanly.
+            None => {
+                let _ = SinkExt::<Outbound>::close(&mut sink).await;
             }
+            Some(Stop::Io(e)) => debug!(error = %e, "write failed"),
+            // Dropping the socket unflushed: the peer is gone or not reading.
+            Some(Stop::Dead(why)) => warn!(
+                timeout_secs = heartbeat.map_or(0, |h| h.interval.as_secs()),
+                "{why}, closing"
+            ),
         }
-        let _ = SinkExt::<Outbound>::close(&mut sink).await;
     });
     (tx, task)
+}
+
+/// Whether the peer has been silent too long.
+fn check(heartbeat: Option<&Heartbeat>) -> Option<Stop> {
+    let heartbeat = heartbeat?;
+    let timeout = heartbeat.timeout()?;
+    (heartbeat.activity.silence() > timeout).then_some(Stop::Dead("missed heartbeats from client"))
+}
+
+/// Runs a write, giving up if the socket accepts no byte for two intervals
+/// or the peer falls silent meanwhile. A slow reader that keeps taking bytes
+/// is served, however long a large message takes.
+async fn guarded(
+    heartbeat: Option<&Heartbeat>,
+    write: impl Future<Output = Result<(), CodecError>>,
+) -> Result<(), Stop> {
+    let Some((heartbeat, timeout)) = heartbeat.and_then(|h| Some((h, h.timeout()?))) else {
+        return write.await.map_err(Stop::Io);
+    };
+    tokio::pin!(write);
+    let started = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            done = &mut write => return done.map_err(Stop::Io),
+            _ = tokio::time::sleep(heartbeat.period()) => {
+                if heartbeat.activity.write_stall(started) > timeout {
+                    return Err(Stop::Dead("client has read nothing for two heartbeat intervals"));
+                }
+                if let Some(stop) = check(Some(heartbeat)) {
+                    return Err(stop);
+                }
+            }
+        }
+    }
 }
