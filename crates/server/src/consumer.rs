@@ -4,17 +4,21 @@
 //! the counts they both need live in atomics ([`Gate`]) instead of behind
 //! messages. A queue takes a slot before it delivers; the connection gives it
 //! back on ack (prefetch) or once the delivery is handed to the writer
-//! (credit). A queue that found a gate full marks it `blocked`; whoever frees
-//! a slot and finds the mark sends the queue a wake-up, so no delivery waits on
-//! a timer and no wake-up is lost:
+//! (credit). A queue that finds a gate full puts itself on the gate's list of
+//! waiters; whoever frees a slot wakes every waiter, so no delivery waits on a
+//! timer and no wake-up is lost, even when several queues share one gate (a
+//! channel's global prefetch):
 //!
 //! ```text
-//! queue:      try_acquire fails → blocked = true → try_acquire again
-//! connection: release           → if blocked.swap(false) { wake the queue }
+//! queue:      try_acquire fails → join the waiters → try_acquire again
+//! anyone:     release           → wake and clear the waiters
 //! ```
+//!
+//! The second attempt closes the race with a release that ran between the
+//! first attempt and joining the list.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::queue::QueueHandle;
 
@@ -23,12 +27,15 @@ use crate::queue::QueueHandle;
 /// consumer is no-ack, the way RabbitMQ's credit flow does.
 pub const CREDIT: u32 = 1000;
 
-/// A counter with a limit (0 = none) and a wake-up mark.
+/// A counter with a limit (0 = none) and the queues waiting for a slot.
 #[derive(Debug, Default)]
 pub struct Gate {
     limit: AtomicU32,
     used: AtomicU32,
-    blocked: AtomicBool,
+    /// Whether `waiters` may be non-empty: releases skip the lock otherwise.
+    has_waiters: AtomicBool,
+    /// Queues that found the gate full since the last release.
+    waiters: Mutex<Vec<Arc<QueueHandle>>>,
 }
 
 impl Gate {
@@ -36,16 +43,15 @@ impl Gate {
     pub fn new(limit: u32) -> Self {
         Self {
             limit: AtomicU32::new(limit),
-            used: AtomicU32::new(0),
-            blocked: AtomicBool::new(false),
+            ..Self::default()
         }
     }
 
-    /// Changes the limit (basic.qos global=true changes a live channel's).
-    /// Returns whether a blocked queue should be woken.
-    pub fn set_limit(&self, limit: u32) -> bool {
+    /// Changes the limit (basic.qos global=true changes a live channel's),
+    /// and wakes the waiters.
+    pub fn set_limit(&self, limit: u32) {
         self.limit.store(limit, Ordering::SeqCst);
-        self.blocked.swap(false, Ordering::SeqCst)
+        self.wake_waiters();
     }
 
     /// Takes a slot if one is free.
@@ -58,21 +64,26 @@ impl Gate {
             .is_ok()
     }
 
-    /// Takes a slot, or marks the gate blocked so the next release wakes the
-    /// caller. The second attempt closes the race with a release that ran
-    /// between the first attempt and the mark.
-    pub fn acquire_or_block(&self) -> bool {
+    /// Takes a slot, or puts `queue` on the list of waiters so that the next
+    /// release wakes it.
+    pub fn acquire_or_wait(&self, queue: &Arc<QueueHandle>) -> bool {
         if self.try_acquire() {
             return true;
         }
-        self.blocked.store(true, Ordering::SeqCst);
+        {
+            let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
+            if !waiters.iter().any(|w| Arc::ptr_eq(w, queue)) {
+                waiters.push(queue.clone());
+            }
+            self.has_waiters.store(true, Ordering::SeqCst);
+        }
         self.try_acquire()
     }
 
-    /// Gives back `n` slots. Returns whether a queue is waiting to be woken.
-    pub fn release(&self, n: u32) -> bool {
+    /// Gives back `n` slots and wakes the queues waiting for one.
+    pub fn release(&self, n: u32) {
         if n == 0 {
-            return false;
+            return;
         }
         // Saturating: a release can never take the count below zero.
         let _ = self
@@ -80,7 +91,17 @@ impl Gate {
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
                 Some(used.saturating_sub(n))
             });
-        self.blocked.swap(false, Ordering::SeqCst)
+        self.wake_waiters();
+    }
+
+    fn wake_waiters(&self) {
+        if !self.has_waiters.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        let waiters = std::mem::take(&mut *self.waiters.lock().unwrap_or_else(|e| e.into_inner()));
+        for queue in waiters {
+            queue.wake();
+        }
     }
 }
 
@@ -107,17 +128,17 @@ impl ConsumerShared {
     /// Takes what one delivery needs: credit always, prefetch slots unless
     /// no-ack. Gives back what it took if any gate is full.
     pub fn try_reserve(&self) -> bool {
-        if !self.credit.acquire_or_block() {
+        if !self.credit.acquire_or_wait(&self.queue) {
             return false;
         }
         if self.no_ack {
             return true;
         }
-        if !self.prefetch.acquire_or_block() {
+        if !self.prefetch.acquire_or_wait(&self.queue) {
             self.credit.release(1);
             return false;
         }
-        if !self.channel_prefetch.acquire_or_block() {
+        if !self.channel_prefetch.acquire_or_wait(&self.queue) {
             self.prefetch.release(1);
             self.credit.release(1);
             return false;
@@ -142,16 +163,23 @@ impl ConsumerShared {
 mod tests {
     use super::*;
 
-    #[test]
-    fn gate_limits_and_reports_blocked_waiters() {
-        let g = Gate::new(2);
+    #[tokio::test]
+    async fn a_gate_wakes_every_queue_that_waits_on_it() {
+        let (a, mut a_rx) = QueueHandle::detached("a");
+        let (b, mut b_rx) = QueueHandle::detached("b");
+        let g = Gate::new(1);
+        assert!(g.acquire_or_wait(&a));
+        assert!(!g.acquire_or_wait(&a));
+        assert!(!g.acquire_or_wait(&b));
+        // A slot taken and given back by someone else (a queue that found
+        // nothing to deliver) still wakes both waiters: this was the lost
+        // wake-up when the gate had one shared "blocked" flag.
+        g.release(1);
+        assert!(a_rx.try_recv().is_ok(), "a must be woken");
+        assert!(b_rx.try_recv().is_ok(), "b must be woken");
         assert!(g.try_acquire());
-        assert!(g.acquire_or_block());
-        assert!(!g.acquire_or_block());
-        assert!(g.release(1), "a blocked queue must be woken");
-        assert!(!g.release(1), "nobody waits any more");
-        assert!(!g.release(5));
-        assert!(g.try_acquire() && g.try_acquire() && !g.try_acquire());
+        g.release(1);
+        assert!(a_rx.try_recv().is_err(), "no waiters, no wake-ups");
         let unlimited = Gate::new(0);
         assert!((0..10_000).all(|_| unlimited.try_acquire()));
     }

@@ -136,6 +136,9 @@ pub enum QueueCommand {
     Stats(oneshot::Sender<(u32, u32)>),
     /// Drop every ready message; replies with how many.
     Purge(oneshot::Sender<u32>),
+    /// Panic, to test what a bug in the actor costs.
+    #[cfg(test)]
+    Panic,
     /// Delete the queue, with queue.delete's conditions.
     Delete {
         /// Refuse if it has consumers.
@@ -195,6 +198,29 @@ impl QueueHandle {
     /// deletion, as in RabbitMQ).
     pub async fn send(&self, command: QueueCommand) -> bool {
         self.tx.send(command).await.is_ok()
+    }
+
+    /// Asks the queue to try delivering again: a gate it waited on has a
+    /// free slot. Never waits: a queue whose inbox is full has commands to
+    /// handle, and dispatches after handling them anyway.
+    pub fn wake(&self) {
+        let _ = self.tx.try_send(QueueCommand::Wake);
+    }
+
+    /// A handle with no actor behind it, and the receiving end of its inbox.
+    #[cfg(test)]
+    pub(crate) fn detached(name: &str) -> (Arc<QueueHandle>, mpsc::Receiver<QueueCommand>) {
+        let (tx, rx) = mpsc::channel(INBOX);
+        let handle = QueueHandle {
+            name: QueueName::from(name),
+            id: 0,
+            durable: false,
+            exclusive_owner: None,
+            auto_delete: false,
+            arguments: FieldTable::default(),
+            tx,
+        };
+        (Arc::new(handle), rx)
     }
 
     /// Sends a command and waits for its reply; None if the queue is gone.
@@ -274,22 +300,18 @@ enum Next {
 
 impl Queue {
     async fn run(mut self, mut rx: mpsc::Receiver<QueueCommand>) {
-        'outer: while let Some(command) = rx.recv().await {
-            if let Next::Stop = self.handle(command) {
-                break;
-            }
-            for _ in 0..BATCH {
-                match rx.try_recv() {
-                    Ok(command) => {
-                        if let Next::Stop = self.handle(command) {
-                            break 'outer;
-                        }
-                    }
-                    Err(_) => break,
+        while let Some(command) = rx.recv().await {
+            // A bug here must cost this queue, not leave it silently stuck
+            // with its consumers and publishers waiting on it for ever.
+            let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(command, &mut rx)));
+            match step {
+                Ok(Next::Continue) => {}
+                Ok(Next::Stop) => break,
+                Err(panic) => {
+                    self.crashed(panic.as_ref());
+                    break;
                 }
             }
-            self.dispatch();
-            self.request_sync();
         }
         // A queue deleted mid-batch still owes its publishers their confirms.
         self.request_sync();
@@ -311,6 +333,47 @@ impl Queue {
             }
         }
         debug!(queue = %self.name, "queue stopped");
+    }
+
+    /// Handles a command and whatever else is already in the inbox, then
+    /// dispatches and hands the batch's confirms to the group commit.
+    fn step(&mut self, command: QueueCommand, rx: &mut mpsc::Receiver<QueueCommand>) -> Next {
+        if let Next::Stop = self.handle(command) {
+            return Next::Stop;
+        }
+        for _ in 0..BATCH {
+            match rx.try_recv() {
+                Ok(command) => {
+                    if let Next::Stop = self.handle(command) {
+                        return Next::Stop;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        self.dispatch();
+        self.request_sync();
+        Next::Continue
+    }
+
+    /// The actor panicked: its state can no longer be trusted. Its consumers
+    /// are cancelled (clients that announced consumer_cancel_notify get
+    /// basic.cancel), and the queue leaves the virtual host. A durable
+    /// queue's definition and stored messages stay in the store and come
+    /// back at the next start; a transient queue's messages are lost.
+    fn crashed(&mut self, panic: &(dyn std::any::Any + Send)) {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        error!(queue = %self.name, panic = %what, "queue crashed; removing it");
+        for consumer in self.consumers.drain(..) {
+            let _ = consumer.inbox.send(ConnEvent::Cancelled(consumer.shared));
+        }
+        if let Some(vhost) = self.vhost.upgrade() {
+            vhost.drop_crashed_queue(&self.name, self.id);
+        }
     }
 
     /// Hands this batch's confirms to the group commit.
@@ -388,6 +451,8 @@ impl Queue {
                 redelivered,
             } => self.undeliverable(msg_id, message, redelivered),
             QueueCommand::Wake => {}
+            #[cfg(test)]
+            QueueCommand::Panic => panic!("asked to"),
             QueueCommand::Stats(reply) => {
                 let _ = reply.send((self.ready.len() as u32, self.consumers.len() as u32));
             }
@@ -652,4 +717,59 @@ struct Taken {
     id: u64,
     message: Arc<Message>,
     redelivered: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::consumer::{Gate, CREDIT};
+    use crate::vhost::QueueSpec;
+
+    #[tokio::test]
+    async fn a_crashed_queue_cancels_its_consumers_and_leaves_the_vhost() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(dir.path(), 1 << 20).unwrap());
+        let recovered = store.recover().unwrap();
+        let (vhost, _) = VHost::open("/", store, recovered);
+        let arguments = FieldTable::default();
+        let spec = || QueueSpec {
+            name: "q",
+            passive: false,
+            durable: false,
+            exclusive: false,
+            auto_delete: false,
+            arguments: &arguments,
+        };
+        let queue = vhost.declare_queue(spec(), 1).unwrap();
+        let consumer = Arc::new(ConsumerShared {
+            tag: "c".into(),
+            channel: 1,
+            queue: queue.clone(),
+            no_ack: false,
+            prefetch: Gate::new(0),
+            channel_prefetch: Arc::new(Gate::new(0)),
+            credit: Gate::new(CREDIT),
+        });
+        let (inbox, mut events) = mpsc::unbounded_channel();
+        let consumed = queue
+            .ask(|reply| QueueCommand::Consume {
+                consumer: consumer.clone(),
+                exclusive: false,
+                inbox,
+                reply,
+            })
+            .await;
+        assert!(matches!(consumed, Some(Ok(()))));
+        assert!(queue.send(QueueCommand::Panic).await);
+        let event = tokio::time::timeout(std::time::Duration::from_secs(5), events.recv())
+            .await
+            .expect("the consumer hears of the crash");
+        assert!(matches!(event, Some(ConnEvent::Cancelled(c)) if Arc::ptr_eq(&c, &consumer)));
+        // Gone from the vhost, so clients get 404 rather than a dead queue,
+        // and the name can be declared again.
+        assert_eq!(vhost.queue("q", 1).unwrap_err().code(), 404);
+        let again = vhost.declare_queue(spec(), 1).unwrap();
+        assert_ne!(again.id, queue.id);
+        assert_eq!(again.ask(QueueCommand::Stats).await, Some((0, 0)));
+    }
 }

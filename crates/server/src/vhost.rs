@@ -506,6 +506,17 @@ impl VHost {
         let _ = self.forget_exchanges(&deleted);
     }
 
+    /// Removes a queue whose actor crashed from the tables in memory only:
+    /// a durable queue's definition, bindings and messages stay stored and
+    /// are recovered at the next start.
+    pub(crate) fn drop_crashed_queue(&self, name: &QueueName, id: u64) {
+        let mut state = self.write();
+        if state.queues.get(name).is_some_and(|q| q.id == id) {
+            state.queues.remove(name);
+            state.router.unbind_queue(name);
+        }
+    }
+
     /// Checks the exchange of a queue.bind or exchange.bind: not the
     /// default exchange (403), and existing (404).
     fn check_bindable(&self, router: &Router, exchange: &str) -> Result<(), AmqpError> {

@@ -27,12 +27,7 @@ impl Connection {
         // RabbitMQ 3.x: global=false limits each consumer created after this;
         // global=true limits the channel's consumers together, at once.
         if m.global {
-            if channel.channel_prefetch.set_limit(count) {
-                let queues: Vec<_> = channel.consumers.values().map(|c| c.queue.clone()).collect();
-                for queue in queues {
-                    queue.send(QueueCommand::Wake).await;
-                }
-            }
+            channel.channel_prefetch.set_limit(count);
         } else {
             channel.consumer_prefetch = count;
         }
@@ -274,7 +269,7 @@ impl Connection {
             tx.settles.push((entries, how));
             return Ok(());
         }
-        self.settle(id, entries, how).await;
+        self.settle(entries, how).await;
         Ok(())
     }
 
@@ -290,7 +285,7 @@ impl Connection {
             return Err(AmqpError::not_implemented("requeue=false"));
         }
         let entries = self.open_channel(id).take_all_unacked();
-        self.settle(id, entries, Settle::Requeue).await;
+        self.settle(entries, Settle::Requeue).await;
         if reply {
             self.send(
                 id,

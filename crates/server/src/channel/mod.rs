@@ -298,36 +298,18 @@ impl Connection {
         }
     }
 
-    /// Releases the prefetch slots held by settled or requeued entries, and
-    /// wakes the queues that were waiting for them.
-    pub(crate) async fn release_slots(&mut self, id: u16, entries: &[Unacked]) {
-        let mut wake: Vec<Arc<QueueHandle>> = Vec::new();
-        let mut wake_channel = false;
-        for entry in entries {
-            if let Some(consumer) = &entry.consumer {
-                if consumer.prefetch.release(1) && !wake.iter().any(|q| q.id == consumer.queue.id) {
-                    wake.push(consumer.queue.clone());
-                }
-                wake_channel |= consumer.channel_prefetch.release(1);
-            }
-        }
-        if wake_channel {
-            if let Some(channel) = self.channels.get(&id) {
-                for consumer in channel.consumers.values() {
-                    if !wake.iter().any(|q| q.id == consumer.queue.id) {
-                        wake.push(consumer.queue.clone());
-                    }
-                }
-            }
-        }
-        for queue in wake {
-            queue.send(QueueCommand::Wake).await;
+    /// Releases the prefetch slots held by settled or requeued entries; the
+    /// gates wake the queues that were waiting for them.
+    pub(crate) fn release_slots(entries: &[Unacked]) {
+        for consumer in entries.iter().filter_map(|e| e.consumer.as_ref()) {
+            consumer.prefetch.release(1);
+            consumer.channel_prefetch.release(1);
         }
     }
 
     /// Tells queues what became of their messages, one command per queue.
-    pub(crate) async fn settle(&mut self, id: u16, entries: Vec<Unacked>, how: Settle) {
-        self.release_slots(id, &entries).await;
+    pub(crate) async fn settle(&mut self, entries: Vec<Unacked>, how: Settle) {
+        Self::release_slots(&entries);
         let mut by_queue: Vec<(Arc<QueueHandle>, Vec<u64>)> = Vec::new();
         for entry in entries {
             match by_queue.iter_mut().find(|(q, _)| q.id == entry.queue.id) {

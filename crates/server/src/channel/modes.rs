@@ -103,7 +103,7 @@ impl Connection {
             self.enqueue(id, routed, Some(&commit)).await?;
         }
         for (entries, how) in tx.settles {
-            self.settle(id, entries, how).await;
+            self.settle(entries, how).await;
         }
         commit.done(true);
         // Queues and the group commit never wait on this task, so waiting

@@ -70,8 +70,11 @@ pub struct Delivery {
 impl Delivery {
     /// Gives the message back to its queue unmarked: the client never saw it
     /// (its consumer was cancelled, or its channel or connection closed,
-    /// while it was on its way).
+    /// while it was on its way). The slots the queue took for it go back
+    /// too: the channel's global prefetch is shared with its other
+    /// consumers, which would otherwise stall.
     async fn hand_back(self) {
+        self.consumer.unreserve();
         let queue = self.consumer.queue.clone();
         queue
             .send(QueueCommand::Undeliverable {
@@ -663,9 +666,7 @@ impl Connection {
             routing_key: message.routing_key.clone(),
         }));
         self.send_content(consumer.channel, method, message).await;
-        if consumer.credit.release(1) {
-            consumer.queue.send(QueueCommand::Wake).await;
-        }
+        consumer.credit.release(1);
     }
 
     /// Requeues a channel's unacked messages and cancels its consumers, as
@@ -675,11 +676,17 @@ impl Connection {
             return;
         };
         let consumers: Vec<_> = channel.consumers.drain().map(|(_, c)| c).collect();
-        let unacked = channel.take_all_unacked();
+        let mut unacked = channel.take_all_unacked();
+        // Acks of a transaction never committed are void: those messages
+        // are still unacked, and go back to their queues with the rest.
+        if let Some(tx) = channel.tx.as_mut() {
+            let tx = std::mem::take(tx);
+            unacked.extend(tx.settles.into_iter().flat_map(|(entries, _)| entries));
+        }
         for consumer in consumers {
             consumer.queue.send(QueueCommand::Cancel(consumer.clone())).await;
         }
-        self.settle(id, unacked, Settle::Requeue).await;
+        self.settle(unacked, Settle::Requeue).await;
     }
 
     /// Everything a closing connection gives back: unacked messages,
