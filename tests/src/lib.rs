@@ -47,10 +47,26 @@ pub async fn start_broker() -> TestBroker {
 }
 
 async fn start_warren(data_dir: tempfile::TempDir) -> TestBroker {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    start_warren_on("127.0.0.1:0", data_dir, |_| {}).await
+}
+
+/// Starts an in-process Warren with settings of the test's own (limits set
+/// low enough to reach). Only for Warren-only tests: check [`is_warren`].
+pub async fn start_warren_with(configure: impl FnOnce(&mut warren_server::Config)) -> TestBroker {
+    start_warren_on("127.0.0.1:0", tempfile::tempdir().unwrap(), configure).await
+}
+
+/// Like [`start_warren_with`], listening on `bind` (e.g. `0.0.0.0:0`).
+pub async fn start_warren_on(
+    bind: &str,
+    data_dir: tempfile::TempDir,
+    configure: impl FnOnce(&mut warren_server::Config),
+) -> TestBroker {
+    let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel::<()>();
-    let config = warren_server::Config::new(data_dir.path());
+    let mut config = warren_server::Config::new(data_dir.path());
+    configure(&mut config);
     let task = tokio::spawn(async move {
         let shutdown = async move {
             let _ = rx.await;
@@ -117,6 +133,22 @@ impl TestBroker {
         self.shut_down().await;
         start_warren(self._data_dir.take().expect("an in-process broker")).await
     }
+}
+
+/// Runs a violation on its own connection while another connection stays
+/// open on `broker`, then checks that the bystander still works: one client
+/// may cost itself its connection, never another client its service.
+pub async fn with_bystander<F, Fut>(broker: TestBroker, violation: F)
+where
+    F: FnOnce(TestBroker) -> Fut,
+    Fut: Future<Output = TestBroker>,
+{
+    let (_conn, ch) = broker.channel().await;
+    let q = exclusive_queue(&ch, "bystander").await;
+    let broker = violation(broker).await;
+    publish(&ch, "", &q, b"still here").await;
+    assert_eq!(drain(&ch, &q).await, ["still here"]);
+    drop(broker);
 }
 
 /// Runs a test body under [`TIMEOUT`].

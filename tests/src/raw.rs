@@ -30,6 +30,16 @@ impl RawClient {
 
     /// Like [`RawClient::open`], asking for a lower channel_max.
     pub async fn open_with_channel_max(addr: SocketAddr, channel_max: Option<u16>) -> RawClient {
+        Self::open_with(addr, channel_max, 0).await
+    }
+
+    /// Like [`RawClient::open`], with heartbeats every `heartbeat` seconds
+    /// (which this client never sends unless the test does).
+    pub async fn open_with_heartbeat(addr: SocketAddr, heartbeat: u16) -> RawClient {
+        Self::open_with(addr, None, heartbeat).await
+    }
+
+    async fn open_with(addr: SocketAddr, channel_max: Option<u16>, heartbeat: u16) -> RawClient {
         let mut stream = TcpStream::connect(addr).await.unwrap();
         stream.write_all(PROTOCOL_HEADER).await.unwrap();
         let mut framed = Framed::new(stream, FrameCodec::client(131_072));
@@ -56,7 +66,7 @@ impl RawClient {
             .send(conn(connection::AMQPMethod::TuneOk(connection::TuneOk {
                 channel_max: channel_max.unwrap_or(tune.channel_max),
                 frame_max: tune.frame_max,
-                heartbeat: 0,
+                heartbeat,
             })))
             .await
             .unwrap();
@@ -136,5 +146,33 @@ impl RawClient {
     /// Reads the next frame.
     pub async fn recv(&mut self) -> Option<Frame> {
         self.framed.next().await.map(|f| f.unwrap())
+    }
+
+    /// Reads frames until one on channel `id` matches, skipping others.
+    pub async fn recv_until(&mut self, id: u16, mut wanted: impl FnMut(&AMQPClass) -> bool) -> AMQPClass {
+        loop {
+            match self.framed.next().await {
+                Some(Ok(Frame::Method(c, method))) if c == id && wanted(&method) => return method,
+                Some(Ok(_)) => continue,
+                other => panic!("connection ended while waiting on channel {id}: {other:?}"),
+            }
+        }
+    }
+
+    /// The socket, for writing bytes at a pace of the test's choosing.
+    pub fn socket(&mut self) -> &mut TcpStream {
+        self.framed.get_mut()
+    }
+
+    /// Reads until the server closes the socket; returns the reply code of
+    /// the connection.close it sent first, if any.
+    pub async fn until_closed(mut self) -> Option<u16> {
+        let mut code = None;
+        while let Some(Ok(frame)) = self.framed.next().await {
+            if let Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Close(close))) = frame {
+                code = Some(close.reply_code);
+            }
+        }
+        code
     }
 }

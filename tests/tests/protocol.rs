@@ -10,22 +10,6 @@ use warren_codec::{Frame, PROTOCOL_HEADER};
 use warren_tests::raw::RawClient;
 use warren_tests::*;
 
-/// Runs a violation on its own connection while another one stays open,
-/// then checks the bystander still works.
-async fn with_bystander<F, Fut>(violation: F)
-where
-    F: FnOnce(TestBroker) -> Fut,
-    Fut: std::future::Future<Output = TestBroker>,
-{
-    let broker = start_broker().await;
-    let (_conn, ch) = broker.channel().await;
-    let q = exclusive_queue(&ch, "bystander").await;
-    let broker = violation(broker).await;
-    publish(&ch, "", &q, b"still here").await;
-    assert_eq!(drain(&ch, &q).await, ["still here"]);
-    drop(broker);
-}
-
 fn method_frame(channel: u16, method: AMQPClass) -> Vec<u8> {
     use tokio_util::codec::Encoder;
     let mut buf = tokio_util::bytes::BytesMut::new();
@@ -44,7 +28,7 @@ fn qos() -> AMQPClass {
 
 #[tokio::test]
 async fn a_wrong_protocol_header_gets_ours_and_a_close() {
-    within(with_bystander(|broker| async move {
+    within(with_bystander(start_broker().await, |broker| async move {
         for header in [&b"AMQP\x00\x00\x09\x00"[..], b"HTTP/1.1", b"AMQP\x00\x00\x08\x00"] {
             let mut stream = TcpStream::connect(broker.addr).await.unwrap();
             stream.write_all(header).await.unwrap();
@@ -60,7 +44,7 @@ async fn a_wrong_protocol_header_gets_ours_and_a_close() {
 
 #[tokio::test]
 async fn an_oversized_frame_is_501() {
-    within(with_bystander(|broker| async move {
+    within(with_bystander(start_broker().await, |broker| async move {
         let mut raw = RawClient::open(broker.addr).await;
         let mut frame = vec![1u8, 0, 1];
         frame.extend_from_slice(&(raw.frame_max + 1).to_be_bytes());
@@ -73,7 +57,7 @@ async fn an_oversized_frame_is_501() {
 
 #[tokio::test]
 async fn a_bad_frame_end_is_501() {
-    within(with_bystander(|broker| async move {
+    within(with_bystander(start_broker().await, |broker| async move {
         let mut raw = RawClient::open(broker.addr).await;
         raw.open_channel(1).await;
         let mut frame = method_frame(1, qos());
@@ -87,7 +71,7 @@ async fn a_bad_frame_end_is_501() {
 
 #[tokio::test]
 async fn garbage_after_the_handshake_is_501() {
-    within(with_bystander(|broker| async move {
+    within(with_bystander(start_broker().await, |broker| async move {
         let mut raw = RawClient::open(broker.addr).await;
         raw.send_bytes(b"hello world!!!!!").await;
         assert_eq!(raw.expect_connection_close().await, 501);
@@ -98,7 +82,7 @@ async fn garbage_after_the_handshake_is_501() {
 
 #[tokio::test]
 async fn truncated_method_arguments_are_501() {
-    within(with_bystander(|broker| async move {
+    within(with_bystander(start_broker().await, |broker| async move {
         let mut raw = RawClient::open(broker.addr).await;
         raw.open_channel(1).await;
         // queue.declare whose arguments stop short.
@@ -112,7 +96,7 @@ async fn truncated_method_arguments_are_501() {
 
 #[tokio::test]
 async fn a_frame_on_an_unopened_channel_is_504() {
-    within(with_bystander(|broker| async move {
+    within(with_bystander(start_broker().await, |broker| async move {
         let mut raw = RawClient::open(broker.addr).await;
         raw.send(Frame::Method(
             5,
@@ -135,7 +119,7 @@ async fn a_frame_on_an_unopened_channel_is_504() {
 
 #[tokio::test]
 async fn a_heartbeat_on_a_channel_is_505() {
-    within(with_bystander(|broker| async move {
+    within(with_bystander(start_broker().await, |broker| async move {
         let mut raw = RawClient::open(broker.addr).await;
         raw.open_channel(1).await;
         raw.send(Frame::Heartbeat(1)).await;
@@ -147,7 +131,7 @@ async fn a_heartbeat_on_a_channel_is_505() {
 
 #[tokio::test]
 async fn content_out_of_order_is_505() {
-    within(with_bystander(|broker| async move {
+    within(with_bystander(start_broker().await, |broker| async move {
         // A content header with no publish before it.
         let mut raw = RawClient::open(broker.addr).await;
         raw.open_channel(1).await;
@@ -183,7 +167,7 @@ async fn content_out_of_order_is_505() {
 
 #[tokio::test]
 async fn a_method_only_servers_send_is_503() {
-    within(with_bystander(|broker| async move {
+    within(with_bystander(start_broker().await, |broker| async move {
         let mut raw = RawClient::open(broker.addr).await;
         raw.open_channel(1).await;
         raw.send(Frame::Method(

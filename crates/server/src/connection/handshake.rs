@@ -20,9 +20,11 @@ use super::liveness::Counted;
 use crate::listener::{Broker, ConnectionSlot};
 use crate::AmqpError;
 
-/// The largest frame read before connection.open, as RabbitMQ: a client that
-/// has not logged in cannot make the broker buffer more than this.
-pub(crate) const PRE_OPEN_FRAME_MAX: u32 = 4096;
+/// The largest frame read before connection.open: a client that has not
+/// logged in cannot make the broker buffer more than this. RabbitMQ compares
+/// the payload, without the 8 octets of framing, with 4096 (3.10 takes a
+/// 4104-octet start-ok and resets the connection at 4105).
+pub(crate) const PRE_OPEN_FRAME_MAX: u32 = 4096 + 8;
 
 /// What the handshake settled.
 #[derive(Debug)]

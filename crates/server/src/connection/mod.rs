@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
 use futures::{FutureExt, StreamExt};
+use tokio::io::AsyncReadExt;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, info, instrument, warn};
@@ -190,6 +191,7 @@ pub async fn serve(
                     .await;
                 drop(writer);
                 finish_writer(task).await;
+                let _ = tokio::time::timeout(CLOSE_OK_TIMEOUT, discard_until_closed(&mut reader)).await;
             }
             return;
         }
@@ -233,11 +235,17 @@ pub async fn serve(
         End::ServerClosed => {
             // spec: after sending close, discard everything until close-ok.
             let wait = async {
-                while let Some(Ok(frame)) = reader.next().await {
-                    match frame {
-                        Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::CloseOk(_))) => break,
+                loop {
+                    match reader.next().await {
+                        Some(Ok(Frame::Method(
+                            0,
+                            AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)),
+                        ))) => break,
                         // Both sides closed at once: answer, as RabbitMQ does.
-                        Frame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Close(_))) => {
+                        Some(Ok(Frame::Method(
+                            0,
+                            AMQPClass::Connection(connection::AMQPMethod::Close(_)),
+                        ))) => {
                             conn.send(
                                 0,
                                 AMQPClass::Connection(connection::AMQPMethod::CloseOk(
@@ -247,7 +255,12 @@ pub async fn serve(
                             .await;
                             break;
                         }
-                        _ => {}
+                        Some(Ok(_)) => {}
+                        // The framing is lost (the close was for a frame error).
+                        Some(Err(_)) | None => {
+                            discard_until_closed(&mut reader).await;
+                            break;
+                        }
                     }
                 }
             };
@@ -259,6 +272,14 @@ pub async fn serve(
     drop(negotiated.slot);
     finish_writer(writer_task).await;
     info!("connection closed");
+}
+
+/// Reads and drops whatever the peer still sends until it closes: closing a
+/// socket with unread bytes sends a reset, which can destroy the
+/// connection.close just written before the peer reads it.
+async fn discard_until_closed(reader: &mut handshake::Reader) {
+    let mut scratch = [0u8; 4096];
+    while let Ok(1..) = reader.get_mut().read(&mut scratch).await {}
 }
 
 /// Lets the writer write what is queued, for a while; a peer that does not
