@@ -1,0 +1,193 @@
+//! Fuzz targets for Warren. Each takes arbitrary bytes and must neither
+//! panic, hang nor grow without bound, whatever they are.
+//!
+//! cargo-fuzz runs them from `fuzz/libfuzzer` (one thin binary per target);
+//! `tests/corpus.rs` replays the corpus kept in `fuzz/corpus/<target>/` on
+//! every CI run, so a fixed finding stays fixed.
+//!
+//! # Layout
+//!
+//! - [`frame_decoding`]: the frame codec, at the pre-login and the
+//!   negotiated frame size, and the re-encoding of what it decodes.
+//! - [`content_assembly`]: the per-channel publish/header/body state machine.
+//! - [`field_table`]: the nesting bound, then amq-protocol's parser and
+//!   generator on what the bound lets through.
+//! - [`connection`]: a whole connection, handshake and channels, served by
+//!   the real connection task over an in-memory socket.
+
+use std::time::Duration;
+
+use amq_protocol::frame::AMQPContentHeader;
+use amq_protocol::protocol::{basic, channel, connection as conn, AMQPClass, BasicProperties};
+use amq_protocol::types::parsing::parse_field_table;
+use amq_protocol::types::FieldTable;
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::codec::{Decoder, Encoder};
+use warren_codec::nesting::{check_table, MAX_NESTING};
+use warren_codec::{ContentAssembler, Frame, FrameCodec, PROTOCOL_HEADER};
+
+/// Decodes `data` as a client's byte stream, with and without the protocol
+/// header, at 4104 and 131072 octets of frame_max; re-encodes every frame.
+pub fn frame_decoding(data: &[u8]) {
+    for (frame_max, header) in [(4104, true), (131_072, false)] {
+        let mut codec = if header {
+            FrameCodec::new(frame_max)
+        } else {
+            FrameCodec::client(frame_max)
+        };
+        let mut buf = BytesMut::from(data);
+        let mut out = BytesMut::new();
+        while let Ok(Some(frame)) = codec.decode(&mut buf) {
+            // What the server parsed, it can write back.
+            if !matches!(frame, Frame::ProtocolHeader) {
+                codec.encode(frame, &mut out).expect("a decoded frame re-encodes");
+            }
+        }
+    }
+}
+
+/// Drives a [`ContentAssembler`] with operations read from `data`: each byte
+/// picks start, header (size from the next two bytes), body (length from the
+/// next byte) or a method. A completed message has exactly its announced size.
+pub fn content_assembly(data: &[u8]) {
+    let mut assembler = ContentAssembler::default();
+    let mut announced = None;
+    let mut bytes = data.iter().copied();
+    while let Some(op) = bytes.next() {
+        let result = match op % 4 {
+            0 => assembler.start(publish()).map(|_| None),
+            1 => {
+                let size = u64::from(u16::from_be_bytes([
+                    bytes.next().unwrap_or(0),
+                    bytes.next().unwrap_or(0),
+                ]));
+                announced = Some(size);
+                let header = AMQPContentHeader {
+                    class_id: if op & 0x80 == 0 { 60 } else { 50 },
+                    body_size: size,
+                    properties: BasicProperties::default(),
+                };
+                assembler.header(header)
+            }
+            2 => {
+                let len = usize::from(bytes.next().unwrap_or(0));
+                assembler.body(Bytes::from(vec![b'x'; len]))
+            }
+            _ => assembler.expect_idle().map(|_| None),
+        };
+        match result {
+            Ok(Some(published)) => {
+                assert_eq!(Some(published.message.body.len() as u64), announced);
+                assert!(assembler.is_idle());
+            }
+            Ok(None) => {}
+            // A connection error: the server closes; start afresh.
+            Err(_) => assembler = ContentAssembler::default(),
+        }
+    }
+}
+
+fn publish() -> basic::Publish {
+    basic::Publish {
+        exchange: "".into(),
+        routing_key: "q".into(),
+        mandatory: false,
+        immediate: false,
+    }
+}
+
+/// Checks `data` as a field table: what passes the nesting bound goes to
+/// amq-protocol's recursive parser, and what parses is re-encoded.
+pub fn field_table(data: &[u8]) {
+    if check_table(data, MAX_NESTING).is_err() {
+        return;
+    }
+    if let Ok((_, table)) = parse_field_table(data) {
+        let _ = amq_protocol::types::generation::gen_field_table(&table)(Vec::new().into());
+    }
+}
+
+/// What a well-behaved client sends up to an open channel 1, so that most
+/// inputs exercise the channel state machine rather than the handshake.
+fn handshake_prefix() -> Vec<u8> {
+    let mut codec = FrameCodec::client(131_072);
+    let mut buf = BytesMut::new();
+    buf.extend_from_slice(PROTOCOL_HEADER);
+    let frames = [
+        AMQPClass::Connection(conn::AMQPMethod::StartOk(conn::StartOk {
+            client_properties: FieldTable::default(),
+            mechanism: "PLAIN".into(),
+            response: "\0guest\0guest".into(),
+            locale: "en_US".into(),
+        })),
+        AMQPClass::Connection(conn::AMQPMethod::TuneOk(conn::TuneOk {
+            channel_max: 0,
+            frame_max: 131_072,
+            heartbeat: 0,
+        })),
+        AMQPClass::Connection(conn::AMQPMethod::Open(conn::Open {
+            virtual_host: "/".into(),
+        })),
+    ];
+    for method in frames {
+        codec.encode(Frame::Method(0, method), &mut buf).expect("encodes");
+    }
+    let open = AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {}));
+    codec.encode(Frame::Method(1, open), &mut buf).expect("encodes");
+    buf.to_vec()
+}
+
+/// Serves one connection whose client sends `data` (after a valid handshake
+/// unless the first byte is 0) and then closes its side, while reading
+/// everything the server writes. A fresh broker each time, on a store in a
+/// temporary directory, so that runs do not depend on each other. The
+/// connection must end within 10 s.
+pub fn connection(data: &[u8]) {
+    let (raw, rest) = match data.split_first() {
+        Some((0, rest)) => (true, rest),
+        Some((_, rest)) => (false, rest),
+        None => return,
+    };
+    let mut input = if raw { Vec::new() } else { handshake_prefix() };
+    input.extend_from_slice(rest);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    runtime.block_on(async {
+        let mut config = warren_server::Config::new(dir.path());
+        config.store_cache_bytes = 1 << 20;
+        let broker = warren_server::listener::Broker::open(config).expect("the store opens");
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (server_read, server_write) = tokio::io::split(server);
+        let (shutdown, shutdown_rx) = tokio::sync::broadcast::channel(1);
+        let peer = "127.0.0.1:40000".parse().expect("an address");
+        let served = tokio::spawn(warren_server::connection::serve(
+            broker,
+            1,
+            Box::new(server_read),
+            Box::new(server_write),
+            peer,
+            shutdown_rx,
+        ));
+        let (mut client_read, mut client_write) = tokio::io::split(client);
+        let write = async move {
+            let _ = client_write.write_all(&input).await;
+            let _ = client_write.shutdown().await;
+        };
+        let read = async move {
+            let mut scratch = vec![0u8; 64 * 1024];
+            while let Ok(1..) = client_read.read(&mut scratch).await {}
+        };
+        let everything = async {
+            tokio::join!(write, read);
+            served.await.expect("the connection task does not panic");
+        };
+        tokio::time::timeout(Duration::from_secs(10), everything)
+            .await
+            .expect("the connection ends once the client has gone");
+        drop(shutdown);
+    });
+}
