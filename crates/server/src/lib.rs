@@ -6,6 +6,7 @@
 //!
 //! # Layout
 //!
+//! - [`broker`]: what every connection shares, opened from the store.
 //! - [`listener`]: accepts sockets, spawns one task per connection, and drives
 //!   a graceful shutdown.
 //! - [`connection`]: the connection task (handshake, frame dispatch, heartbeats,
@@ -13,17 +14,22 @@
 //! - [`channel`]: per-channel state and one handler per AMQP method.
 //! - [`vhost`]: exchanges, bindings and the queue table of a virtual host.
 //! - [`queue`]: the queue actor, sole owner of a queue's messages and consumers.
-//! - [`consumer`]: prefetch and credit limits shared by queues and channels.
+//! - [`gate`]: prefetch and credit limits shared by queues and channels.
+//! - [`events`]: the types that cross tasks (queue commands, connection
+//!   events, consumers, confirm trackers), at the bottom of the crate so that
+//!   connections and queues depend on it rather than on each other.
 //! - [`durability`]: the group commit behind publisher confirms of persistent messages.
 //! - [`error`] holds [`AmqpError`], a reply code and text as a value.
 //! - [`config`] holds [`Config`].
 
+pub mod broker;
 pub mod channel;
 pub mod config;
 pub mod connection;
-pub mod consumer;
 pub mod durability;
 pub mod error;
+pub mod events;
+pub mod gate;
 pub mod listener;
 pub mod queue;
 pub mod vhost;

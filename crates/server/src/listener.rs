@@ -2,85 +2,16 @@
 //! connection to close with 320 CONNECTION_FORCED and waits until they have.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{error, info};
 
+use warren_store::StoreError;
+
+use crate::broker::Broker;
 use crate::connection;
-use warren_store::{Store, StoreError};
-
-use crate::vhost::VHost;
 use crate::Config;
-
-/// What every connection shares.
-#[derive(Debug)]
-pub struct Broker {
-    /// Settings.
-    pub config: Config,
-    /// The one virtual host, `/`.
-    pub vhost: Arc<VHost>,
-    /// Source of connection ids, which tag logs and own exclusive queues.
-    next_connection_id: AtomicU64,
-    /// Open connections, for `max_connections`.
-    open_connections: Arc<AtomicUsize>,
-}
-
-/// A connection's place under the connection limit, given back on drop.
-#[derive(Debug)]
-pub struct ConnectionSlot(Arc<AtomicUsize>);
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl Broker {
-    /// Opens the store in the data directory, recovers what it holds, and
-    /// makes the virtual host.
-    pub fn open(config: Config) -> Result<Arc<Self>, StoreError> {
-        let started = Instant::now();
-        let store = Arc::new(Store::open(&config.data_dir, config.store_cache_bytes)?);
-        let recovered = store.recover()?;
-        let cleaned = recovered.cleaned;
-        let (vhost, stats) = VHost::open("/", store, recovered);
-        info!(
-            exchanges = stats.exchanges,
-            queues = stats.queues,
-            messages = stats.messages,
-            bindings = stats.bindings,
-            cleaned,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            data_dir = %config.data_dir.display(),
-            "recovered durable state"
-        );
-        Ok(Arc::new(Self {
-            config,
-            vhost,
-            next_connection_id: AtomicU64::new(1),
-            open_connections: Arc::new(AtomicUsize::new(0)),
-        }))
-    }
-
-    /// Takes a place for a newly opened connection, unless the limit is reached.
-    pub(crate) fn admit(&self) -> Option<ConnectionSlot> {
-        let limit = self.config.max_connections.unwrap_or(usize::MAX);
-        self.open_connections
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < limit).then_some(n + 1)
-            })
-            .ok()?;
-        Some(ConnectionSlot(self.open_connections.clone()))
-    }
-
-    fn connection_id(&self) -> u64 {
-        self.next_connection_id.fetch_add(1, Ordering::Relaxed)
-    }
-}
 
 /// Opens the store in `config.data_dir` and serves AMQP on `listener` until
 /// `shutdown` completes, then closes every connection with 320

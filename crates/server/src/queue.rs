@@ -4,7 +4,7 @@
 //! Responsibilities:
 //! - keep ready messages in publish order, and unacked ones by message id;
 //! - dispatch round-robin across consumers, never past a consumer's prefetch,
-//!   its channel's prefetch, or its credit (see [`crate::consumer`]);
+//!   its channel's prefetch, or its credit (see [`crate::gate`]);
 //! - put requeued messages back at their original position, marked redelivered;
 //! - answer get, purge, delete, and the counts declare-ok reports;
 //! - cancel its consumers when deleted, and delete itself when auto-delete and
@@ -25,20 +25,17 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak};
 
 use amq_protocol::types::FieldTable;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 use tracing::{debug, error};
 use warren_codec::Message;
 use warren_router::QueueName;
 use warren_store::{IndexEntry, QueueIndex, Store, StoreError};
 
-use crate::connection::{ConnEvent, Delivery};
-use crate::consumer::ConsumerShared;
-use crate::durability::{ConfirmTracker, Syncer};
-use crate::vhost::VHost;
+use crate::durability::Syncer;
+use crate::events::ConsumerShared;
+use crate::events::{ConfirmTracker, ConnEvent, Delivery, GetOk, QueueCommand, QueueHandle, QueueRegistry};
 use crate::AmqpError;
 
-/// Commands a queue accepts before it makes its publishers wait.
-const INBOX: usize = 4096;
 /// Commands handled before dispatching, so deliveries go out in batches.
 const BATCH: usize = 256;
 /// Ready persistent messages a durable queue keeps in memory; beyond this
@@ -46,123 +43,22 @@ const BATCH: usize = 256;
 /// memory costs an index entry (~64 bytes) per message, not its body.
 pub const IN_MEMORY: usize = 10_000;
 
-/// How to reach a queue, and the properties fixed at declare time.
-#[derive(Debug)]
-pub struct QueueHandle {
-    /// Its name.
-    pub name: QueueName,
-    /// Unique per queue ever created, so a redeclared queue of the same name
-    /// is never mistaken for the old one.
-    pub id: u64,
-    /// Whether it survives a restart.
-    pub durable: bool,
-    /// The connection that owns an exclusive queue.
-    pub exclusive_owner: Option<u64>,
-    /// Whether it is deleted when its last consumer goes.
-    pub auto_delete: bool,
-    /// Declare arguments.
-    pub arguments: FieldTable,
-    tx: mpsc::Sender<QueueCommand>,
-}
-
-/// A message handed out by basic.get.
-#[derive(Debug)]
-pub struct GetOk {
-    /// The queue's id for it, used to ack or requeue it.
-    pub msg_id: u64,
-    /// The message.
-    pub message: Arc<Message>,
-    /// Whether it was delivered before.
-    pub redelivered: bool,
-    /// Messages left ready after this one.
-    pub remaining: u32,
-}
-
-/// What a queue can be asked to do.
-#[derive(Debug)]
-pub enum QueueCommand {
-    /// Append a routed message.
-    Publish {
-        /// The message, shared with the other queues it was routed to.
-        message: Arc<Message>,
-        /// Its id in the store, if persistent and this queue is durable.
-        stored: Option<u64>,
-        /// Its publisher confirm, if it waits for this queue's write.
-        confirm: Option<Arc<ConfirmTracker>>,
-    },
-    /// Add a consumer; refused if the queue is exclusively consumed.
-    Consume {
-        /// The consumer.
-        consumer: Arc<ConsumerShared>,
-        /// basic.consume exclusive flag.
-        exclusive: bool,
-        /// The consuming connection's inbox.
-        inbox: mpsc::UnboundedSender<ConnEvent>,
-        /// Ok, or 403 ACCESS_REFUSED.
-        reply: oneshot::Sender<Result<(), AmqpError>>,
-    },
-    /// Remove a consumer (cancel, or its channel closed).
-    Cancel(Arc<ConsumerShared>),
-    /// basic.get.
-    Get {
-        /// Whether the message counts as acked once handed out.
-        no_ack: bool,
-        /// The message, or None if the queue is empty.
-        reply: oneshot::Sender<Option<GetOk>>,
-    },
-    /// Forget acked (or rejected without requeue) messages.
-    Ack(Vec<u64>),
-    /// Put unacked messages back at their original positions.
-    Requeue {
-        /// Message ids.
-        ids: Vec<u64>,
-        /// Whether to mark them redelivered (false when they never reached
-        /// the client, e.g. a delivery that arrived at a closed channel).
-        redelivered: bool,
-    },
-    /// A delivery that reached its connection after the consumer or channel
-    /// went: it goes back where it was, without the redelivered mark.
-    Undeliverable {
-        /// The queue's id for it.
-        msg_id: u64,
-        /// The message (a no-ack delivery is no longer in `unacked`).
-        message: Arc<Message>,
-        /// Its mark before this delivery.
-        redelivered: bool,
-    },
-    /// A gate this queue was blocked on has a free slot again.
-    Wake,
-    /// Ready messages and consumers, for declare-ok.
-    Stats(oneshot::Sender<(u32, u32)>),
-    /// Drop every ready message; replies with how many.
-    Purge(oneshot::Sender<u32>),
-    /// Panic, to test what a bug in the actor costs.
-    #[cfg(test)]
-    Panic,
-    /// Delete the queue, with queue.delete's conditions.
-    Delete {
-        /// Refuse if it has consumers.
-        if_unused: bool,
-        /// Refuse if it has ready messages.
-        if_empty: bool,
-        /// The number of messages deleted, or 406.
-        reply: oneshot::Sender<Result<u32, AmqpError>>,
-    },
-}
-
 impl QueueHandle {
     /// Starts the actor of a new (or recovered) queue.
-    pub(crate) fn spawn(vhost: &VHost, id: u64, new: NewQueue) -> Arc<QueueHandle> {
-        let (tx, rx) = mpsc::channel(INBOX);
-        let handle = Arc::new(QueueHandle {
-            name: new.name.clone(),
+    pub(crate) fn spawn(
+        registry: Weak<dyn QueueRegistry>,
+        vhost_name: &str,
+        id: u64,
+        new: NewQueue,
+    ) -> Arc<QueueHandle> {
+        let (handle, rx) = QueueHandle::new(
+            new.name.clone(),
             id,
-            durable: new.durable,
-            exclusive_owner: new.exclusive_owner,
-            auto_delete: new.auto_delete,
-            arguments: new.arguments,
-            tx,
-        });
+            new.durable,
+            new.exclusive_owner,
+            new.auto_delete,
+            new.arguments,
+        );
         let next_msg_id = new.recovered.last().map_or(0, |e| e.position + 1);
         let ready = new
             .recovered
@@ -177,8 +73,8 @@ impl QueueHandle {
         let actor = Queue {
             name: new.name,
             id,
-            vhost: vhost.weak(),
-            vhost_name: vhost.name.clone(),
+            registry,
+            vhost_name: vhost_name.to_owned(),
             auto_delete: new.auto_delete,
             disk: new.disk,
             pending_sync: Vec::new(),
@@ -191,43 +87,6 @@ impl QueueHandle {
         };
         tokio::spawn(actor.run(rx));
         handle
-    }
-
-    /// Sends a command, waiting while the queue's inbox is full. Returns
-    /// false if the queue is gone (a deleted queue drops what races its
-    /// deletion, as in RabbitMQ).
-    pub async fn send(&self, command: QueueCommand) -> bool {
-        self.tx.send(command).await.is_ok()
-    }
-
-    /// Asks the queue to try delivering again: a gate it waited on has a
-    /// free slot. Never waits: a queue whose inbox is full has commands to
-    /// handle, and dispatches after handling them anyway.
-    pub fn wake(&self) {
-        let _ = self.tx.try_send(QueueCommand::Wake);
-    }
-
-    /// A handle with no actor behind it, and the receiving end of its inbox.
-    #[cfg(test)]
-    pub(crate) fn detached(name: &str) -> (Arc<QueueHandle>, mpsc::Receiver<QueueCommand>) {
-        let (tx, rx) = mpsc::channel(INBOX);
-        let handle = QueueHandle {
-            name: QueueName::from(name),
-            id: 0,
-            durable: false,
-            exclusive_owner: None,
-            auto_delete: false,
-            arguments: FieldTable::default(),
-            tx,
-        };
-        (Arc::new(handle), rx)
-    }
-
-    /// Sends a command and waits for its reply; None if the queue is gone.
-    pub async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> QueueCommand) -> Option<T> {
-        let (reply, rx) = oneshot::channel();
-        self.tx.send(command(reply)).await.ok()?;
-        rx.await.ok()
     }
 }
 
@@ -273,7 +132,8 @@ struct Consumer {
 struct Queue {
     name: QueueName,
     id: u64,
-    vhost: Weak<VHost>,
+    /// Its virtual host, to leave when deleted.
+    registry: Weak<dyn QueueRegistry>,
     vhost_name: String,
     auto_delete: bool,
     /// The store, for a durable queue.
@@ -371,7 +231,7 @@ impl Queue {
         for consumer in self.consumers.drain(..) {
             let _ = consumer.inbox.send(ConnEvent::Cancelled(consumer.shared));
         }
-        if let Some(vhost) = self.vhost.upgrade() {
+        if let Some(vhost) = self.registry.upgrade() {
             vhost.drop_crashed_queue(&self.name, self.id);
         }
     }
@@ -419,7 +279,7 @@ impl Queue {
                 }
                 if self.auto_delete && self.had_consumers && self.consumers.is_empty() {
                     debug!(queue = %self.name, "auto-delete: last consumer gone");
-                    if let Some(vhost) = self.vhost.upgrade() {
+                    if let Some(vhost) = self.registry.upgrade() {
                         vhost.forget_queue(&self.name, self.id);
                     }
                     return Next::Stop;
@@ -485,7 +345,7 @@ impl Queue {
                 for consumer in self.consumers.drain(..) {
                     let _ = consumer.inbox.send(ConnEvent::Cancelled(consumer.shared));
                 }
-                if let Some(vhost) = self.vhost.upgrade() {
+                if let Some(vhost) = self.registry.upgrade() {
                     vhost.forget_queue(&self.name, self.id);
                 }
                 let _ = reply.send(Ok(self.ready.len() as u32));
@@ -722,8 +582,8 @@ struct Taken {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::consumer::{Gate, CREDIT};
-    use crate::vhost::QueueSpec;
+    use crate::gate::{Gate, CREDIT};
+    use crate::vhost::{QueueSpec, VHost};
 
     #[tokio::test]
     async fn a_crashed_queue_cancels_its_consumers_and_leaves_the_vhost() {

@@ -13,6 +13,7 @@
 //! everything from [`Recovered`].
 
 use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
@@ -25,7 +26,8 @@ use warren_store::{
 };
 
 use crate::durability::Syncer;
-use crate::queue::{Disk, NewQueue, QueueHandle};
+use crate::events::{QueueHandle, QueueRegistry};
+use crate::queue::{Disk, NewQueue};
 use crate::AmqpError;
 
 /// Queue arguments RabbitMQ compares when a queue is redeclared.
@@ -171,7 +173,8 @@ impl VHost {
             recovered: entries,
         };
         Ok(QueueHandle::spawn(
-            self,
+            self.registry(),
+            &self.name,
             self.next_queue_id.fetch_add(1, Ordering::Relaxed),
             new,
         ))
@@ -190,7 +193,7 @@ impl VHost {
     pub(crate) async fn quiesce(&self) {
         let queues: Vec<Arc<QueueHandle>> = self.read().queues.values().cloned().collect();
         for queue in queues {
-            let _ = queue.ask(crate::queue::QueueCommand::Stats).await;
+            let _ = queue.ask(crate::events::QueueCommand::Stats).await;
         }
     }
 
@@ -247,7 +250,8 @@ impl VHost {
     }
 
     /// A weak reference to this virtual host, for its queue actors.
-    pub(crate) fn weak(&self) -> Weak<VHost> {
+    /// What queue actors hold to take themselves off this virtual host.
+    fn registry(&self) -> Weak<dyn QueueRegistry> {
         self.weak_self.clone()
     }
 
@@ -397,7 +401,7 @@ impl VHost {
             return Ok(queue.clone());
         }
         let name = if spec.name.is_empty() {
-            QueueName::from(format!("amq.gen-{}", crate::channel::random_suffix()))
+            QueueName::from(format!("amq.gen-{}", random_suffix()))
         } else if spec.name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format!(
                 "queue name '{}' contains reserved prefix 'amq.*'",
@@ -424,7 +428,12 @@ impl VHost {
                 disk: None,
                 recovered: Vec::new(),
             };
-            QueueHandle::spawn(self, self.next_queue_id.fetch_add(1, Ordering::Relaxed), new)
+            QueueHandle::spawn(
+                self.registry(),
+                &self.name,
+                self.next_queue_id.fetch_add(1, Ordering::Relaxed),
+                new,
+            )
         };
         state.queues.insert(name, queue.clone());
         Ok(queue)
@@ -486,35 +495,6 @@ impl VHost {
         let queue = state.queues.get(name).ok_or_else(|| self.queue_not_found(name))?;
         self.check_access(queue, connection)?;
         Ok(queue.clone())
-    }
-
-    /// Removes a deleted queue and its bindings. Only the queue with this id
-    /// goes: a newer queue that took the name stays.
-    pub fn forget_queue(&self, name: &QueueName, id: u64) {
-        let mut state = self.write();
-        let Some(queue) = state.queues.get(name).filter(|q| q.id == id) else {
-            return;
-        };
-        let durable = queue.durable;
-        state.queues.remove(name);
-        let deleted = state.router.unbind_queue(name);
-        // Called by the queue actor itself, which has no client to answer:
-        // a failure here is logged (by `stored`), and recovery cleans up.
-        if durable {
-            let _ = self.stored(self.store.delete_queue(name.as_str()));
-        }
-        let _ = self.forget_exchanges(&deleted);
-    }
-
-    /// Removes a queue whose actor crashed from the tables in memory only:
-    /// a durable queue's definition, bindings and messages stay stored and
-    /// are recovered at the next start.
-    pub(crate) fn drop_crashed_queue(&self, name: &QueueName, id: u64) {
-        let mut state = self.write();
-        if state.queues.get(name).is_some_and(|q| q.id == id) {
-            state.queues.remove(name);
-            state.router.unbind_queue(name);
-        }
     }
 
     /// Checks the exchange of a queue.bind or exchange.bind: not the
@@ -680,6 +660,37 @@ impl VHost {
 }
 
 /// A field value as RabbitMQ prints it in reply texts.
+impl QueueRegistry for VHost {
+    /// Removes a deleted queue and its bindings. Only the queue with this id
+    /// goes: a newer queue that took the name stays.
+    fn forget_queue(&self, name: &QueueName, id: u64) {
+        let mut state = self.write();
+        let Some(queue) = state.queues.get(name).filter(|q| q.id == id) else {
+            return;
+        };
+        let durable = queue.durable;
+        state.queues.remove(name);
+        let deleted = state.router.unbind_queue(name);
+        // Called by the queue actor itself, which has no client to answer:
+        // a failure here is logged (by `stored`), and recovery cleans up.
+        if durable {
+            let _ = self.stored(self.store.delete_queue(name.as_str()));
+        }
+        let _ = self.forget_exchanges(&deleted);
+    }
+
+    /// Removes a queue whose actor crashed from the tables in memory only:
+    /// a durable queue's definition, bindings and messages stay stored and
+    /// are recovered at the next start.
+    fn drop_crashed_queue(&self, name: &QueueName, id: u64) {
+        let mut state = self.write();
+        if state.queues.get(name).is_some_and(|q| q.id == id) {
+            state.queues.remove(name);
+            state.router.unbind_queue(name);
+        }
+    }
+}
+
 fn show(value: &AMQPValue) -> String {
     match value {
         AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
@@ -711,5 +722,36 @@ fn type_name(value: &AMQPValue) -> &'static str {
         AMQPValue::FieldTable(_) => "table",
         AMQPValue::FieldArray(_) => "array",
         _ => "unknown",
+    }
+}
+
+/// A random suffix for server-chosen names (`amq.gen-…`, `amq.ctag-…`):
+/// 128 bits from std's randomly keyed hasher, in URL-safe base64 as RabbitMQ
+/// writes them. Written by hand because it is ten lines and names need no
+/// cryptographic randomness, only uniqueness.
+pub(crate) fn random_suffix() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let bits =
+        (u128::from(RandomState::new().hash_one(n)) << 64) | u128::from(RandomState::new().hash_one(!n));
+    (0..22)
+        .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::random_suffix;
+
+    #[test]
+    fn suffixes_are_22_url_safe_chars_and_differ() {
+        let a = random_suffix();
+        let b = random_suffix();
+        assert_eq!(a.len(), 22);
+        assert_ne!(a, b);
+        assert!(a
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
     }
 }

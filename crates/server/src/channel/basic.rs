@@ -5,11 +5,13 @@ use std::sync::Arc;
 use amq_protocol::protocol::{basic, AMQPClass};
 use warren_codec::Published;
 
-use super::{random_suffix, ChannelState, Routed, Settle};
+use super::{ChannelState, Routed, Settle};
 use crate::connection::Connection;
-use crate::consumer::{ConsumerShared, Gate, CREDIT};
-use crate::durability::ConfirmTracker;
-use crate::queue::QueueCommand;
+use crate::events::ConfirmTracker;
+use crate::events::ConsumerShared;
+use crate::events::QueueCommand;
+use crate::gate::{Gate, CREDIT};
+use crate::vhost::random_suffix;
 use crate::AmqpError;
 
 const PUBLISH: (u16, u16) = (60, 40);

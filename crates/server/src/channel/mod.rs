@@ -13,16 +13,15 @@ mod modes;
 mod queue;
 
 use std::collections::{HashMap, VecDeque};
-use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use amq_protocol::protocol::{access, channel, AMQPClass};
 use warren_codec::{ContentAssembler, Message, Published};
 
 use crate::connection::Connection;
-use crate::consumer::{ConsumerShared, Gate};
-use crate::queue::{QueueCommand, QueueHandle};
+use crate::events::ConsumerShared;
+use crate::events::{QueueCommand, QueueHandle};
+use crate::gate::Gate;
 use crate::AmqpError;
 
 pub(crate) use modes::{Confirms, Transaction};
@@ -178,21 +177,6 @@ impl Default for Channel {
     }
 }
 
-/// A random suffix for server-chosen names (`amq.gen-…`, `amq.ctag-…`):
-/// 128 bits from std's randomly keyed hasher, in URL-safe base64 as RabbitMQ
-/// writes them. Written by hand because it is ten lines and names need no
-/// cryptographic randomness, only uniqueness.
-pub(crate) fn random_suffix() -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let bits =
-        (u128::from(RandomState::new().hash_one(n)) << 64) | u128::from(RandomState::new().hash_one(!n));
-    (0..22)
-        .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
-        .collect()
-}
-
 impl Connection {
     /// [`Channel::queue_name`] for an open channel.
     pub(crate) fn queue_name(&self, id: u16, name: &str) -> Result<String, AmqpError> {
@@ -336,21 +320,5 @@ impl Connection {
             None => self.enqueue(id, routed, None).await?,
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::random_suffix;
-
-    #[test]
-    fn suffixes_are_22_url_safe_chars_and_differ() {
-        let a = random_suffix();
-        let b = random_suffix();
-        assert_eq!(a.len(), 22);
-        assert_ne!(a, b);
-        assert!(a
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
     }
 }

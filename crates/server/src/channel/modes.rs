@@ -5,7 +5,7 @@ use tokio::sync::oneshot;
 
 use super::{Routed, Settle, Unacked};
 use crate::connection::Connection;
-use crate::durability::ConfirmTracker;
+use crate::events::ConfirmTracker;
 use crate::AmqpError;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};

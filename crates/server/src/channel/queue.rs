@@ -3,7 +3,7 @@
 use amq_protocol::protocol::{queue, AMQPClass};
 
 use crate::connection::Connection;
-use crate::queue::QueueCommand;
+use crate::events::QueueCommand;
 use crate::vhost::QueueSpec;
 use crate::AmqpError;
 

@@ -31,10 +31,9 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, info, instrument, warn};
 use warren_codec::{CodecError, ContentAssembler, Frame, FrameCodec, Message, Outbound};
 
+use crate::broker::Broker;
 use crate::channel::{Channel, ChannelState, Settle};
-use crate::consumer::ConsumerShared;
-use crate::listener::Broker;
-use crate::queue::{QueueCommand, QueueHandle};
+use crate::events::{ConnEvent, Delivery, QueueCommand, QueueHandle};
 use crate::vhost::VHost;
 use crate::AmqpError;
 
@@ -54,58 +53,6 @@ const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(2);
 /// has ended; then the socket is dropped. The three timeouts together keep a
 /// shutdown under 5 s whatever the clients do.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// A message a queue hands to one of a connection's consumers.
-#[derive(Debug)]
-pub struct Delivery {
-    /// The consumer.
-    pub consumer: Arc<ConsumerShared>,
-    /// The queue's id for the message.
-    pub msg_id: u64,
-    /// The message.
-    pub message: Arc<Message>,
-    /// Whether it was delivered before.
-    pub redelivered: bool,
-}
-
-impl Delivery {
-    /// Gives the message back to its queue unmarked: the client never saw it
-    /// (its consumer was cancelled, or its channel or connection closed,
-    /// while it was on its way). The slots the queue took for it go back
-    /// too: the channel's global prefetch is shared with its other
-    /// consumers, which would otherwise stall.
-    async fn hand_back(self) {
-        self.consumer.unreserve();
-        let queue = self.consumer.queue.clone();
-        queue
-            .send(QueueCommand::Undeliverable {
-                msg_id: self.msg_id,
-                message: self.message,
-                redelivered: self.redelivered,
-            })
-            .await;
-    }
-}
-
-/// What queues send to a connection.
-#[derive(Debug)]
-pub enum ConnEvent {
-    /// A message for one of this connection's consumers.
-    Deliver(Delivery),
-    /// The consumer's queue was deleted.
-    Cancelled(Arc<ConsumerShared>),
-    /// A publish's writes are durable (`ok`) or failed; see [`crate::durability`].
-    Confirmed {
-        /// The publishing channel.
-        channel: u16,
-        /// The channel's confirm epoch: a stale one is ignored.
-        epoch: u64,
-        /// The publish's sequence number.
-        seq: u64,
-        /// Whether every write and the sync succeeded.
-        ok: bool,
-    },
-}
 
 /// An open connection's state, owned by its task.
 #[derive(Debug)]

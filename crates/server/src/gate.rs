@@ -1,4 +1,5 @@
-//! Limits shared between queue actors and the connection that owns a channel.
+//! Gates: limits shared between queue actors and the connection that owns a
+//! channel (prefetch and credit).
 //!
 //! A queue actor decides what to deliver, but the channel learns of acks, so
 //! the counts they both need live in atomics ([`Gate`]) instead of behind
@@ -17,10 +18,15 @@
 //! The second attempt closes the race with a release that ran between the
 //! first attempt and joining the list.
 
+use std::fmt::Debug;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::queue::QueueHandle;
+/// Something that waits on a gate: a queue, woken to try delivering again.
+pub trait Wake: Debug + Send + Sync {
+    /// A slot was freed (or the limit raised).
+    fn wake(&self);
+}
 
 /// In-flight deliveries a consumer may have between its queue and the socket
 /// writer. It bounds a connection's inbox when prefetch is unlimited or the
@@ -35,7 +41,7 @@ pub struct Gate {
     /// Whether `waiters` may be non-empty: releases skip the lock otherwise.
     has_waiters: AtomicBool,
     /// Queues that found the gate full since the last release.
-    waiters: Mutex<Vec<Arc<QueueHandle>>>,
+    waiters: Mutex<Vec<Arc<dyn Wake>>>,
 }
 
 impl Gate {
@@ -66,13 +72,16 @@ impl Gate {
 
     /// Takes a slot, or puts `queue` on the list of waiters so that the next
     /// release wakes it.
-    pub fn acquire_or_wait(&self, queue: &Arc<QueueHandle>) -> bool {
+    pub fn acquire_or_wait(&self, queue: &Arc<dyn Wake>) -> bool {
         if self.try_acquire() {
             return true;
         }
         {
             let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
-            if !waiters.iter().any(|w| Arc::ptr_eq(w, queue)) {
+            if !waiters
+                .iter()
+                .any(|w| std::ptr::addr_eq(Arc::as_ptr(w), Arc::as_ptr(queue)))
+            {
                 waiters.push(queue.clone());
             }
             self.has_waiters.store(true, Ordering::SeqCst);
@@ -105,68 +114,17 @@ impl Gate {
     }
 }
 
-/// One consumer as both its queue and its channel see it.
-#[derive(Debug)]
-pub struct ConsumerShared {
-    /// The consumer tag.
-    pub tag: String,
-    /// The channel it was created on.
-    pub channel: u16,
-    /// The queue it consumes from.
-    pub queue: Arc<QueueHandle>,
-    /// Whether deliveries count as acked once sent.
-    pub no_ack: bool,
-    /// basic.qos global=false: a limit of this consumer's own.
-    pub prefetch: Gate,
-    /// basic.qos global=true: the limit shared by the channel's consumers.
-    pub channel_prefetch: Arc<Gate>,
-    /// Deliveries sent by the queue but not yet handed to the writer.
-    pub credit: Gate,
-}
-
-impl ConsumerShared {
-    /// Takes what one delivery needs: credit always, prefetch slots unless
-    /// no-ack. Gives back what it took if any gate is full.
-    pub fn try_reserve(&self) -> bool {
-        if !self.credit.acquire_or_wait(&self.queue) {
-            return false;
-        }
-        if self.no_ack {
-            return true;
-        }
-        if !self.prefetch.acquire_or_wait(&self.queue) {
-            self.credit.release(1);
-            return false;
-        }
-        if !self.channel_prefetch.acquire_or_wait(&self.queue) {
-            self.prefetch.release(1);
-            self.credit.release(1);
-            return false;
-        }
-        true
-    }
-}
-
-impl ConsumerShared {
-    /// Gives back what [`ConsumerShared::try_reserve`] took, when there turned
-    /// out to be nothing to deliver.
-    pub fn unreserve(&self) {
-        self.credit.release(1);
-        if !self.no_ack {
-            self.prefetch.release(1);
-            self.channel_prefetch.release(1);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::events::QueueHandle;
 
     #[tokio::test]
     async fn a_gate_wakes_every_queue_that_waits_on_it() {
         let (a, mut a_rx) = QueueHandle::detached("a");
         let (b, mut b_rx) = QueueHandle::detached("b");
+        let (a, b): (Arc<dyn Wake>, Arc<dyn Wake>) = (a, b);
         let g = Gate::new(1);
         assert!(g.acquire_or_wait(&a));
         assert!(!g.acquire_or_wait(&a));

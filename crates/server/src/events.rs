@@ -1,0 +1,400 @@
+//! The types that cross tasks: what connections ask of queues, what queues
+//! send back, and what both share. They live here, at the bottom of the
+//! crate, so that the tasks that exchange them depend on this module rather
+//! than on each other: `connection → channel → vhost → queue`, and each of
+//! them `→ events`.
+//!
+//! - [`QueueHandle`] and [`QueueCommand`]: how to reach a queue actor.
+//! - [`ConnEvent`] and [`Delivery`]: what a queue actor sends a connection.
+//! - [`ConsumerShared`]: one consumer as its queue and its channel both see it.
+//! - [`ConfirmTracker`]: a durability wait shared by the queues a publish went
+//!   to, counted down by the group commit ([`crate::durability`]).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use amq_protocol::types::FieldTable;
+use tokio::sync::{mpsc, oneshot};
+use warren_codec::Message;
+use warren_router::QueueName;
+
+use crate::gate::{Gate, Wake};
+use crate::AmqpError;
+
+/// Where a queue actor takes itself off when it is deleted (auto-delete,
+/// queue.delete) or crashes: its virtual host. A trait, so that queues do
+/// not depend on the virtual host that owns them.
+pub trait QueueRegistry: Send + Sync {
+    /// The queue with this name and id is gone: forget it, its bindings and
+    /// (if durable) its stored definition and messages.
+    fn forget_queue(&self, name: &QueueName, id: u64);
+    /// The queue's actor crashed: forget it in memory only, keeping what is
+    /// stored for the next start.
+    fn drop_crashed_queue(&self, name: &QueueName, id: u64);
+}
+
+/// Commands a queue accepts before it makes its publishers wait.
+const INBOX: usize = 4096;
+
+/// How to reach a queue, and the properties fixed at declare time.
+#[derive(Debug)]
+pub struct QueueHandle {
+    /// Its name.
+    pub name: QueueName,
+    /// Unique per queue ever created, so a redeclared queue of the same name
+    /// is never mistaken for the old one.
+    pub id: u64,
+    /// Whether it survives a restart.
+    pub durable: bool,
+    /// The connection that owns an exclusive queue.
+    pub exclusive_owner: Option<u64>,
+    /// Whether it is deleted when its last consumer goes.
+    pub auto_delete: bool,
+    /// Declare arguments.
+    pub arguments: FieldTable,
+    tx: mpsc::Sender<QueueCommand>,
+}
+
+/// A message handed out by basic.get.
+#[derive(Debug)]
+pub struct GetOk {
+    /// The queue's id for it, used to ack or requeue it.
+    pub msg_id: u64,
+    /// The message.
+    pub message: Arc<Message>,
+    /// Whether it was delivered before.
+    pub redelivered: bool,
+    /// Messages left ready after this one.
+    pub remaining: u32,
+}
+
+/// What a queue can be asked to do.
+#[derive(Debug)]
+pub enum QueueCommand {
+    /// Append a routed message.
+    Publish {
+        /// The message, shared with the other queues it was routed to.
+        message: Arc<Message>,
+        /// Its id in the store, if persistent and this queue is durable.
+        stored: Option<u64>,
+        /// Its publisher confirm, if it waits for this queue's write.
+        confirm: Option<Arc<ConfirmTracker>>,
+    },
+    /// Add a consumer; refused if the queue is exclusively consumed.
+    Consume {
+        /// The consumer.
+        consumer: Arc<ConsumerShared>,
+        /// basic.consume exclusive flag.
+        exclusive: bool,
+        /// The consuming connection's inbox.
+        inbox: mpsc::UnboundedSender<ConnEvent>,
+        /// Ok, or 403 ACCESS_REFUSED.
+        reply: oneshot::Sender<Result<(), AmqpError>>,
+    },
+    /// Remove a consumer (cancel, or its channel closed).
+    Cancel(Arc<ConsumerShared>),
+    /// basic.get.
+    Get {
+        /// Whether the message counts as acked once handed out.
+        no_ack: bool,
+        /// The message, or None if the queue is empty.
+        reply: oneshot::Sender<Option<GetOk>>,
+    },
+    /// Forget acked (or rejected without requeue) messages.
+    Ack(Vec<u64>),
+    /// Put unacked messages back at their original positions.
+    Requeue {
+        /// Message ids.
+        ids: Vec<u64>,
+        /// Whether to mark them redelivered (false when they never reached
+        /// the client, e.g. a delivery that arrived at a closed channel).
+        redelivered: bool,
+    },
+    /// A delivery that reached its connection after the consumer or channel
+    /// went: it goes back where it was, without the redelivered mark.
+    Undeliverable {
+        /// The queue's id for it.
+        msg_id: u64,
+        /// The message (a no-ack delivery is no longer in `unacked`).
+        message: Arc<Message>,
+        /// Its mark before this delivery.
+        redelivered: bool,
+    },
+    /// A gate this queue was blocked on has a free slot again.
+    Wake,
+    /// Ready messages and consumers, for declare-ok.
+    Stats(oneshot::Sender<(u32, u32)>),
+    /// Drop every ready message; replies with how many.
+    Purge(oneshot::Sender<u32>),
+    /// Panic, to test what a bug in the actor costs.
+    #[cfg(test)]
+    Panic,
+    /// Delete the queue, with queue.delete's conditions.
+    Delete {
+        /// Refuse if it has consumers.
+        if_unused: bool,
+        /// Refuse if it has ready messages.
+        if_empty: bool,
+        /// The number of messages deleted, or 406.
+        reply: oneshot::Sender<Result<u32, AmqpError>>,
+    },
+}
+
+impl QueueHandle {
+    /// A handle, and the inbox its actor reads.
+    pub(crate) fn new(
+        name: QueueName,
+        id: u64,
+        durable: bool,
+        exclusive_owner: Option<u64>,
+        auto_delete: bool,
+        arguments: FieldTable,
+    ) -> (Arc<QueueHandle>, mpsc::Receiver<QueueCommand>) {
+        let (tx, rx) = mpsc::channel(INBOX);
+        let handle = QueueHandle {
+            name,
+            id,
+            durable,
+            exclusive_owner,
+            auto_delete,
+            arguments,
+            tx,
+        };
+        (Arc::new(handle), rx)
+    }
+
+    /// Sends a command, waiting while the queue's inbox is full. Returns
+    /// false if the queue is gone (a deleted queue drops what races its
+    /// deletion, as in RabbitMQ).
+    pub async fn send(&self, command: QueueCommand) -> bool {
+        self.tx.send(command).await.is_ok()
+    }
+
+    /// A handle with no actor behind it, and the receiving end of its inbox.
+    #[cfg(test)]
+    pub(crate) fn detached(name: &str) -> (Arc<QueueHandle>, mpsc::Receiver<QueueCommand>) {
+        Self::new(
+            QueueName::from(name),
+            0,
+            false,
+            None,
+            false,
+            FieldTable::default(),
+        )
+    }
+
+    /// Sends a command and waits for its reply; None if the queue is gone.
+    pub async fn ask<T>(&self, command: impl FnOnce(oneshot::Sender<T>) -> QueueCommand) -> Option<T> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(command(reply)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+impl Wake for QueueHandle {
+    /// Asks the queue to try delivering again: a gate it waited on has a
+    /// free slot. Never waits: a queue whose inbox is full has commands to
+    /// handle, and dispatches after handling them anyway.
+    fn wake(&self) {
+        let _ = self.tx.try_send(QueueCommand::Wake);
+    }
+}
+
+/// A message a queue hands to one of a connection's consumers.
+#[derive(Debug)]
+pub struct Delivery {
+    /// The consumer.
+    pub consumer: Arc<ConsumerShared>,
+    /// The queue's id for the message.
+    pub msg_id: u64,
+    /// The message.
+    pub message: Arc<Message>,
+    /// Whether it was delivered before.
+    pub redelivered: bool,
+}
+
+impl Delivery {
+    /// Gives the message back to its queue unmarked: the client never saw it
+    /// (its consumer was cancelled, or its channel or connection closed,
+    /// while it was on its way). The slots the queue took for it go back
+    /// too: the channel's global prefetch is shared with its other
+    /// consumers, which would otherwise stall.
+    pub(crate) async fn hand_back(self) {
+        self.consumer.unreserve();
+        let queue = self.consumer.queue.clone();
+        queue
+            .send(QueueCommand::Undeliverable {
+                msg_id: self.msg_id,
+                message: self.message,
+                redelivered: self.redelivered,
+            })
+            .await;
+    }
+}
+
+/// What queues send to a connection.
+#[derive(Debug)]
+pub enum ConnEvent {
+    /// A message for one of this connection's consumers.
+    Deliver(Delivery),
+    /// The consumer's queue was deleted.
+    Cancelled(Arc<ConsumerShared>),
+    /// A publish's writes are durable (`ok`) or failed; see [`crate::durability`].
+    Confirmed {
+        /// The publishing channel.
+        channel: u16,
+        /// The channel's confirm epoch: a stale one is ignored.
+        epoch: u64,
+        /// The publish's sequence number.
+        seq: u64,
+        /// Whether every write and the sync succeeded.
+        ok: bool,
+    },
+}
+
+/// One consumer as both its queue and its channel see it.
+#[derive(Debug)]
+pub struct ConsumerShared {
+    /// The consumer tag.
+    pub tag: String,
+    /// The channel it was created on.
+    pub channel: u16,
+    /// The queue it consumes from.
+    pub queue: Arc<QueueHandle>,
+    /// Whether deliveries count as acked once sent.
+    pub no_ack: bool,
+    /// basic.qos global=false: a limit of this consumer's own.
+    pub prefetch: Gate,
+    /// basic.qos global=true: the limit shared by the channel's consumers.
+    pub channel_prefetch: Arc<Gate>,
+    /// Deliveries sent by the queue but not yet handed to the writer.
+    pub credit: Gate,
+}
+
+impl ConsumerShared {
+    /// Takes what one delivery needs: credit always, prefetch slots unless
+    /// no-ack. Gives back what it took if any gate is full.
+    pub fn try_reserve(&self) -> bool {
+        let queue: Arc<dyn Wake> = self.queue.clone();
+        if !self.credit.acquire_or_wait(&queue) {
+            return false;
+        }
+        if self.no_ack {
+            return true;
+        }
+        if !self.prefetch.acquire_or_wait(&queue) {
+            self.credit.release(1);
+            return false;
+        }
+        if !self.channel_prefetch.acquire_or_wait(&queue) {
+            self.prefetch.release(1);
+            self.credit.release(1);
+            return false;
+        }
+        true
+    }
+}
+
+impl ConsumerShared {
+    /// Gives back what [`ConsumerShared::try_reserve`] took, when there turned
+    /// out to be nothing to deliver.
+    pub fn unreserve(&self) {
+        self.credit.release(1);
+        if !self.no_ack {
+            self.prefetch.release(1);
+            self.channel_prefetch.release(1);
+        }
+    }
+}
+
+/// A durability wait shared by the durable queues a publish (or a whole
+/// transaction) went to: publisher confirms, and tx.commit-ok.
+#[derive(Debug)]
+pub struct ConfirmTracker {
+    /// Writes that have yet to be reported durable.
+    remaining: AtomicUsize,
+    /// Whether any write or sync failed: then nothing is confirmed.
+    failed: AtomicBool,
+    /// Who is told when the last write is durable.
+    notify: Notify,
+}
+
+#[derive(Debug)]
+enum Notify {
+    /// A publisher confirm: the connection acks (channel, epoch, seq).
+    Confirm {
+        channel: u16,
+        epoch: u64,
+        seq: u64,
+        inbox: mpsc::UnboundedSender<ConnEvent>,
+    },
+    /// A tx.commit waiting in its connection's task.
+    Commit(Mutex<Option<oneshot::Sender<bool>>>),
+}
+
+impl ConfirmTracker {
+    /// A publisher confirm waiting for `queues` queues' writes.
+    pub fn new(
+        queues: usize,
+        (channel, epoch, seq): (u16, u64, u64),
+        inbox: mpsc::UnboundedSender<ConnEvent>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            remaining: AtomicUsize::new(queues),
+            failed: AtomicBool::new(false),
+            notify: Notify::Confirm {
+                channel,
+                epoch,
+                seq,
+                inbox,
+            },
+        })
+    }
+
+    /// A tx.commit's wait: it starts with one count, the commit's own, which
+    /// [`ConfirmTracker::done`] releases once every publish has been handed
+    /// over (each adding its durable writes with [`ConfirmTracker::add`]).
+    pub fn commit(done: oneshot::Sender<bool>) -> Arc<Self> {
+        Arc::new(Self {
+            remaining: AtomicUsize::new(1),
+            failed: AtomicBool::new(false),
+            notify: Notify::Commit(Mutex::new(Some(done))),
+        })
+    }
+
+    /// Waits for `writes` more writes.
+    pub fn add(&self, writes: usize) {
+        self.remaining.fetch_add(writes, Ordering::SeqCst);
+    }
+
+    /// One write is durable (`ok`), or failed. The last one tells.
+    pub fn done(&self, ok: bool) {
+        if !ok {
+            self.failed.store(true, Ordering::SeqCst);
+        }
+        if self.remaining.fetch_sub(1, Ordering::SeqCst) != 1 {
+            return;
+        }
+        let ok = !self.failed.load(Ordering::SeqCst);
+        match &self.notify {
+            Notify::Confirm {
+                channel,
+                epoch,
+                seq,
+                inbox,
+            } => {
+                let _ = inbox.send(ConnEvent::Confirmed {
+                    channel: *channel,
+                    epoch: *epoch,
+                    seq: *seq,
+                    ok,
+                });
+            }
+            Notify::Commit(done) => {
+                if let Some(done) = done.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    let _ = done.send(ok);
+                }
+            }
+        }
+    }
+}
