@@ -293,11 +293,10 @@ impl ConsumerShared {
         }
         true
     }
-}
 
-impl ConsumerShared {
-    /// Gives back what [`ConsumerShared::try_reserve`] took, when there turned
-    /// out to be nothing to deliver.
+    /// Gives back what [`ConsumerShared::try_reserve`] took, when nothing
+    /// reached the client after all: the queue found nothing to deliver, or
+    /// the delivery came back unseen ([`Delivery::hand_back`]).
     pub fn unreserve(&self) {
         self.credit.release(1);
         if !self.no_ack {
