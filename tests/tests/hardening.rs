@@ -651,3 +651,59 @@ async fn guest_is_refused_from_a_non_loopback_address() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_long_chain_of_exchange_bindings_routes_without_crashing() {
+    // Before routing was iterative, 10,000 exchanges bound in a chain
+    // overflowed a worker's stack on the first publish and aborted the broker.
+    within(with_bystander(start_broker().await, |broker| async move {
+        let (_conn, ch) = broker.channel().await;
+        let q = exclusive_queue(&ch, "chain-end").await;
+        let prefix = unique("chain");
+        let name = |i: usize| format!("{prefix}-{i}");
+        const LENGTH: usize = 10_000;
+        let nowait = ExchangeDeclareOptions {
+            auto_delete: true,
+            nowait: true,
+            ..Default::default()
+        };
+        for i in 0..LENGTH {
+            ch.exchange_declare(
+                name(i).as_str().into(),
+                lapin::ExchangeKind::Fanout,
+                nowait,
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        }
+        let bind = ExchangeBindOptions { nowait: true };
+        for i in 1..LENGTH {
+            ch.exchange_bind(
+                name(i).as_str().into(),
+                name(i - 1).as_str().into(),
+                "".into(),
+                bind,
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        }
+        ch.queue_bind(
+            q.as_str().into(),
+            name(LENGTH - 1).as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        publish(&ch, &name(0), "", b"through 10,000 exchanges").await;
+        assert_eq!(drain(&ch, &q).await, ["through 10,000 exchanges"]);
+        // Deleting the first exchange leaves the others in place; the queue's
+        // deletion (with its connection) unbinds the last one, and the
+        // auto-delete chain goes, one exchange at a time, with no recursion.
+        broker
+    }))
+    .await;
+}

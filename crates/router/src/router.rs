@@ -1,6 +1,6 @@
 //! The binding table of one virtual host and the routing walk over it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use amq_protocol::types::FieldTable;
 
@@ -13,6 +13,11 @@ use crate::{
 #[derive(Clone, Debug)]
 pub struct Router {
     exchanges: HashMap<ExchangeName, Exchange>,
+    /// For each destination, the exchanges with bindings to it and how many:
+    /// deleting a queue or an exchange finds the bindings to it here instead
+    /// of scanning every exchange (which made a chain of auto-delete
+    /// exchanges quadratic to delete).
+    sources: HashMap<Destination, HashMap<ExchangeName, usize>>,
 }
 
 impl Default for Router {
@@ -28,6 +33,7 @@ impl Router {
     pub fn new() -> Self {
         let mut router = Self {
             exchanges: HashMap::new(),
+            sources: HashMap::new(),
         };
         for (name, kind) in [
             ("", ExchangeKind::Direct),
@@ -96,12 +102,19 @@ impl Router {
             headers::x_match(&arguments)?;
         }
         let binding = Binding {
-            destination,
+            destination: destination.clone(),
             routing_key: routing_key.to_owned(),
             arguments,
         };
         if !exchange.bindings.contains(&binding) {
             exchange.bindings.push(binding);
+            let source = exchange.name.clone();
+            *self
+                .sources
+                .entry(destination)
+                .or_default()
+                .entry(source)
+                .or_default() += 1;
         }
         Ok(())
     }
@@ -140,9 +153,15 @@ impl Router {
         exchange.bindings.retain(|b| {
             !(&b.destination == destination && b.routing_key == routing_key && &b.arguments == arguments)
         });
-        let removed = exchange.bindings.len() < before;
-        if removed && exchange.bindings.is_empty() && exchange.auto_delete {
-            let name = exchange.name.clone();
+        if exchange.bindings.len() == before {
+            return Ok(Vec::new());
+        }
+        let (name, emptied) = (
+            exchange.name.clone(),
+            exchange.bindings.is_empty() && exchange.auto_delete,
+        );
+        self.forget_source(destination, &name, 1);
+        if emptied {
             return Ok(self.remove_exchange(&name));
         }
         Ok(Vec::new())
@@ -155,29 +174,74 @@ impl Router {
     }
 
     /// Removes an exchange and the bindings to it; returns it, then the
-    /// exchanges that removal deleted in turn.
+    /// exchanges that removal deleted in turn. Iterative: a chain of
+    /// auto-delete exchanges however long cannot overflow the stack.
     fn remove_exchange(&mut self, name: &ExchangeName) -> Vec<Exchange> {
-        let Some(exchange) = self.exchanges.remove(name.as_str()) else {
-            return Vec::new();
-        };
-        let mut removed = vec![exchange];
-        removed.extend(self.remove_bindings_to(&Destination::Exchange(name.clone())));
+        let mut removed = Vec::new();
+        let mut pending = vec![name.clone()];
+        while let Some(name) = pending.pop() {
+            let Some(exchange) = self.exchanges.remove(name.as_str()) else {
+                continue;
+            };
+            for binding in &exchange.bindings {
+                self.forget_source(&binding.destination, &name, 1);
+            }
+            removed.push(exchange);
+            let emptied = self.unbind_all_to(&Destination::Exchange(name));
+            // Deleted in the order they were emptied.
+            pending.extend(emptied.into_iter().rev());
+        }
         removed
     }
 
+    /// Removes every binding to `destination`, and the auto-delete exchanges
+    /// that leaves without bindings.
     fn remove_bindings_to(&mut self, destination: &Destination) -> Vec<Exchange> {
-        let mut emptied = Vec::new();
-        for exchange in self.exchanges.values_mut() {
-            let before = exchange.bindings.len();
-            exchange.bindings.retain(|b| &b.destination != destination);
-            if exchange.auto_delete && before > 0 && exchange.bindings.is_empty() {
-                emptied.push(exchange.name.clone());
-            }
-        }
+        let emptied = self.unbind_all_to(destination);
         emptied
             .iter()
             .flat_map(|name| self.remove_exchange(name))
             .collect()
+    }
+
+    /// Removes every binding to `destination`; returns the auto-delete
+    /// exchanges left without bindings (not yet deleted).
+    fn unbind_all_to(&mut self, destination: &Destination) -> Vec<ExchangeName> {
+        let mut emptied = Vec::new();
+        let mut sources: Vec<ExchangeName> = self
+            .sources
+            .remove(destination)
+            .unwrap_or_default()
+            .into_keys()
+            .collect();
+        // A deterministic order for what is deleted in turn.
+        sources.sort_unstable();
+        for source in sources {
+            let Some(exchange) = self.exchanges.get_mut(source.as_str()) else {
+                continue;
+            };
+            exchange.bindings.retain(|b| &b.destination != destination);
+            if exchange.auto_delete && exchange.bindings.is_empty() {
+                emptied.push(source);
+            }
+        }
+        emptied
+    }
+
+    /// `n` bindings from `source` to `destination` are gone.
+    fn forget_source(&mut self, destination: &Destination, source: &ExchangeName, n: usize) {
+        let Some(sources) = self.sources.get_mut(destination) else {
+            return;
+        };
+        if let Some(count) = sources.get_mut(source) {
+            *count = count.saturating_sub(n);
+            if *count == 0 {
+                sources.remove(source);
+            }
+        }
+        if sources.is_empty() {
+            self.sources.remove(destination);
+        }
     }
 
     /// The queues a message published to `exchange` with `routing_key` and
@@ -187,55 +251,50 @@ impl Router {
     /// the routing key; the caller checks that such a queue exists.
     pub fn route(&self, exchange: &str, routing_key: &str, headers: Option<&FieldTable>) -> Vec<QueueName> {
         let mut queues = Vec::new();
-        let mut visited: Vec<&str> = Vec::new();
-        self.route_into(exchange, routing_key, headers, &mut queues, &mut visited);
-        queues
-    }
-
-    fn route_into<'a>(
-        &'a self,
-        name: &str,
-        routing_key: &str,
-        headers: Option<&FieldTable>,
-        queues: &mut Vec<QueueName>,
-        visited: &mut Vec<&'a str>,
-    ) {
-        let Some(exchange) = self.exchanges.get(name) else {
-            return;
-        };
-        if visited.contains(&exchange.name.as_str()) {
-            return;
-        }
-        visited.push(exchange.name.as_str());
-        if name.is_empty() {
-            push_unique(queues, QueueName::from(routing_key));
-            return;
-        }
-        let mut matched = false;
-        for binding in &exchange.bindings {
-            let hit = match exchange.kind {
-                ExchangeKind::Direct => binding.routing_key == routing_key,
-                ExchangeKind::Fanout => true,
-                ExchangeKind::Topic => topic::matches(&binding.routing_key, routing_key),
-                ExchangeKind::Headers => headers::matches(&binding.arguments, headers),
+        let mut visited: HashSet<&str> = HashSet::new();
+        // Exchanges still to visit, on a stack of our own rather than the
+        // thread's: a chain of exchange-to-exchange bindings however long
+        // cannot overflow it.
+        let mut pending: Vec<&str> = vec![exchange];
+        while let Some(name) = pending.pop() {
+            let Some(exchange) = self.exchanges.get(name) else {
+                continue;
             };
-            if !hit {
+            if !visited.insert(exchange.name.as_str()) {
                 continue;
             }
-            matched = true;
-            match &binding.destination {
-                Destination::Queue(q) => push_unique(queues, q.clone()),
-                Destination::Exchange(x) => {
-                    self.route_into(x.as_str(), routing_key, headers, queues, visited)
+            if name.is_empty() {
+                push_unique(&mut queues, QueueName::from(routing_key));
+                continue;
+            }
+            let mut matched = false;
+            let first = pending.len();
+            for binding in &exchange.bindings {
+                let hit = match exchange.kind {
+                    ExchangeKind::Direct => binding.routing_key == routing_key,
+                    ExchangeKind::Fanout => true,
+                    ExchangeKind::Topic => topic::matches(&binding.routing_key, routing_key),
+                    ExchangeKind::Headers => headers::matches(&binding.arguments, headers),
+                };
+                if !hit {
+                    continue;
+                }
+                matched = true;
+                match &binding.destination {
+                    Destination::Queue(q) => push_unique(&mut queues, q.clone()),
+                    Destination::Exchange(x) => pending.push(x.as_str()),
+                }
+            }
+            // Visit destination exchanges in binding order.
+            pending[first..].reverse();
+            // An alternate exchange takes what this exchange's own bindings did not.
+            if !matched {
+                if let Some(alternate) = string_arg(&exchange.arguments, "alternate-exchange") {
+                    pending.push(alternate);
                 }
             }
         }
-        // An alternate exchange takes what this exchange's own bindings did not.
-        if !matched {
-            if let Some(alternate) = string_arg(&exchange.arguments, "alternate-exchange") {
-                self.route_into(alternate, routing_key, headers, queues, visited);
-            }
-        }
+        queues
     }
 }
 
@@ -401,5 +460,62 @@ mod tests {
         r.bind("amq.headers", q("q"), "", args.clone()).unwrap();
         assert_eq!(names(r.route("amq.headers", "", Some(&args))), ["q"]);
         assert!(r.route("amq.headers", "", None).is_empty());
+    }
+
+    /// Runs `f` on a thread with a 256 KiB stack: deep recursion would
+    /// overflow it (and abort the test process).
+    fn on_small_stack(f: impl FnOnce() + Send + 'static) {
+        std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap();
+    }
+
+    /// x0 → x1 → … → x{n-1} → queue "end", fanout all the way.
+    fn chain(n: usize, auto_delete: bool) -> Router {
+        let mut r = Router::new();
+        for i in 0..n {
+            let x = Exchange::new(
+                format!("x{i}").into(),
+                ExchangeKind::Fanout,
+                false,
+                auto_delete,
+                false,
+                FieldTable::default(),
+            );
+            r.declare(x).unwrap();
+        }
+        for i in 0..n - 1 {
+            let next = Destination::Exchange(format!("x{}", i + 1).into());
+            r.bind(&format!("x{i}"), next, "", FieldTable::default()).unwrap();
+        }
+        r.bind(&format!("x{}", n - 1), q("end"), "", FieldTable::default())
+            .unwrap();
+        r
+    }
+
+    #[test]
+    fn long_exchange_chains_route_without_recursion() {
+        on_small_stack(|| {
+            let r = chain(100_000, false);
+            assert_eq!(r.route("x0", "k", None), vec![QueueName::from("end")]);
+        });
+    }
+
+    #[test]
+    fn long_auto_delete_cascades_run_without_recursion() {
+        on_small_stack(|| {
+            let mut r = chain(100_000, true);
+            let before = r.exchanges.len();
+            // The queue goes: x99999 is left unbound, which empties x99998, …
+            // (linear: the bindings to each come from the index, not a scan).
+            let removed = r.unbind_queue(&QueueName::from("end"));
+            assert_eq!(removed.len(), 100_000);
+            assert_eq!(removed[0].name.as_str(), "x99999");
+            assert_eq!(r.exchanges.len(), before - 100_000);
+            assert!(r.sources.is_empty(), "the index is emptied with the bindings");
+        });
     }
 }
