@@ -249,9 +249,16 @@ impl Router {
     /// alternate exchanges, visiting each exchange at most once so that
     /// binding loops end. The default exchange routes to the queue named by
     /// the routing key; the caller checks that such a queue exists.
-    pub fn route(&self, exchange: &str, routing_key: &str, headers: Option<&FieldTable>) -> Vec<QueueName> {
+    pub fn route<'a>(
+        &'a self,
+        exchange: &'a str,
+        routing_key: &'a str,
+        headers: Option<&FieldTable>,
+    ) -> Vec<QueueName> {
         let mut queues = Vec::new();
-        let mut visited: HashSet<&str> = HashSet::new();
+        // Queues already in `queues`, and exchanges already visited.
+        let mut chosen = Seen::default();
+        let mut visited = Seen::default();
         // Exchanges still to visit, on a stack of our own rather than the
         // thread's: a chain of exchange-to-exchange bindings however long
         // cannot overflow it.
@@ -264,7 +271,9 @@ impl Router {
                 continue;
             }
             if name.is_empty() {
-                push_unique(&mut queues, QueueName::from(routing_key));
+                if chosen.insert(routing_key) {
+                    queues.push(QueueName::from(routing_key));
+                }
                 continue;
             }
             let mut matched = false;
@@ -281,7 +290,11 @@ impl Router {
                 }
                 matched = true;
                 match &binding.destination {
-                    Destination::Queue(q) => push_unique(&mut queues, q.clone()),
+                    Destination::Queue(q) => {
+                        if chosen.insert(q.as_str()) {
+                            queues.push(q.clone());
+                        }
+                    }
                     Destination::Exchange(x) => pending.push(x.as_str()),
                 }
             }
@@ -298,9 +311,31 @@ impl Router {
     }
 }
 
-fn push_unique(queues: &mut Vec<QueueName>, queue: QueueName) {
-    if !queues.contains(&queue) {
-        queues.push(queue);
+/// A set of names that stays a vector while small: a publish usually visits
+/// one exchange and picks a few queues, where hashing costs more than a
+/// scan; a fanout to thousands of queues gets a hash set, so that it costs
+/// one lookup per queue rather than a scan of all those chosen so far.
+#[derive(Default)]
+struct Seen<'a> {
+    few: Vec<&'a str>,
+    many: Option<HashSet<&'a str>>,
+}
+
+impl<'a> Seen<'a> {
+    /// Adds `name`; false if it was there already.
+    fn insert(&mut self, name: &'a str) -> bool {
+        const FEW: usize = 32;
+        if let Some(many) = &mut self.many {
+            return many.insert(name);
+        }
+        if self.few.contains(&name) {
+            return false;
+        }
+        self.few.push(name);
+        if self.few.len() > FEW {
+            self.many = Some(self.few.drain(..).collect());
+        }
+        true
     }
 }
 
@@ -517,5 +552,26 @@ mod tests {
             assert_eq!(r.exchanges.len(), before - 100_000);
             assert!(r.sources.is_empty(), "the index is emptied with the bindings");
         });
+    }
+
+    #[test]
+    fn a_wide_fanout_gives_each_queue_one_copy() {
+        let mut r = Router::new();
+        for name in ["a", "b"] {
+            r.declare(exchange(name, ExchangeKind::Fanout)).unwrap();
+        }
+        r.bind("a", Destination::Exchange("b".into()), "", FieldTable::default())
+            .unwrap();
+        for i in 0..50 {
+            for source in ["a", "b"] {
+                r.bind(source, q(&format!("q{i}")), "", FieldTable::default())
+                    .unwrap();
+            }
+        }
+        let mut routed = r.route("a", "", None);
+        assert_eq!(routed.len(), 50);
+        routed.sort();
+        routed.dedup();
+        assert_eq!(routed.len(), 50);
     }
 }
