@@ -382,29 +382,33 @@ async fn shutdown_completes_within_5_s_with_a_stalled_reader() {
         return; // Warren-only: stops the broker under test.
     }
     within(async {
-        let broker = start_broker().await;
-        let (conn, ch) = broker.channel().await;
-        let q = shared_queue(&ch, "stalled").await;
-        fill(&ch, &q, 120, 100_000).await;
-        drop(conn);
-        // No heartbeats: nothing would ever time this client out.
-        let mut stalled = RawClient::open(broker.addr).await;
-        stalled.open_channel(1).await;
-        stalled.send(consume_method(&q, "stalled")).await;
-        // A client that reads still gets its 320.
-        let reading = RawClient::open(broker.addr).await;
-        let code = tokio::spawn(reading.expect_connection_close());
-        // Let the broker fill the stalled client's socket.
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let started = Instant::now();
-        broker.stop().await;
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "took {:?}",
-            started.elapsed()
-        );
-        assert_eq!(code.await.unwrap(), 320);
-        drop(stalled);
+        // Large messages fill the socket; many small ones also fill the
+        // writer's queue, so that the connection task itself is blocked.
+        for (n, size) in [(120, 100_000), (5_000, 10_000)] {
+            let broker = start_broker().await;
+            let (conn, ch) = broker.channel().await;
+            let q = shared_queue(&ch, "stalled").await;
+            fill(&ch, &q, n, size).await;
+            drop(conn);
+            // No heartbeats: nothing would ever time this client out.
+            let mut stalled = RawClient::open(broker.addr).await;
+            stalled.open_channel(1).await;
+            stalled.send(consume_method(&q, "stalled")).await;
+            // A client that reads still gets its 320.
+            let reading = RawClient::open(broker.addr).await;
+            let code = tokio::spawn(reading.expect_connection_close());
+            // Let the broker fill the stalled client's socket.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let started = Instant::now();
+            broker.stop().await;
+            let took = started.elapsed();
+            assert!(
+                took < Duration::from_secs(5),
+                "{n} × {size} octets: took {took:?}"
+            );
+            assert_eq!(code.await.unwrap(), 320);
+            drop(stalled);
+        }
     })
     .await;
 }

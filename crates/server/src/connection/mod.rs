@@ -132,7 +132,7 @@ pub async fn serve(
                 }
             };
             if let Some(m) = close {
-                let (writer, task) = writer::spawn(sink, None);
+                let (writer, task) = writer::spawn(sink, None, shutdown.resubscribe());
                 let _ = writer
                     .send(Frame::Method(0, AMQPClass::Connection(m)).into())
                     .await;
@@ -152,7 +152,7 @@ pub async fn serve(
         interval: Duration::from_secs(u64::from(negotiated.heartbeat)),
         activity: activity.clone(),
     });
-    let (writer, writer_task) = writer::spawn(sink, heartbeat);
+    let (writer, writer_task) = writer::spawn(sink, heartbeat, shutdown.resubscribe());
     let (inbox, mut inbox_rx) = mpsc::unbounded_channel();
     let mut conn = Connection {
         id,

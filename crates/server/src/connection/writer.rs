@@ -14,6 +14,11 @@
 //!   for two intervals (spec 4.2.7). Either way it drops the socket, the
 //!   connection task sees its sender fail, and the connection's unacked
 //!   messages are requeued.
+//!
+//! On shutdown it gives a write that is stuck at most
+//! [`SHUTDOWN_WRITE_GRACE`]: the connection task may itself be blocked
+//! handing it frames for a client that reads nothing, and only dropping the
+//! socket frees it to finish.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -21,8 +26,9 @@ use std::time::Duration;
 
 use futures::SinkExt;
 use tokio::io::AsyncWrite;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::codec::FramedWrite;
 use tracing::{debug, warn};
 use warren_codec::{CodecError, Frame, FrameCodec, Outbound};
@@ -35,6 +41,10 @@ const QUEUE: usize = 1024;
 const BATCH: usize = 1024;
 /// Encoded bytes buffered before `feed` writes to the socket.
 const BUFFER: usize = 128 * 1024;
+/// Once the broker shuts down, how long a write may stay stuck.
+pub(crate) const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(1);
+/// How often a stuck write checks its clocks when there are no heartbeats.
+const CHECK_PERIOD: Duration = Duration::from_millis(250);
 
 /// Heartbeat settings of an open connection.
 #[derive(Clone, Debug)]
@@ -70,6 +80,7 @@ enum Stop {
 pub(crate) fn spawn<W>(
     mut sink: FramedWrite<W, FrameCodec>,
     heartbeat: Option<Heartbeat>,
+    mut shutdown: broadcast::Receiver<()>,
 ) -> (mpsc::Sender<Outbound>, JoinHandle<()>)
 where
     W: AsyncWrite + Unpin + Send + 'static,
@@ -81,6 +92,8 @@ where
         let mut ticker = tokio::time::interval(period.unwrap_or(Duration::from_secs(3600)));
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
+        // Set once the broker shuts down: writes must be done by then.
+        let mut stop_by = None;
         let stopped = loop {
             let batch = tokio::select! {
                 item = rx.recv() => match item {
@@ -88,24 +101,34 @@ where
                     None => break None,
                 },
                 _ = ticker.tick(), if heartbeat.is_some() => None,
+                _ = shutdown.recv(), if stop_by.is_none() => {
+                    stop_by = Some(Instant::now() + SHUTDOWN_WRITE_GRACE);
+                    continue;
+                }
             };
             if let Some(Stop::Dead(why)) = check(heartbeat.as_ref()) {
                 break Some(Stop::Dead(why));
             }
-            let written = guarded(heartbeat.as_ref(), async {
-                match batch {
-                    Some(first) => {
-                        sink.feed(first).await?;
-                        for _ in 0..BATCH {
-                            let Ok(item) = rx.try_recv() else { break };
-                            sink.feed(item).await?;
+            let mut watch = Watch {
+                heartbeat: heartbeat.as_ref(),
+                shutdown: &mut shutdown,
+                stop_by: &mut stop_by,
+            };
+            let written = watch
+                .guarded(async {
+                    match batch {
+                        Some(first) => {
+                            sink.feed(first).await?;
+                            for _ in 0..BATCH {
+                                let Ok(item) = rx.try_recv() else { break };
+                                sink.feed(item).await?;
+                            }
                         }
+                        None => sink.feed(Outbound::Frame(Frame::Heartbeat(0))).await?,
                     }
-                    None => sink.feed(Outbound::Frame(Frame::Heartbeat(0))).await?,
-                }
-                SinkExt::<Outbound>::flush(&mut sink).await
-            })
-            .await;
+                    SinkExt::<Outbound>::flush(&mut sink).await
+                })
+                .await;
             if let Err(stop) = written {
                 break Some(stop);
             }
@@ -133,27 +156,43 @@ fn check(heartbeat: Option<&Heartbeat>) -> Option<Stop> {
     (heartbeat.activity.silence() > timeout).then_some(Stop::Dead("missed heartbeats from client"))
 }
 
-/// Runs a write, giving up if the socket accepts no byte for two intervals
-/// or the peer falls silent meanwhile. A slow reader that keeps taking bytes
-/// is served, however long a large message takes.
-async fn guarded(
-    heartbeat: Option<&Heartbeat>,
-    write: impl Future<Output = Result<(), CodecError>>,
-) -> Result<(), Stop> {
-    let Some((heartbeat, timeout)) = heartbeat.and_then(|h| Some((h, h.timeout()?))) else {
-        return write.await.map_err(Stop::Io);
-    };
-    tokio::pin!(write);
-    let started = tokio::time::Instant::now();
-    loop {
-        tokio::select! {
-            done = &mut write => return done.map_err(Stop::Io),
-            _ = tokio::time::sleep(heartbeat.period()) => {
-                if heartbeat.activity.write_stall(started) > timeout {
-                    return Err(Stop::Dead("client has read nothing for two heartbeat intervals"));
+/// What a write in progress keeps an eye on.
+struct Watch<'a> {
+    heartbeat: Option<&'a Heartbeat>,
+    shutdown: &'a mut broadcast::Receiver<()>,
+    stop_by: &'a mut Option<Instant>,
+}
+
+impl Watch<'_> {
+    /// Runs a write, giving up if the socket accepts no byte for two
+    /// intervals, if the peer falls silent meanwhile, or if the broker is
+    /// shutting down and the write is still stuck after the grace. A slow
+    /// reader that keeps taking bytes is served, however long a large
+    /// message takes.
+    async fn guarded(&mut self, write: impl Future<Output = Result<(), CodecError>>) -> Result<(), Stop> {
+        tokio::pin!(write);
+        let started = Instant::now();
+        let period = self
+            .heartbeat
+            .map_or(CHECK_PERIOD, |h| h.period().min(CHECK_PERIOD));
+        loop {
+            tokio::select! {
+                done = &mut write => return done.map_err(Stop::Io),
+                _ = self.shutdown.recv(), if self.stop_by.is_none() => {
+                    *self.stop_by = Some(Instant::now() + SHUTDOWN_WRITE_GRACE);
                 }
-                if let Some(stop) = check(Some(heartbeat)) {
-                    return Err(stop);
+                _ = tokio::time::sleep(period) => {
+                    if self.stop_by.is_some_and(|t| Instant::now() >= t) {
+                        return Err(Stop::Dead("shutting down, and the client reads nothing"));
+                    }
+                    let Some(heartbeat) = self.heartbeat else { continue };
+                    let Some(timeout) = heartbeat.timeout() else { continue };
+                    if heartbeat.activity.write_stall(started) > timeout {
+                        return Err(Stop::Dead("client has read nothing for two heartbeat intervals"));
+                    }
+                    if let Some(stop) = check(Some(heartbeat)) {
+                        return Err(stop);
+                    }
                 }
             }
         }
