@@ -704,9 +704,9 @@ async fn a_long_chain_of_exchange_bindings_routes_without_crashing() {
         .unwrap();
         publish(&ch, &name(0), "", b"through 10,000 exchanges").await;
         assert_eq!(drain(&ch, &q).await, ["through 10,000 exchanges"]);
-        // Deleting the first exchange leaves the others in place; the queue's
-        // deletion (with its connection) unbinds the last one, and the
-        // auto-delete chain goes, one exchange at a time, with no recursion.
+        // When the test's connection closes, its exclusive queue goes, which
+        // unbinds the last exchange: the auto-delete chain is then deleted
+        // back to the first, without recursion.
         broker
     }))
     .await;
