@@ -667,7 +667,6 @@ async fn a_long_chain_of_exchange_bindings_routes_without_crashing() {
         let name = |i: usize| format!("{prefix}-{i}");
         const LENGTH: usize = 10_000;
         let nowait = ExchangeDeclareOptions {
-            auto_delete: true,
             nowait: true,
             ..Default::default()
         };
@@ -704,9 +703,28 @@ async fn a_long_chain_of_exchange_bindings_routes_without_crashing() {
         .unwrap();
         publish(&ch, &name(0), "", b"through 10,000 exchanges").await;
         assert_eq!(drain(&ch, &q).await, ["through 10,000 exchanges"]);
-        // When the test's connection closes, its exclusive queue goes, which
-        // unbinds the last exchange: the auto-delete chain is then deleted
-        // back to the first, without recursion.
+        // Delete the chain, last first, so that each deletion has one
+        // binding to remove (a shared reference broker stays quick).
+        let delete = ExchangeDeleteOptions {
+            nowait: true,
+            ..Default::default()
+        };
+        for i in (0..LENGTH).rev() {
+            ch.exchange_delete(name(i).as_str().into(), delete).await.unwrap();
+        }
+        let passive = ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let gone = ch
+            .exchange_declare(
+                name(0).as_str().into(),
+                lapin::ExchangeKind::Fanout,
+                passive,
+                FieldTable::default(),
+            )
+            .await;
+        assert_eq!(reply_code(&gone.unwrap_err()), 404);
         broker
     }))
     .await;
