@@ -1,0 +1,515 @@
+//! One run: declare, start producers and consumers, report every second,
+//! summarise the measured window, clean up.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use amq_protocol::uri::AMQPUri;
+use serde::Serialize;
+use tokio::task::JoinSet;
+use warren_codec::amq_protocol;
+
+use crate::client::{Result, Session};
+use crate::consumer::{self, Acks};
+use crate::options::{ExchangeType, Options};
+use crate::publisher::Producer;
+use crate::stats::{percentiles, thousands, Counters, Counts, Latency, Percentiles};
+use crate::wire::PublishTemplate;
+use crate::{procfs, topic};
+
+/// What every task of a run shares.
+#[derive(Default)]
+pub struct Shared {
+    /// The counts and latencies.
+    pub counters: Counters,
+    /// The first failure a task reported; it ends the run.
+    error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// Records a failure (the first one wins).
+    pub fn fail(&self, message: &str) {
+        let mut error = self.error.lock().unwrap_or_else(|e| e.into_inner());
+        error.get_or_insert_with(|| message.to_owned());
+    }
+
+    fn check(&self) -> Result<()> {
+        match self.error.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            Some(message) => Err(message.into()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The result of a run.
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    /// Measured seconds.
+    pub seconds: f64,
+    /// Messages published per second.
+    pub publish_rate: f64,
+    /// Publisher confirms per second.
+    pub confirm_rate: f64,
+    /// Deliveries received per second (all consumers together).
+    pub consume_rate: f64,
+    /// Publisher nacks in the window.
+    pub nacked: u64,
+    /// End-to-end latency of the window's deliveries.
+    pub latency: Option<Percentiles>,
+    /// Broker CPU over the window, in % of one core.
+    pub broker_cpu_percent: Option<f64>,
+    /// Broker RSS at the end, in bytes.
+    pub broker_rss_bytes: Option<u64>,
+    /// Largest broker RSS seen (sampled every second), in bytes.
+    pub broker_rss_peak_bytes: Option<u64>,
+    /// This generator's CPU over the window, in % of one core.
+    pub generator_cpu_percent: f64,
+    /// Idle connections, when asked for.
+    pub idle: Option<IdleReport>,
+    /// Fill-then-drain, when asked for.
+    pub fill: Option<FillReport>,
+}
+
+/// Memory taken by idle connections.
+#[derive(Debug, Serialize)]
+pub struct IdleReport {
+    /// Connections opened.
+    pub connections: u32,
+    /// Seconds to open them all.
+    pub open_seconds: f64,
+    /// Broker RSS before opening them, in bytes.
+    pub rss_before: Option<u64>,
+    /// Broker RSS once they were open, in bytes.
+    pub rss_after: Option<u64>,
+    /// (after − before) / connections.
+    pub bytes_per_connection: Option<f64>,
+}
+
+/// Fill-then-drain figures.
+#[derive(Debug, Serialize)]
+pub struct FillReport {
+    /// Messages published.
+    pub messages: u64,
+    /// Seconds until the queues held them all (or all were confirmed).
+    pub fill_seconds: f64,
+    /// Broker RSS once full, in bytes.
+    pub rss_full: Option<u64>,
+    /// Seconds for the consumers to receive them all.
+    pub drain_seconds: f64,
+    /// Broker RSS once drained, in bytes.
+    pub rss_drained: Option<u64>,
+}
+
+/// What happened at one instant: counts, broker and generator CPU.
+#[derive(Clone, Copy)]
+struct Mark {
+    at: Instant,
+    counts: Counts,
+    broker_cpu: Option<f64>,
+    own_cpu: f64,
+}
+
+fn mark(shared: &Shared, broker: Option<u32>) -> Mark {
+    Mark {
+        at: Instant::now(),
+        counts: shared.counters.snapshot(),
+        broker_cpu: broker.and_then(|pid| procfs::cpu_seconds(Some(pid))),
+        own_cpu: procfs::cpu_seconds(None).unwrap_or(0.0),
+    }
+}
+
+/// Runs the load described by `opts`.
+pub async fn run(opts: Options) -> Result<Summary> {
+    let uri: AMQPUri = opts.uri.parse().map_err(|e| format!("--uri: {e}"))?;
+    if opts.queues == 0 {
+        return Err("--queues must be at least 1".into());
+    }
+    if opts.fill.is_some() && opts.exchange_type == ExchangeType::Topic {
+        return Err("--fill needs a direct or fanout exchange (a topic's fan-out is not known in advance)".into());
+    }
+    let mut admin = Session::connect(&uri).await?;
+    admin.open_channel(1).await?;
+    declare(&mut admin, &opts).await?;
+
+    let shared = Arc::new(Shared::default());
+    let mut summary = Summary::default();
+    let mut idle = Vec::new();
+    if opts.idle_connections > 0 {
+        let (report, sessions) = open_idle(&uri, &opts).await?;
+        idle = sessions;
+        summary.idle = Some(report);
+    }
+    let mut tasks = JoinSet::new();
+    let result = match opts.fill {
+        Some(messages) => fill_then_drain(&uri, &opts, &mut admin, &shared, &mut tasks, messages, &mut summary).await,
+        None => timed(&uri, &opts, &shared, &mut tasks, &mut summary).await,
+    };
+    tasks.abort_all();
+    drop(idle);
+    if !opts.keep {
+        clean_up(&mut admin, &opts).await?;
+    }
+    result.map(|()| summary)
+}
+
+async fn declare(admin: &mut Session, opts: &Options) -> Result<()> {
+    let exchange = opts.exchange_name();
+    if !exchange.is_empty() {
+        admin
+            .declare_exchange(1, &exchange, opts.exchange_type.as_str(), opts.persistent)
+            .await?;
+    }
+    for q in 0..opts.queues {
+        let name = opts.queue(q);
+        admin.declare_queue(1, &name, opts.persistent, false).await?;
+        admin.purge(1, &name).await?;
+        match opts.exchange_type {
+            _ if exchange.is_empty() => {}
+            ExchangeType::Direct => admin.bind(1, &name, &exchange, &name).await?,
+            ExchangeType::Fanout => admin.bind(1, &name, &exchange, "").await?,
+            ExchangeType::Topic => {}
+        }
+    }
+    if opts.exchange_type == ExchangeType::Topic {
+        for (i, pattern) in topic::patterns(opts.seed, opts.topic_bindings).iter().enumerate() {
+            admin
+                .bind_nowait(1, &opts.queue(i as u32 % opts.queues), &exchange, pattern)
+                .await?;
+        }
+        admin.sync(1).await?;
+    }
+    Ok(())
+}
+
+async fn clean_up(admin: &mut Session, opts: &Options) -> Result<()> {
+    for q in 0..opts.queues {
+        admin.delete_queue(1, &opts.queue(q)).await?;
+    }
+    let exchange = opts.exchange_name();
+    if !exchange.is_empty() {
+        admin.delete_exchange(1, &exchange).await?;
+    }
+    Ok(())
+}
+
+async fn open_idle(uri: &AMQPUri, opts: &Options) -> Result<(IdleReport, Vec<Session>)> {
+    procfs::raise_fd_limit();
+    let rss_before = opts.broker_pid.and_then(procfs::rss_bytes);
+    let started = Instant::now();
+    let mut sessions = Vec::with_capacity(opts.idle_connections as usize);
+    let mut opening = JoinSet::new();
+    for _ in 0..opts.idle_connections {
+        // At most 64 handshakes in flight.
+        if opening.len() >= 64 {
+            if let Some(done) = opening.join_next().await {
+                sessions.push(done??);
+            }
+        }
+        let uri = uri.clone();
+        opening.spawn(async move { Session::connect(&uri).await });
+    }
+    while let Some(done) = opening.join_next().await {
+        sessions.push(done??);
+    }
+    let open_seconds = started.elapsed().as_secs_f64();
+    let rss_after = opts.broker_pid.and_then(procfs::rss_bytes);
+    let bytes_per_connection = match (rss_before, rss_after) {
+        (Some(before), Some(after)) => Some((after as f64 - before as f64) / f64::from(opts.idle_connections)),
+        _ => None,
+    };
+    eprintln!(
+        "{} idle connections open in {open_seconds:.1} s{}",
+        opts.idle_connections,
+        bytes_per_connection.map_or(String::new(), |b| format!(", broker +{:.1} KB each", b / 1000.0))
+    );
+    Ok((
+        IdleReport {
+            connections: opts.idle_connections,
+            open_seconds,
+            rss_before,
+            rss_after,
+            bytes_per_connection,
+        },
+        sessions,
+    ))
+}
+
+async fn start_consumers(uri: &AMQPUri, opts: &Options, shared: &Arc<Shared>, tasks: &mut JoinSet<()>) -> Result<()> {
+    let acks = match opts.auto_ack {
+        true => Acks::Auto,
+        // A multi-ack interval beyond the prefetch would never be reached.
+        false if opts.prefetch > 0 => Acks::Every(opts.multi_ack_every.clamp(1, u64::from(opts.prefetch))),
+        false => Acks::Every(opts.multi_ack_every.max(1)),
+    };
+    for c in 0..opts.consumers {
+        let mut session = Session::connect(uri).await?;
+        session.open_channel(1).await?;
+        if opts.prefetch > 0 {
+            session.qos(1, opts.prefetch).await?;
+        }
+        for queue in opts.consumer_queues(c) {
+            session
+                .consume(1, &queue, &format!("warren-perf-{c}-{queue}"), opts.auto_ack)
+                .await?;
+        }
+        let shared = shared.clone();
+        tasks.spawn(async move {
+            if let Err(e) = consumer::run(session, acks, shared.clone()).await {
+                shared.fail(&e.to_string());
+            }
+        });
+    }
+    Ok(())
+}
+
+async fn start_producers(
+    uri: &AMQPUri,
+    opts: &Options,
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<()>,
+    total: Option<u64>,
+) -> Result<()> {
+    let exchange = opts.exchange_name();
+    let keys = match opts.exchange_type {
+        ExchangeType::Topic => topic::keys(opts.seed, opts.topic_keys.max(1)),
+        _ => Vec::new(),
+    };
+    for p in 0..opts.producers {
+        let mut session = Session::connect(uri).await?;
+        session.open_channel(1).await?;
+        if opts.confirm_window > 0 {
+            session.confirm_select(1).await?;
+        }
+        let template = |key: &str| PublishTemplate::new(1, &exchange, key, opts.size, opts.persistent, session.frame_max);
+        let templates = match opts.exchange_type {
+            ExchangeType::Direct => vec![template(&opts.queue(p % opts.queues))],
+            ExchangeType::Fanout => vec![template("")],
+            // Each producer starts at its own place in the key pool.
+            ExchangeType::Topic => (0..keys.len())
+                .map(|i| template(&keys[(i + p as usize * 7919) % keys.len()]))
+                .collect(),
+        };
+        let limit = total.map(|n| n / u64::from(opts.producers) + u64::from(u64::from(p) < n % u64::from(opts.producers)));
+        let producer = Producer {
+            templates,
+            confirm_window: opts.confirm_window,
+            rate: opts.rate,
+            limit,
+        };
+        let shared = shared.clone();
+        tasks.spawn(async move {
+            if let Err(e) = producer.run(session, shared.clone()).await {
+                shared.fail(&e.to_string());
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Prints one progress line: rates since `last`, latency of the interval.
+fn progress(opts: &Options, started: Instant, last: &Mark, now: &Mark, interval: Option<Percentiles>) {
+    let secs = now.at.duration_since(last.at).as_secs_f64().max(1e-9);
+    let rate = |a: u64, b: u64| thousands((b - a) as f64 / secs);
+    let mut line = format!(
+        "{:>4} s  published {}/s",
+        started.elapsed().as_secs(),
+        rate(last.counts.published, now.counts.published)
+    );
+    if opts.confirm_window > 0 {
+        line += &format!("  confirmed {}/s", rate(last.counts.confirmed, now.counts.confirmed));
+    }
+    line += &format!("  consumed {}/s", rate(last.counts.consumed, now.counts.consumed));
+    if let Some(p) = interval {
+        line += &format!("  latency p50 {:.3} ms p99 {:.3} ms", p.p50, p.p99);
+    }
+    if let (Some(a), Some(b), Some(pid)) = (last.broker_cpu, now.broker_cpu, opts.broker_pid) {
+        let rss = procfs::rss_bytes(pid).unwrap_or(0);
+        line += &format!("  broker {:.0} % CPU {} MB", (b - a) / secs * 100.0, rss / 1_000_000);
+    }
+    line += &format!("  generator {:.0} % CPU", (now.own_cpu - last.own_cpu) / secs * 100.0);
+    eprintln!("{line}");
+}
+
+async fn timed(
+    uri: &AMQPUri,
+    opts: &Options,
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<()>,
+    summary: &mut Summary,
+) -> Result<()> {
+    start_consumers(uri, opts, shared, tasks).await?;
+    start_producers(uri, opts, shared, tasks, None).await?;
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval_at((started + Duration::from_secs(1)).into(), Duration::from_secs(1));
+    let mut last = mark(shared, opts.broker_pid);
+    let mut from = None;
+    let mut total = Latency::default();
+    let mut peak = None;
+    for second in 1..=opts.warmup + opts.duration {
+        ticker.tick().await;
+        shared.check()?;
+        let now = mark(shared, opts.broker_pid);
+        let interval = shared.counters.take_interval();
+        progress(opts, started, &last, &now, percentiles(&interval));
+        if second > opts.warmup {
+            total.add(&interval);
+            peak = peak.max(opts.broker_pid.and_then(procfs::rss_bytes));
+        }
+        if second == opts.warmup {
+            from = Some(now);
+        }
+        last = now;
+    }
+    let from = from.unwrap_or(last);
+    let to = mark(shared, opts.broker_pid);
+    let secs = to.at.duration_since(from.at).as_secs_f64().max(1e-9);
+    let per_second = |a: u64, b: u64| (b - a) as f64 / secs;
+    summary.seconds = secs;
+    summary.publish_rate = per_second(from.counts.published, to.counts.published);
+    summary.confirm_rate = per_second(from.counts.confirmed, to.counts.confirmed);
+    summary.consume_rate = per_second(from.counts.consumed, to.counts.consumed);
+    summary.nacked = to.counts.nacked - from.counts.nacked;
+    summary.latency = total.summary();
+    summary.broker_cpu_percent = match (from.broker_cpu, to.broker_cpu) {
+        (Some(a), Some(b)) => Some((b - a) / secs * 100.0),
+        _ => None,
+    };
+    summary.broker_rss_bytes = opts.broker_pid.and_then(procfs::rss_bytes);
+    summary.broker_rss_peak_bytes = peak.max(summary.broker_rss_bytes);
+    summary.generator_cpu_percent = (to.own_cpu - from.own_cpu) / secs * 100.0;
+    Ok(())
+}
+
+/// Polls until `done` holds, printing progress every second.
+async fn wait_until(
+    opts: &Options,
+    shared: &Arc<Shared>,
+    started: Instant,
+    mut done: impl FnMut(&Counts) -> bool,
+) -> Result<()> {
+    let mut last = mark(shared, opts.broker_pid);
+    let mut ticker = tokio::time::interval(Duration::from_millis(20));
+    loop {
+        ticker.tick().await;
+        shared.check()?;
+        let now = mark(shared, opts.broker_pid);
+        if done(&now.counts) {
+            return Ok(());
+        }
+        if now.at.duration_since(last.at) >= Duration::from_secs(1) {
+            progress(opts, started, &last, &now, percentiles(&shared.counters.take_interval()));
+            last = now;
+        }
+    }
+}
+
+async fn fill_then_drain(
+    uri: &AMQPUri,
+    opts: &Options,
+    admin: &mut Session,
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<()>,
+    messages: u64,
+    summary: &mut Summary,
+) -> Result<()> {
+    let copies = match opts.exchange_type {
+        ExchangeType::Fanout => u64::from(opts.queues),
+        _ => 1,
+    };
+    let started = Instant::now();
+    start_producers(uri, opts, shared, tasks, Some(messages)).await?;
+    if opts.confirm_window > 0 {
+        wait_until(opts, shared, started, |c| c.confirmed + c.nacked >= messages).await?;
+    } else {
+        wait_until(opts, shared, started, |c| c.published >= messages).await?;
+    }
+    // Then until the queues hold them all (without confirms, a publish
+    // written to the socket may not have reached its queue yet).
+    loop {
+        shared.check()?;
+        let mut held = 0u64;
+        for q in 0..opts.queues {
+            held += u64::from(admin.declare_queue(1, &opts.queue(q), opts.persistent, true).await?);
+        }
+        if held >= messages * copies {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let fill_seconds = started.elapsed().as_secs_f64();
+    let rss_full = opts.broker_pid.and_then(procfs::rss_bytes);
+    eprintln!(
+        "filled {} messages in {fill_seconds:.2} s ({}/s)",
+        thousands(messages as f64),
+        thousands(messages as f64 / fill_seconds)
+    );
+    let draining = Instant::now();
+    let before = mark(shared, opts.broker_pid);
+    start_consumers(uri, opts, shared, tasks).await?;
+    wait_until(opts, shared, started, |c| c.consumed >= messages * copies).await?;
+    let drain_seconds = draining.elapsed().as_secs_f64();
+    let after = mark(shared, opts.broker_pid);
+    let mut total = Latency::default();
+    total.add(&shared.counters.take_interval());
+    summary.seconds = fill_seconds + drain_seconds;
+    summary.publish_rate = messages as f64 / fill_seconds;
+    summary.confirm_rate = after.counts.confirmed as f64 / fill_seconds;
+    summary.consume_rate = (messages * copies) as f64 / drain_seconds;
+    summary.nacked = after.counts.nacked;
+    summary.broker_cpu_percent = match (before.broker_cpu, after.broker_cpu) {
+        (Some(a), Some(b)) => Some((b - a) / drain_seconds * 100.0),
+        _ => None,
+    };
+    summary.broker_rss_bytes = opts.broker_pid.and_then(procfs::rss_bytes);
+    summary.generator_cpu_percent = (after.own_cpu - before.own_cpu) / drain_seconds * 100.0;
+    summary.fill = Some(FillReport {
+        messages,
+        fill_seconds,
+        rss_full,
+        drain_seconds,
+        rss_drained: summary.broker_rss_bytes,
+    });
+    Ok(())
+}
+
+/// The summary for people.
+pub fn print_summary(opts: &Options, s: &Summary) {
+    println!("measured {:.1} s", s.seconds);
+    println!("published  {:>12} msg/s", thousands(s.publish_rate));
+    if opts.confirm_window > 0 {
+        println!("confirmed  {:>12} msg/s  ({} nacked)", thousands(s.confirm_rate), s.nacked);
+    }
+    println!("consumed   {:>12} msg/s", thousands(s.consume_rate));
+    if let Some(p) = &s.latency {
+        println!(
+            "latency ms p50 {:.3}  p75 {:.3}  p95 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}  ({} messages)",
+            p.p50, p.p75, p.p95, p.p99, p.p999, p.max, p.count
+        );
+    }
+    if let Some(cpu) = s.broker_cpu_percent {
+        println!("broker CPU {cpu:.0} % of a core");
+    }
+    if let Some(rss) = s.broker_rss_bytes {
+        println!(
+            "broker RSS {} MB (peak {} MB)",
+            rss / 1_000_000,
+            s.broker_rss_peak_bytes.unwrap_or(rss) / 1_000_000
+        );
+    }
+    println!("generator CPU {:.0} % of a core", s.generator_cpu_percent);
+    if let Some(idle) = &s.idle {
+        if let Some(b) = idle.bytes_per_connection {
+            println!("idle connections {}: {:.1} KB each", idle.connections, b / 1000.0);
+        }
+    }
+    if let Some(f) = &s.fill {
+        println!(
+            "fill {} in {:.2} s, drain in {:.2} s; RSS full {} MB, drained {} MB",
+            f.messages,
+            f.fill_seconds,
+            f.drain_seconds,
+            f.rss_full.unwrap_or(0) / 1_000_000,
+            f.rss_drained.unwrap_or(0) / 1_000_000
+        );
+    }
+}
