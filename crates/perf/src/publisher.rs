@@ -50,7 +50,10 @@ impl Producer {
             let mut n = max_batch;
             if let Some(limit) = self.limit {
                 if sent >= limit {
-                    return Ok(());
+                    // Done, but the socket stays open: dropping the write
+                    // half would shut the connection before the confirms
+                    // arrive. The run aborts this task.
+                    return futures::future::pending().await;
                 }
                 n = n.min(limit - sent);
             }
