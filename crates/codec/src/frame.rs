@@ -60,6 +60,21 @@ impl Frame {
 pub enum Outbound {
     /// One frame.
     Frame(Frame),
+    /// basic.deliver with its message, the hot path's one frame sequence:
+    /// written straight into the output buffer, with no method value built
+    /// and no string copied.
+    Deliver {
+        /// Channel to send it on.
+        channel: ChannelId,
+        /// The consumer's tag, shared by all its deliveries.
+        consumer_tag: Arc<str>,
+        /// The channel's tag for this delivery.
+        delivery_tag: u64,
+        /// Whether the message was delivered before.
+        redelivered: bool,
+        /// The message, shared with every other queue it was routed to.
+        message: Arc<Message>,
+    },
     /// A content-carrying method followed by the message's header and body.
     Content {
         /// Channel to send it on.
@@ -289,24 +304,83 @@ impl Encoder<Outbound> for FrameCodec {
     fn encode(&mut self, item: Outbound, dst: &mut BytesMut) -> Result<(), CodecError> {
         match item {
             Outbound::Frame(frame) => self.encode(frame, dst),
+            Outbound::Deliver {
+                channel,
+                consumer_tag,
+                delivery_tag,
+                redelivered,
+                message,
+            } => {
+                write_deliver(dst, channel, &consumer_tag, delivery_tag, redelivered, &message);
+                self.write_content(dst, channel, &message)
+            }
             Outbound::Content {
                 channel,
                 method,
                 message,
             } => {
                 self.write_payload(dst, constants::FRAME_METHOD, channel, |w| gen_class(&method)(w))?;
-                self.write_payload(dst, constants::FRAME_HEADER, channel, |w| {
-                    let w = gen_id(60)(w)?;
-                    let w = gen_short_uint(0)(w)?;
-                    let w = gen_long_long_uint(message.body.len() as u64)(w)?;
-                    gen_properties(&message.properties)(w)
-                })?;
-                // spec: a zero-length body is sent as no body frames at all.
-                self.write_body(dst, channel, &message.body);
-                Ok(())
+                self.write_content(dst, channel, &message)
             }
         }
     }
+}
+
+impl FrameCodec {
+    /// The content header and body frames of a message.
+    fn write_content(&mut self, dst: &mut BytesMut, channel: ChannelId, message: &Message) -> Result<(), CodecError> {
+        self.write_payload(dst, constants::FRAME_HEADER, channel, |w| {
+            let w = gen_id(60)(w)?;
+            let w = gen_short_uint(0)(w)?;
+            let w = gen_long_long_uint(message.body.len() as u64)(w)?;
+            gen_properties(&message.properties)(w)
+        })?;
+        // spec: a zero-length body is sent as no body frames at all.
+        self.write_body(dst, channel, &message.body);
+        Ok(())
+    }
+}
+
+/// A short string's octets (at most 255).
+fn short(s: &str) -> &[u8] {
+    &s.as_bytes()[..s.len().min(255)]
+}
+
+/// The basic.deliver method frame (spec 1.8.3.9: consumer-tag, delivery-tag,
+/// redelivered, exchange, routing-key), written field by field.
+fn write_deliver(
+    dst: &mut BytesMut,
+    channel: ChannelId,
+    consumer_tag: &str,
+    delivery_tag: u64,
+    redelivered: bool,
+    message: &Message,
+) {
+    // Short strings are at most 255 octets: the consumer tag was checked
+    // when it arrived in basic.consume (or generated), and the exchange and
+    // routing key when they arrived in basic.publish.
+    let (tag, exchange, key) = (
+        short(consumer_tag),
+        short(message.exchange.as_str()),
+        short(message.routing_key.as_str()),
+    );
+    let size = 4 + 1 + tag.len() + 8 + 1 + 1 + exchange.len() + 1 + key.len();
+    dst.reserve(size + FRAME_OVERHEAD);
+    dst.put_u8(constants::FRAME_METHOD);
+    dst.put_u16(channel);
+    dst.put_u32(size as u32);
+    dst.put_u16(60);
+    dst.put_u16(60);
+    let put_short = |dst: &mut BytesMut, s: &[u8]| {
+        dst.put_u8(s.len() as u8);
+        dst.extend_from_slice(s);
+    };
+    put_short(dst, tag);
+    dst.put_u64(delivery_tag);
+    dst.put_u8(u8::from(redelivered));
+    put_short(dst, exchange);
+    put_short(dst, key);
+    dst.put_u8(constants::FRAME_END);
 }
 
 #[cfg(test)]
@@ -350,6 +424,48 @@ mod tests {
             Frame::Body(1, Bytes::from_static(b"hello")),
             Frame::Heartbeat(0),
         ]
+    }
+
+    #[test]
+    fn a_written_deliver_is_what_the_generic_encoder_writes() {
+        let message = Arc::new(Message {
+            exchange: "amq.topic".into(),
+            routing_key: "a.b".into(),
+            properties: BasicProperties::default().with_delivery_mode(2),
+            body: Bytes::from(vec![7u8; 300]),
+        });
+        let mut codec = FrameCodec::new(128);
+        let (mut fast, mut generic) = (BytesMut::new(), BytesMut::new());
+        codec
+            .encode(
+                Outbound::Deliver {
+                    channel: 3,
+                    consumer_tag: Arc::from("ctag"),
+                    delivery_tag: 9,
+                    redelivered: true,
+                    message: message.clone(),
+                },
+                &mut fast,
+            )
+            .unwrap();
+        let method = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
+            consumer_tag: "ctag".into(),
+            delivery_tag: 9,
+            redelivered: true,
+            exchange: "amq.topic".into(),
+            routing_key: "a.b".into(),
+        }));
+        codec
+            .encode(
+                Outbound::Content {
+                    channel: 3,
+                    method,
+                    message,
+                },
+                &mut generic,
+            )
+            .unwrap();
+        assert_eq!(fast, generic);
     }
 
     #[test]

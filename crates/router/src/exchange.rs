@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 
-use crate::{Binding, ExchangeName, RouterError};
+use crate::{BindingTable, ExchangeName, RouterError};
 
 /// The exchange types every AMQP 0-9-1 broker provides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,7 +61,7 @@ pub struct Exchange {
     /// Declare arguments, e.g. `alternate-exchange`.
     pub arguments: FieldTable,
     /// Bindings from this exchange.
-    pub bindings: Vec<Binding>,
+    pub bindings: BindingTable,
 }
 
 impl Exchange {
@@ -81,7 +81,7 @@ impl Exchange {
             auto_delete,
             internal,
             arguments,
-            bindings: Vec::new(),
+            bindings: BindingTable::new(kind),
         }
     }
 

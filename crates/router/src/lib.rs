@@ -13,6 +13,8 @@
 //! - [`exchange`] holds [`Exchange`], [`ExchangeKind`] and the declare-time
 //!   equivalence rules.
 //! - [`binding`] holds [`Binding`] and [`Destination`].
+//! - [`table`] holds [`BindingTable`], an exchange's bindings indexed for
+//!   routing: a hash map by key (direct), a trie of pattern words (topic).
 //! - [`topic`] and [`headers`]: the matching rules of those exchange types.
 //! - [`router`] holds [`Router`], the binding table and the routing walk
 //!   (exchange-to-exchange bindings, alternate exchanges).
@@ -25,6 +27,7 @@ pub mod exchange;
 pub mod headers;
 pub mod name;
 pub mod router;
+pub mod table;
 pub mod topic;
 
 pub use binding::{Binding, Destination};
@@ -32,3 +35,4 @@ pub use error::RouterError;
 pub use exchange::{Exchange, ExchangeKind};
 pub use name::{ExchangeName, QueueName};
 pub use router::Router;
+pub use table::BindingTable;

@@ -255,8 +255,8 @@ pub enum ConnEvent {
 /// One consumer as both its queue and its channel see it.
 #[derive(Debug)]
 pub struct ConsumerShared {
-    /// The consumer tag.
-    pub tag: String,
+    /// The consumer tag, shared with every delivery written for it.
+    pub tag: Arc<str>,
     /// The channel it was created on.
     pub channel: u16,
     /// The queue it consumes from.

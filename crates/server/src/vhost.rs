@@ -654,7 +654,7 @@ impl VHost {
             .router
             .route(exchange, routing_key, headers)
             .iter()
-            .filter_map(|name| state.queues.get(name).cloned())
+            .filter_map(|name| state.queues.get(*name).cloned())
             .collect())
     }
 }

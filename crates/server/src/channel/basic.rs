@@ -52,7 +52,7 @@ impl Connection {
             )));
         }
         let consumer = Arc::new(ConsumerShared {
-            tag: tag.clone(),
+            tag: tag.as_str().into(),
             channel: id,
             queue: queue.clone(),
             no_ack: m.no_ack,

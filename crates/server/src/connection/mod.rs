@@ -576,15 +576,15 @@ impl Connection {
                 };
                 let ours = channel
                     .consumers
-                    .get(&consumer.tag)
+                    .get(&*consumer.tag)
                     .is_some_and(|c| Arc::ptr_eq(c, &consumer));
                 if ours && channel.state == ChannelState::Open {
-                    channel.consumers.remove(&consumer.tag);
+                    channel.consumers.remove(&*consumer.tag);
                     if self.consumer_cancel_notify {
                         self.send(
                             consumer.channel,
                             AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
-                                consumer_tag: consumer.tag.as_str().into(),
+                                consumer_tag: (*consumer.tag).into(),
                                 nowait: true,
                             })),
                         )
@@ -604,7 +604,7 @@ impl Connection {
             ch.state == ChannelState::Open
                 && ch
                     .consumers
-                    .get(&consumer.tag)
+                    .get(&*consumer.tag)
                     .is_some_and(|c| Arc::ptr_eq(c, consumer))
         });
         let Some(channel) = channel else {
@@ -626,14 +626,14 @@ impl Connection {
                 Some(consumer.clone()),
             );
         }
-        let method = AMQPClass::Basic(basic::AMQPMethod::Deliver(basic::Deliver {
-            consumer_tag: consumer.tag.as_str().into(),
+        let deliver = Outbound::Deliver {
+            channel: consumer.channel,
+            consumer_tag: consumer.tag.clone(),
             delivery_tag,
             redelivered,
-            exchange: message.exchange.clone(),
-            routing_key: message.routing_key.clone(),
-        }));
-        self.send_content(consumer.channel, method, message).await;
+            message,
+        };
+        let _ = self.writer.send(deliver).await;
         consumer.credit.release(1);
     }
 
