@@ -6,6 +6,13 @@ use std::path::PathBuf;
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc's malloc: messages are allocated by the
+/// connection that reads them and freed by another task, often on another
+/// thread, and glibc's arena locks made that cross-thread free the broker's
+/// largest single cost under load (futex waits in `free`, seen with perf).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Warren, an AMQP 0-9-1 message broker.
 #[derive(Debug, Parser)]
 #[command(version, about)]
