@@ -63,11 +63,11 @@ pub fn content_assembly(data: &[u8]) {
                     bytes.next().unwrap_or(0),
                 ]));
                 announced = Some(size);
-                let header = AMQPContentHeader {
+                let header = Box::new(AMQPContentHeader {
                     class_id: if op & 0x80 == 0 { 60 } else { 50 },
                     body_size: size,
                     properties: BasicProperties::default(),
-                };
+                });
                 assembler.header(header)
             }
             2 => {

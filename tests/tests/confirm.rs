@@ -69,11 +69,11 @@ async fn confirms_cover_several_publishes_with_multiple_and_follow_returns() {
             .await;
             raw.send(Frame::Header(
                 1,
-                AMQPContentHeader {
+                Box::new(AMQPContentHeader {
                     class_id: 60,
                     body_size: 0,
                     properties: Default::default(),
-                },
+                }),
             ))
             .await;
         }

@@ -137,11 +137,11 @@ async fn content_out_of_order_is_505() {
         raw.open_channel(1).await;
         raw.send(Frame::Header(
             1,
-            AMQPContentHeader {
+            Box::new(AMQPContentHeader {
                 class_id: 60,
                 body_size: 1,
                 properties: Default::default(),
-            },
+            }),
         ))
         .await;
         assert_eq!(raw.expect_connection_close().await, 505);

@@ -31,9 +31,11 @@ pub struct Message {
 /// A publish whose content has fully arrived.
 #[derive(Debug)]
 pub struct Published {
-    /// The basic.publish method.
-    pub method: basic::Publish,
-    /// The message it carried.
+    /// basic.publish's mandatory flag.
+    pub mandatory: bool,
+    /// basic.publish's immediate flag.
+    pub immediate: bool,
+    /// The message, with the exchange and routing key it was published to.
     pub message: Message,
 }
 
@@ -52,6 +54,9 @@ enum State {
         body: BodyParts,
     },
 }
+
+/// Bodies up to this size are copied out of the read buffer.
+const SMALL_BODY: usize = 2048;
 
 /// Body chunks collected so far: one chunk is kept as is; a second one moves
 /// the body into a contiguous buffer.
@@ -82,6 +87,10 @@ impl BodyParts {
     fn into_bytes(self) -> Bytes {
         match self {
             BodyParts::Empty => Bytes::new(),
+            // A small body is a slice of the connection's read buffer: copied
+            // out, it no longer keeps that whole buffer alive while it sits
+            // in a queue.
+            BodyParts::One(b) if b.len() <= SMALL_BODY => Bytes::copy_from_slice(&b),
             BodyParts::One(b) => b,
             BodyParts::Many(b) => b.freeze(),
         }
@@ -121,7 +130,7 @@ impl ContentAssembler {
     }
 
     /// A content header arrived. Returns the message if its body is empty.
-    pub fn header(&mut self, header: AMQPContentHeader) -> Result<Option<Published>, CodecError> {
+    pub fn header(&mut self, header: Box<AMQPContentHeader>) -> Result<Option<Published>, CodecError> {
         let method = match std::mem::take(&mut self.state) {
             State::AwaitingHeader(method) => method,
             State::Idle => {
@@ -185,13 +194,14 @@ impl ContentAssembler {
             unreachable!("checked above")
         };
         Some(Published {
+            mandatory: method.mandatory,
+            immediate: method.immediate,
             message: Message {
-                exchange: method.exchange.clone(),
-                routing_key: method.routing_key.clone(),
+                exchange: method.exchange,
+                routing_key: method.routing_key,
                 properties,
                 body: body.into_bytes(),
             },
-            method,
         })
     }
 }
@@ -209,12 +219,12 @@ mod tests {
         }
     }
 
-    fn header(size: u64) -> AMQPContentHeader {
-        AMQPContentHeader {
+    fn header(size: u64) -> Box<AMQPContentHeader> {
+        Box::new(AMQPContentHeader {
             class_id: 60,
             body_size: size,
             properties: BasicProperties::default(),
-        }
+        })
     }
 
     #[test]

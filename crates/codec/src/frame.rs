@@ -35,8 +35,10 @@ pub enum Frame {
     ProtocolHeader,
     /// A method frame.
     Method(ChannelId, AMQPClass),
-    /// A content header frame.
-    Header(ChannelId, AMQPContentHeader),
+    /// A content header frame, boxed: its properties make it five times
+    /// the size of any other frame, and every frame is moved several times
+    /// between the socket and its handler.
+    Header(ChannelId, Box<AMQPContentHeader>),
     /// A content body frame.
     Body(ChannelId, Bytes),
     /// A heartbeat frame; the spec requires channel 0, which the server checks.
@@ -260,7 +262,7 @@ impl Decoder for FrameCodec {
                 _ => Err(cannot_decode(&payload)),
             },
             constants::FRAME_HEADER => match parse_content_header(&payload[..]) {
-                Ok(([], header)) => Ok(Some(Frame::Header(channel, header))),
+                Ok(([], header)) => Ok(Some(Frame::Header(channel, Box::new(header)))),
                 _ => Err(cannot_decode(&payload)),
             },
             constants::FRAME_BODY => Ok(Some(Frame::Body(channel, payload))),
@@ -328,7 +330,12 @@ impl Encoder<Outbound> for FrameCodec {
 
 impl FrameCodec {
     /// The content header and body frames of a message.
-    fn write_content(&mut self, dst: &mut BytesMut, channel: ChannelId, message: &Message) -> Result<(), CodecError> {
+    fn write_content(
+        &mut self,
+        dst: &mut BytesMut,
+        channel: ChannelId,
+        message: &Message,
+    ) -> Result<(), CodecError> {
         self.write_payload(dst, constants::FRAME_HEADER, channel, |w| {
             let w = gen_id(60)(w)?;
             let w = gen_short_uint(0)(w)?;
@@ -415,11 +422,11 @@ mod tests {
             ),
             Frame::Header(
                 1,
-                AMQPContentHeader {
+                Box::new(AMQPContentHeader {
                     class_id: 60,
                     body_size: 5,
                     properties: BasicProperties::default().with_delivery_mode(2),
-                },
+                }),
             ),
             Frame::Body(1, Bytes::from_static(b"hello")),
             Frame::Heartbeat(0),

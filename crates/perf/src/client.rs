@@ -43,7 +43,8 @@ impl Session {
         stream.set_nodelay(true)?;
         stream.write_all(PROTOCOL_HEADER).await?;
         let mut framed = Framed::new(stream, FrameCodec::client(FRAME_MAX));
-        let AMQPClass::Connection(connection::AMQPMethod::Start(_)) = next_method(&mut framed, 0).await? else {
+        let AMQPClass::Connection(connection::AMQPMethod::Start(_)) = next_method(&mut framed, 0).await?
+        else {
             return Err("expected connection.start".into());
         };
         let user = &uri.authority.userinfo;
@@ -57,7 +58,8 @@ impl Session {
                 },
             ))))
             .await?;
-        let AMQPClass::Connection(connection::AMQPMethod::Tune(tune)) = next_method(&mut framed, 0).await? else {
+        let AMQPClass::Connection(connection::AMQPMethod::Tune(tune)) = next_method(&mut framed, 0).await?
+        else {
             return Err("expected connection.tune".into());
         };
         let frame_max = match tune.frame_max {
@@ -81,7 +83,8 @@ impl Session {
                 },
             ))))
             .await?;
-        let AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)) = next_method(&mut framed, 0).await? else {
+        let AMQPClass::Connection(connection::AMQPMethod::OpenOk(_)) = next_method(&mut framed, 0).await?
+        else {
             return Err("expected connection.open-ok".into());
         };
         Ok(Session { framed, frame_max })
@@ -95,9 +98,12 @@ impl Session {
 
     /// Opens `channel`.
     pub async fn open_channel(&mut self, id: u16) -> Result<()> {
-        self.call(id, AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})))
-            .await
-            .map(drop)
+        self.call(
+            id,
+            AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
+        )
+        .await
+        .map(drop)
     }
 
     /// Puts `channel` in confirm mode.
@@ -153,7 +159,9 @@ impl Session {
 
     /// Binds a queue, waiting for bind-ok.
     pub async fn bind(&mut self, id: u16, queue_name: &str, exchange: &str, key: &str) -> Result<()> {
-        self.call(id, bind_method(queue_name, exchange, key, false)).await.map(drop)
+        self.call(id, bind_method(queue_name, exchange, key, false))
+            .await
+            .map(drop)
     }
 
     /// Binds a queue with nowait, many at a time; [`Session::sync`] waits
@@ -167,9 +175,12 @@ impl Session {
 
     /// A round trip on `id`: every method sent before it has been handled.
     pub async fn sync(&mut self, id: u16) -> Result<()> {
-        self.call(id, AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos::default())))
-            .await
-            .map(drop)
+        self.call(
+            id,
+            AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos::default())),
+        )
+        .await
+        .map(drop)
     }
 
     /// Purges a queue.

@@ -23,8 +23,14 @@ pub enum Acks {
 /// Where the parser is in a delivery's frames.
 enum State {
     Idle,
-    Header { tag: u64 },
-    Body { tag: u64, remaining: u64, stamp: Option<u64> },
+    Header {
+        tag: u64,
+    },
+    Body {
+        tag: u64,
+        remaining: u64,
+        stamp: Option<u64>,
+    },
 }
 
 /// Reads deliveries until the run aborts it.
@@ -72,7 +78,12 @@ pub async fn run(session: Session, acks: Acks, shared: Arc<Shared>) -> Result<()
                     }
                 }
                 wire::BODY => {
-                    let State::Body { tag, remaining, stamp } = &mut state else {
+                    let State::Body {
+                        tag,
+                        remaining,
+                        stamp,
+                    } = &mut state
+                    else {
                         return Err("a body frame outside a delivery".into());
                     };
                     if stamp.is_none() {

@@ -34,7 +34,11 @@ impl ExchangeType {
 #[command(name = "warren-perf", version)]
 pub struct Options {
     /// Broker to load.
-    #[arg(long, env = "WARREN_PERF_URI", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    #[arg(
+        long,
+        env = "WARREN_PERF_URI",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
     pub uri: String,
     /// Producer connections.
     #[arg(short = 'x', long, default_value_t = 1)]

@@ -37,7 +37,8 @@ impl Producer {
     pub async fn run(self, session: Session, shared: Arc<Shared>) -> Result<()> {
         let (stream, read_buf) = session.into_raw();
         let (reader, mut writer) = stream.into_split();
-        let window = (self.confirm_window > 0).then(|| Arc::new(Semaphore::new(self.confirm_window as usize)));
+        let window =
+            (self.confirm_window > 0).then(|| Arc::new(Semaphore::new(self.confirm_window as usize)));
         tokio::spawn(read_confirms(reader, read_buf, window.clone(), shared.clone()));
 
         let per_message = self.templates[0].len();
@@ -115,7 +116,8 @@ async fn read_confirms(
                         (used, count)
                     }
                     Some(wire::CONNECTION_CLOSE | wire::CHANNEL_CLOSE) => {
-                        return shared.fail(&format!("producer closed: {}", wire::close_reason(frame.payload)));
+                        return shared
+                            .fail(&format!("producer closed: {}", wire::close_reason(frame.payload)));
                     }
                     Some(wire::CONNECTION_BLOCKED) => {
                         eprintln!("producer: connection.blocked by the broker");

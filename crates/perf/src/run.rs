@@ -125,7 +125,9 @@ pub async fn run(opts: Options) -> Result<Summary> {
         return Err("--queues must be at least 1".into());
     }
     if opts.fill.is_some() && opts.exchange_type == ExchangeType::Topic {
-        return Err("--fill needs a direct or fanout exchange (a topic's fan-out is not known in advance)".into());
+        return Err(
+            "--fill needs a direct or fanout exchange (a topic's fan-out is not known in advance)".into(),
+        );
     }
     let mut admin = Session::connect(&uri).await?;
     admin.open_channel(1).await?;
@@ -141,7 +143,18 @@ pub async fn run(opts: Options) -> Result<Summary> {
     }
     let mut tasks = JoinSet::new();
     let result = match opts.fill {
-        Some(messages) => fill_then_drain(&uri, &opts, &mut admin, &shared, &mut tasks, messages, &mut summary).await,
+        Some(messages) => {
+            fill_then_drain(
+                &uri,
+                &opts,
+                &mut admin,
+                &shared,
+                &mut tasks,
+                messages,
+                &mut summary,
+            )
+            .await
+        }
         None => timed(&uri, &opts, &shared, &mut tasks, &mut summary).await,
     };
     tasks.abort_all();
@@ -214,7 +227,9 @@ async fn open_idle(uri: &AMQPUri, opts: &Options) -> Result<(IdleReport, Vec<Ses
     let open_seconds = started.elapsed().as_secs_f64();
     let rss_after = opts.broker_pid.and_then(procfs::rss_bytes);
     let bytes_per_connection = match (rss_before, rss_after) {
-        (Some(before), Some(after)) => Some((after as f64 - before as f64) / f64::from(opts.idle_connections)),
+        (Some(before), Some(after)) => {
+            Some((after as f64 - before as f64) / f64::from(opts.idle_connections))
+        }
         _ => None,
     };
     eprintln!(
@@ -234,7 +249,12 @@ async fn open_idle(uri: &AMQPUri, opts: &Options) -> Result<(IdleReport, Vec<Ses
     ))
 }
 
-async fn start_consumers(uri: &AMQPUri, opts: &Options, shared: &Arc<Shared>, tasks: &mut JoinSet<()>) -> Result<()> {
+async fn start_consumers(
+    uri: &AMQPUri,
+    opts: &Options,
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<()>,
+) -> Result<()> {
     let acks = match opts.auto_ack {
         true => Acks::Auto,
         // A multi-ack interval beyond the prefetch would never be reached.
@@ -280,7 +300,9 @@ async fn start_producers(
         if opts.confirm_window > 0 {
             session.confirm_select(1).await?;
         }
-        let template = |key: &str| PublishTemplate::new(1, &exchange, key, opts.size, opts.persistent, session.frame_max);
+        let template = |key: &str| {
+            PublishTemplate::new(1, &exchange, key, opts.size, opts.persistent, session.frame_max)
+        };
         let templates = match opts.exchange_type {
             ExchangeType::Direct => vec![template(&opts.queue(p % opts.queues))],
             ExchangeType::Fanout => vec![template("")],
@@ -289,7 +311,8 @@ async fn start_producers(
                 .map(|i| template(&keys[(i + p as usize * 7919) % keys.len()]))
                 .collect(),
         };
-        let limit = total.map(|n| n / u64::from(opts.producers) + u64::from(u64::from(p) < n % u64::from(opts.producers)));
+        let limit = total
+            .map(|n| n / u64::from(opts.producers) + u64::from(u64::from(p) < n % u64::from(opts.producers)));
         let producer = Producer {
             templates,
             confirm_window: opts.confirm_window,
@@ -316,7 +339,10 @@ fn progress(opts: &Options, started: Instant, last: &Mark, now: &Mark, interval:
         rate(last.counts.published, now.counts.published)
     );
     if opts.confirm_window > 0 {
-        line += &format!("  confirmed {}/s", rate(last.counts.confirmed, now.counts.confirmed));
+        line += &format!(
+            "  confirmed {}/s",
+            rate(last.counts.confirmed, now.counts.confirmed)
+        );
     }
     line += &format!("  consumed {}/s", rate(last.counts.consumed, now.counts.consumed));
     if let Some(p) = interval {
@@ -324,9 +350,16 @@ fn progress(opts: &Options, started: Instant, last: &Mark, now: &Mark, interval:
     }
     if let (Some(a), Some(b), Some(pid)) = (last.broker_cpu, now.broker_cpu, opts.broker_pid) {
         let rss = procfs::rss_bytes(pid).unwrap_or(0);
-        line += &format!("  broker {:.0} % CPU {} MB", (b - a) / secs * 100.0, rss / 1_000_000);
+        line += &format!(
+            "  broker {:.0} % CPU {} MB",
+            (b - a) / secs * 100.0,
+            rss / 1_000_000
+        );
     }
-    line += &format!("  generator {:.0} % CPU", (now.own_cpu - last.own_cpu) / secs * 100.0);
+    line += &format!(
+        "  generator {:.0} % CPU",
+        (now.own_cpu - last.own_cpu) / secs * 100.0
+    );
     eprintln!("{line}");
 }
 
@@ -340,7 +373,8 @@ async fn timed(
     start_consumers(uri, opts, shared, tasks).await?;
     start_producers(uri, opts, shared, tasks, None).await?;
     let started = Instant::now();
-    let mut ticker = tokio::time::interval_at((started + Duration::from_secs(1)).into(), Duration::from_secs(1));
+    let mut ticker =
+        tokio::time::interval_at((started + Duration::from_secs(1)).into(), Duration::from_secs(1));
     let mut last = mark(shared, opts.broker_pid);
     let mut from = None;
     let mut total = Latency::default();
@@ -397,7 +431,13 @@ async fn wait_until(
             return Ok(());
         }
         if now.at.duration_since(last.at) >= Duration::from_secs(1) {
-            progress(opts, started, &last, &now, percentiles(&shared.counters.take_interval()));
+            progress(
+                opts,
+                started,
+                &last,
+                &now,
+                percentiles(&shared.counters.take_interval()),
+            );
             last = now;
         }
     }
@@ -429,7 +469,11 @@ async fn fill_then_drain(
         shared.check()?;
         let mut held = 0u64;
         for q in 0..opts.queues {
-            held += u64::from(admin.declare_queue(1, &opts.queue(q), opts.persistent, true).await?);
+            held += u64::from(
+                admin
+                    .declare_queue(1, &opts.queue(q), opts.persistent, true)
+                    .await?,
+            );
         }
         if held >= messages * copies {
             break;
@@ -477,7 +521,11 @@ pub fn print_summary(opts: &Options, s: &Summary) {
     println!("measured {:.1} s", s.seconds);
     println!("published  {:>12} msg/s", thousands(s.publish_rate));
     if opts.confirm_window > 0 {
-        println!("confirmed  {:>12} msg/s  ({} nacked)", thousands(s.confirm_rate), s.nacked);
+        println!(
+            "confirmed  {:>12} msg/s  ({} nacked)",
+            thousands(s.confirm_rate),
+            s.nacked
+        );
     }
     println!("consumed   {:>12} msg/s", thousands(s.consume_rate));
     if let Some(p) = &s.latency {

@@ -38,7 +38,12 @@ pub fn patterns(seed: u64, count: usize) -> Vec<String> {
 pub fn keys(seed: u64, count: usize) -> Vec<String> {
     let mut rng = fastrand::Rng::with_seed(seed ^ 0x6b65_7973);
     (0..count)
-        .map(|_| (0..DEPTH).map(|level| word(&mut rng, level)).collect::<Vec<_>>().join("."))
+        .map(|_| {
+            (0..DEPTH)
+                .map(|level| word(&mut rng, level))
+                .collect::<Vec<_>>()
+                .join(".")
+        })
         .collect()
 }
 

@@ -143,7 +143,14 @@ pub struct PublishTemplate {
 impl PublishTemplate {
     /// basic.publish to `exchange` with `routing_key`, a header with
     /// delivery-mode 2 if `persistent`, and `size` octets of body.
-    pub fn new(channel: u16, exchange: &str, routing_key: &str, size: usize, persistent: bool, frame_max: u32) -> Self {
+    pub fn new(
+        channel: u16,
+        exchange: &str,
+        routing_key: &str,
+        size: usize,
+        persistent: bool,
+        frame_max: u32,
+    ) -> Self {
         let mut method = Vec::with_capacity(8 + exchange.len() + routing_key.len());
         method.extend_from_slice(&BASIC_PUBLISH.0.to_be_bytes());
         method.extend_from_slice(&BASIC_PUBLISH.1.to_be_bytes());
@@ -213,7 +220,8 @@ fn be16(b: &[u8], at: usize) -> u16 {
 }
 
 fn be64(b: &[u8], at: usize) -> Option<u64> {
-    b.get(at..at + 8).map(|s| u64::from_be_bytes(s.try_into().unwrap_or_default()))
+    b.get(at..at + 8)
+        .map(|s| u64::from_be_bytes(s.try_into().unwrap_or_default()))
 }
 
 /// Splits the first complete frame off `buf`: the frame and the octets it

@@ -34,9 +34,7 @@ fn route(c: &mut Criterion) {
     let keys = warren_perf::topic::keys(42, 1000);
 
     let mut group = c.benchmark_group("route");
-    group.bench_function("default exchange", |b| {
-        b.iter(|| r.route("", "q1", None).len())
-    });
+    group.bench_function("default exchange", |b| b.iter(|| r.route("", "q1", None).len()));
     group.bench_function("direct, 1,000 bindings", |b| {
         b.iter(|| r.route("direct", "q500", None).len())
     });

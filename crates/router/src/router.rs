@@ -5,9 +5,7 @@ use std::collections::{HashMap, HashSet};
 use amq_protocol::types::FieldTable;
 
 use crate::exchange::string_arg;
-use crate::{
-    headers, Binding, Destination, Exchange, ExchangeKind, ExchangeName, QueueName, RouterError,
-};
+use crate::{headers, Binding, Destination, Exchange, ExchangeKind, ExchangeName, QueueName, RouterError};
 
 /// Every exchange of a virtual host, with its bindings.
 #[derive(Clone, Debug)]
@@ -249,7 +247,12 @@ impl Router {
     /// alternate exchanges, visiting each exchange at most once so that
     /// binding loops end. The default exchange routes to the queue named by
     /// the routing key; the caller checks that such a queue exists.
-    pub fn route<'a>(&'a self, exchange: &'a str, routing_key: &'a str, headers: Option<&FieldTable>) -> Vec<&'a str> {
+    pub fn route<'a>(
+        &'a self,
+        exchange: &'a str,
+        routing_key: &'a str,
+        headers: Option<&FieldTable>,
+    ) -> Vec<&'a str> {
         let mut queues = Vec::new();
         // Queues already in `queues`, and exchanges already visited.
         let mut chosen = Seen::default();

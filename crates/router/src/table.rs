@@ -90,7 +90,11 @@ impl Node {
         };
         match *word {
             "*" | "#" => {
-                let slot = if *word == "*" { &mut self.star } else { &mut self.hash };
+                let slot = if *word == "*" {
+                    &mut self.star
+                } else {
+                    &mut self.hash
+                };
                 if let Some(child) = slot {
                     child.remove(rest, seq);
                     if child.is_empty() {
@@ -247,7 +251,12 @@ impl BindingTable {
 
     /// Adds to `out` the destinations of the bindings a message with
     /// `routing_key` and `headers` matches, in binding order.
-    pub fn matching<'a>(&'a self, routing_key: &str, headers: Option<&FieldTable>, out: &mut Vec<&'a Destination>) {
+    pub fn matching<'a>(
+        &'a self,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+        out: &mut Vec<&'a Destination>,
+    ) {
         match &self.index {
             Index::Direct(by_key) => {
                 if let Some(entries) = by_key.get(routing_key) {
@@ -293,7 +302,10 @@ mod tests {
 
     impl Lcg {
         fn below(&mut self, n: u64) -> u64 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             (self.0 >> 33) % n
         }
 
@@ -341,11 +353,19 @@ mod tests {
         assert!(table.contains(&binding("a", "x.*.#")));
         assert!(!table.contains(&binding("c", "x.*.#")));
         assert_eq!(routed(&table, "x.y.z").len(), 3);
-        assert_eq!(table.retain(|b| b.destination != Destination::Queue("a".into())), 1);
-        assert_eq!(routed(&table, "x.y.z"), [&Destination::Queue("b".into()), &Destination::Queue("c".into())]);
+        assert_eq!(
+            table.retain(|b| b.destination != Destination::Queue("a".into())),
+            1
+        );
+        assert_eq!(
+            routed(&table, "x.y.z"),
+            [&Destination::Queue("b".into()), &Destination::Queue("c".into())]
+        );
         table.retain(|_| false);
         assert!(table.is_empty());
-        let Index::Topic(root) = &table.index else { unreachable!() };
+        let Index::Topic(root) = &table.index else {
+            unreachable!()
+        };
         assert!(root.is_empty(), "{root:?}");
     }
 

@@ -50,19 +50,22 @@ enum Out {
 
 fn main() -> Result<(), Error> {
     let opts = Options::parse();
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(async {
-        let listener = TcpListener::bind(&opts.bind).await?;
-        eprintln!("warren-null-broker on {}", listener.local_addr()?);
-        loop {
-            let (socket, _) = listener.accept().await?;
-            let size = opts.size;
-            tokio::spawn(async move {
-                if let Err(e) = serve(socket, size).await {
-                    eprintln!("connection: {e}");
-                }
-            });
-        }
-    })
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(async {
+            let listener = TcpListener::bind(&opts.bind).await?;
+            eprintln!("warren-null-broker on {}", listener.local_addr()?);
+            loop {
+                let (socket, _) = listener.accept().await?;
+                let size = opts.size;
+                tokio::spawn(async move {
+                    if let Err(e) = serve(socket, size).await {
+                        eprintln!("connection: {e}");
+                    }
+                });
+            }
+        })
 }
 
 fn conn(m: connection::AMQPMethod) -> Frame {
@@ -170,10 +173,16 @@ enum Answer {
 fn answer(channel_id: u16, method: AMQPClass) -> Answer {
     use AMQPClass as C;
     let reply = match method {
-        C::Channel(channel::AMQPMethod::Open(_)) => C::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {})),
-        C::Channel(channel::AMQPMethod::Close(_)) => C::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {})),
+        C::Channel(channel::AMQPMethod::Open(_)) => {
+            C::Channel(channel::AMQPMethod::OpenOk(channel::OpenOk {}))
+        }
+        C::Channel(channel::AMQPMethod::Close(_)) => {
+            C::Channel(channel::AMQPMethod::CloseOk(channel::CloseOk {}))
+        }
         C::Connection(connection::AMQPMethod::Close(_)) if channel_id == 0 => {
-            return Answer::Close(C::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})))
+            return Answer::Close(C::Connection(connection::AMQPMethod::CloseOk(
+                connection::CloseOk {},
+            )))
         }
         C::Confirm(confirm::AMQPMethod::Select(_)) => {
             return Answer::Confirming(C::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})))
@@ -193,7 +202,9 @@ fn answer(channel_id: u16, method: AMQPClass) -> Answer {
             message_count: 0,
             consumer_count: 0,
         })),
-        C::Queue(queue::AMQPMethod::Bind(b)) if !b.nowait => C::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
+        C::Queue(queue::AMQPMethod::Bind(b)) if !b.nowait => {
+            C::Queue(queue::AMQPMethod::BindOk(queue::BindOk {}))
+        }
         C::Queue(queue::AMQPMethod::Purge(_)) => {
             C::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk { message_count: 0 }))
         }
@@ -221,13 +232,27 @@ struct DeliveryTemplate {
 impl DeliveryTemplate {
     fn new(channel: u16, consumer_tag: &str, size: usize) -> Self {
         let mut bytes = Vec::new();
-        wire::put_frame(&mut bytes, wire::METHOD, channel, &wire::deliver_payload(consumer_tag, 0, "", "q"));
+        wire::put_frame(
+            &mut bytes,
+            wire::METHOD,
+            channel,
+            &wire::deliver_payload(consumer_tag, 0, "", "q"),
+        );
         // Frame header (7), class and method (4), tag length and tag.
         let tag_at = 7 + 4 + 1 + consumer_tag.len();
-        wire::put_frame(&mut bytes, wire::HEADER, channel, &wire::header_payload(size as u64, None));
+        wire::put_frame(
+            &mut bytes,
+            wire::HEADER,
+            channel,
+            &wire::header_payload(size as u64, None),
+        );
         let stamp_at = (size >= 8).then_some(bytes.len() + 7);
         wire::put_body(&mut bytes, channel, &vec![b'n'; size], FRAME_MAX as usize);
-        Self { bytes, tag_at, stamp_at }
+        Self {
+            bytes,
+            tag_at,
+            stamp_at,
+        }
     }
 
     fn write_to(&self, buf: &mut Vec<u8>, tag: u64, stamp: u64) {

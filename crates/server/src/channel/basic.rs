@@ -124,20 +124,24 @@ impl Connection {
     /// it goes to. In a transaction this happens at publish time too; only
     /// the hand-over to the queues waits for commit.
     pub(crate) fn route(&self, published: Published) -> Result<Routed, AmqpError> {
-        let Published { method, message } = published;
-        if method.immediate {
+        let Published {
+            mandatory,
+            immediate,
+            message,
+        } = published;
+        if immediate {
             return Err(AmqpError::not_implemented("immediate=true").for_method(PUBLISH.0, PUBLISH.1));
         }
         let queues = self
             .vhost
             .route(
-                method.exchange.as_str(),
-                method.routing_key.as_str(),
+                message.exchange.as_str(),
+                message.routing_key.as_str(),
                 message.properties.headers().as_ref(),
             )
             .map_err(|e| e.for_method(PUBLISH.0, PUBLISH.1))?;
         Ok(Routed {
-            method,
+            mandatory,
             message: Arc::new(message),
             queues,
         })
@@ -155,16 +159,16 @@ impl Connection {
         commit: Option<&Arc<ConfirmTracker>>,
     ) -> Result<(), AmqpError> {
         let Routed {
-            method,
+            mandatory,
             message,
             queues,
         } = routed;
-        if queues.is_empty() && method.mandatory {
+        if queues.is_empty() && mandatory {
             let returned = AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
                 reply_code: 312,
                 reply_text: "NO_ROUTE".into(),
-                exchange: method.exchange,
-                routing_key: method.routing_key,
+                exchange: message.exchange.clone(),
+                routing_key: message.routing_key.clone(),
             }));
             self.send_content(id, returned, message.clone()).await;
         }

@@ -48,8 +48,8 @@ pub(crate) struct Unacked {
 /// A published message with the queues it was routed to.
 #[derive(Debug)]
 pub(crate) struct Routed {
-    /// The basic.publish (for basic.return).
-    pub method: amq_protocol::protocol::basic::Publish,
+    /// basic.publish's mandatory flag: an unroutable message is returned.
+    pub mandatory: bool,
     /// The message, shared by its queues.
     pub message: Arc<Message>,
     /// Where it goes; empty means unroutable.
