@@ -581,3 +581,73 @@ async fn system_and_default_exchanges_cannot_be_deleted_or_bound() {
     })
     .await;
 }
+
+/// A connection that keeps publishing to the same exchange and key must see
+/// every change to the bindings and queues at once (Warren remembers routes
+/// per connection; this is what must make it forget them).
+#[tokio::test]
+async fn routes_follow_binds_unbinds_and_queue_deletes_between_publishes() {
+    within(async {
+        let broker = start_broker().await;
+        let (_conn, ch) = broker.channel().await;
+        let x = unique("routes");
+        ch.exchange_declare(
+            x.as_str().into(),
+            ExchangeKind::Topic,
+            auto_delete(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        let a = bound_queue(&ch, &x, "k.*").await;
+        let b = unique("routes-b");
+        let declare_b = || async {
+            ch.queue_declare(
+                b.as_str().into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        };
+        declare_b().await;
+        publish(&ch, &x, "k.1", b"1").await;
+        assert_eq!(drain(&ch, &a).await, ["1"]);
+        ch.queue_bind(
+            b.as_str().into(),
+            x.as_str().into(),
+            "k.1".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        publish(&ch, &x, "k.1", b"2").await;
+        assert_eq!(drain(&ch, &a).await, ["2"]);
+        assert_eq!(drain(&ch, &b).await, ["2"]);
+        ch.queue_unbind(
+            a.as_str().into(),
+            x.as_str().into(),
+            "k.*".into(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        publish(&ch, &x, "k.1", b"3").await;
+        assert!(drain(&ch, &a).await.is_empty());
+        assert_eq!(drain(&ch, &b).await, ["3"]);
+        // The default exchange too: a queue deleted and declared again under
+        // the same name gets what is published after.
+        publish(&ch, "", &b, b"4").await;
+        ch.queue_delete(b.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .unwrap();
+        declare_b().await;
+        publish(&ch, "", &b, b"5").await;
+        assert_eq!(drain(&ch, &b).await, ["5"]);
+        ch.queue_delete(b.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .unwrap();
+    })
+    .await;
+}

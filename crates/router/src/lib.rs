@@ -34,5 +34,5 @@ pub use binding::{Binding, Destination};
 pub use error::RouterError;
 pub use exchange::{Exchange, ExchangeKind};
 pub use name::{ExchangeName, QueueName};
-pub use router::Router;
+pub use router::{Router, Routing};
 pub use table::BindingTable;

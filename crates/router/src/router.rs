@@ -253,6 +253,20 @@ impl Router {
         routing_key: &'a str,
         headers: Option<&FieldTable>,
     ) -> Vec<&'a str> {
+        self.route_detail(exchange, routing_key, headers).queues
+    }
+
+    /// [`Router::route`], saying also whether the result depended on the
+    /// message's headers (a headers exchange was on the way): if not, it
+    /// holds for every message with this exchange and key, and may be
+    /// cached until the bindings change.
+    pub fn route_detail<'a>(
+        &'a self,
+        exchange: &'a str,
+        routing_key: &'a str,
+        headers: Option<&FieldTable>,
+    ) -> Routing<'a> {
+        let mut used_headers = false;
         let mut queues = Vec::new();
         // Queues already in `queues`, and exchanges already visited.
         let mut chosen = Seen::default();
@@ -276,6 +290,7 @@ impl Router {
                 continue;
             }
             hits.clear();
+            used_headers |= exchange.kind == ExchangeKind::Headers;
             exchange.bindings.matching(routing_key, headers, &mut hits);
             let first = pending.len();
             for destination in &hits {
@@ -297,8 +312,17 @@ impl Router {
                 }
             }
         }
-        queues
+        Routing { queues, used_headers }
     }
+}
+
+/// Where a message goes, and whether that depended on its headers.
+#[derive(Debug)]
+pub struct Routing<'a> {
+    /// The queues, each once.
+    pub queues: Vec<&'a str>,
+    /// Whether a headers exchange was visited.
+    pub used_headers: bool,
 }
 
 /// A set of names that stays a vector while small: a publish usually visits

@@ -235,8 +235,10 @@ impl Delivery {
 /// What queues send to a connection.
 #[derive(Debug)]
 pub enum ConnEvent {
-    /// A message for one of this connection's consumers.
-    Deliver(Delivery),
+    /// Messages for one of this connection's consumers, in queue order: a
+    /// queue sends each consumer one batch per dispatch round, so a burst
+    /// costs the connection one wake-up, not one per message.
+    Deliver(Vec<Delivery>),
     /// The consumer's queue was deleted.
     Cancelled(Arc<ConsumerShared>),
     /// A publish's writes are durable (`ok`) or failed; see [`crate::durability`].
@@ -275,18 +277,18 @@ impl ConsumerShared {
     /// Takes what one delivery needs: credit always, prefetch slots unless
     /// no-ack. Gives back what it took if any gate is full.
     pub fn try_reserve(&self) -> bool {
-        let queue: Arc<dyn Wake> = self.queue.clone();
-        if !self.credit.acquire_or_wait(&queue) {
+        let queue = &self.queue;
+        if !self.credit.acquire_or_wait(queue) {
             return false;
         }
         if self.no_ack {
             return true;
         }
-        if !self.prefetch.acquire_or_wait(&queue) {
+        if !self.prefetch.acquire_or_wait(queue) {
             self.credit.release(1);
             return false;
         }
-        if !self.channel_prefetch.acquire_or_wait(&queue) {
+        if !self.channel_prefetch.acquire_or_wait(queue) {
             self.prefetch.release(1);
             self.credit.release(1);
             return false;

@@ -72,7 +72,9 @@ impl Gate {
 
     /// Takes a slot, or puts `queue` on the list of waiters so that the next
     /// release wakes it.
-    pub fn acquire_or_wait(&self, queue: &Arc<dyn Wake>) -> bool {
+    /// Generic rather than `&Arc<dyn Wake>`, so that the common case (a free
+    /// slot) costs no reference count: the handle is cloned only to wait.
+    pub fn acquire_or_wait<W: Wake + 'static>(&self, queue: &Arc<W>) -> bool {
         if self.try_acquire() {
             return true;
         }
@@ -82,7 +84,7 @@ impl Gate {
                 .iter()
                 .any(|w| std::ptr::addr_eq(Arc::as_ptr(w), Arc::as_ptr(queue)))
             {
-                waiters.push(queue.clone());
+                waiters.push(queue.clone() as Arc<dyn Wake>);
             }
             self.has_waiters.store(true, Ordering::SeqCst);
         }
@@ -124,7 +126,6 @@ mod tests {
     async fn a_gate_wakes_every_queue_that_waits_on_it() {
         let (a, mut a_rx) = QueueHandle::detached("a");
         let (b, mut b_rx) = QueueHandle::detached("b");
-        let (a, b): (Arc<dyn Wake>, Arc<dyn Wake>) = (a, b);
         let g = Gate::new(1);
         assert!(g.acquire_or_wait(&a));
         assert!(!g.acquire_or_wait(&a));

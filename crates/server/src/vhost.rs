@@ -59,6 +59,9 @@ pub struct VHost {
     /// Queue actors hold this to remove themselves (auto-delete).
     weak_self: Weak<VHost>,
     next_queue_id: AtomicU64,
+    /// Bumped whenever the definitions may change (every write lock), so
+    /// that connections know when their [`RouteCache`] is stale.
+    epoch: AtomicU64,
     /// Where durable things are kept.
     pub(crate) store: Arc<Store>,
     /// The group commit in front of the store.
@@ -107,6 +110,7 @@ impl VHost {
             }),
             weak_self: weak_self.clone(),
             next_queue_id: AtomicU64::new(1),
+            epoch: AtomicU64::new(0),
             syncer: Syncer::spawn(store.clone()),
             store,
         });
@@ -262,7 +266,12 @@ impl VHost {
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Definitions> {
-        self.state.write().unwrap_or_else(|e| e.into_inner())
+        let state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        // Bumped while holding the lock and before any change: a route read
+        // after a change carries at least this epoch's number, so a cache
+        // that saw the old number throws it away.
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        state
     }
 
     /// Turns a router refusal into the AMQP error RabbitMQ sends for it.
@@ -632,13 +641,22 @@ impl VHost {
     }
 
     /// The queues a publish goes to: 404 if the exchange is missing, 403 if
-    /// it is internal. An empty result means unroutable.
-    pub fn route(
+    /// it is internal. An empty result means unroutable. Answers from the
+    /// connection's `cache` while the definitions have not changed.
+    pub(crate) fn route(
         &self,
+        cache: &mut RouteCache,
         exchange: &str,
         routing_key: &str,
         headers: Option<&FieldTable>,
-    ) -> Result<Vec<Arc<QueueHandle>>, AmqpError> {
+    ) -> Result<Queues, AmqpError> {
+        let epoch = self.epoch.load(Ordering::Acquire);
+        if cache.epoch != epoch {
+            cache.clear(epoch);
+        }
+        if let Some(queues) = cache.get(exchange, routing_key) {
+            return Ok(queues.clone());
+        }
         let state = self.read();
         let x = state
             .router
@@ -650,12 +668,60 @@ impl VHost {
                 self.name
             )));
         }
-        Ok(state
-            .router
-            .route(exchange, routing_key, headers)
+        let routing = state.router.route_detail(exchange, routing_key, headers);
+        let queues: Queues = routing
+            .queues
             .iter()
             .filter_map(|name| state.queues.get(*name).cloned())
-            .collect())
+            .collect();
+        if !routing.used_headers {
+            cache.insert(exchange, routing_key, queues.clone());
+        }
+        Ok(queues)
+    }
+}
+
+/// The queues a message is routed to, shared between the route cache and
+/// the publishes that use it.
+pub(crate) type Queues = Arc<[Arc<QueueHandle>]>;
+
+/// Routes a connection has looked up, by exchange and routing key, valid
+/// for one epoch of its virtual host's definitions. Most publishers send
+/// to a handful of exchange and key pairs, so a publish usually costs two
+/// hash lookups here instead of the lock, the routing walk and the queue
+/// lookups. Routes that depend on message headers are never kept.
+#[derive(Debug, Default)]
+pub(crate) struct RouteCache {
+    epoch: u64,
+    routes: HashMap<String, HashMap<String, Queues>>,
+    len: usize,
+}
+
+/// Routes a cache keeps before it starts again, so that a publisher cycling
+/// through endless routing keys costs bounded memory.
+const ROUTE_CACHE_ENTRIES: usize = 1024;
+
+impl RouteCache {
+    fn clear(&mut self, epoch: u64) {
+        self.routes.clear();
+        self.len = 0;
+        self.epoch = epoch;
+    }
+
+    fn get(&self, exchange: &str, routing_key: &str) -> Option<&Queues> {
+        self.routes.get(exchange)?.get(routing_key)
+    }
+
+    fn insert(&mut self, exchange: &str, routing_key: &str, queues: Queues) {
+        if self.len >= ROUTE_CACHE_ENTRIES {
+            let epoch = self.epoch;
+            self.clear(epoch);
+        }
+        self.routes
+            .entry(exchange.to_owned())
+            .or_default()
+            .insert(routing_key.to_owned(), queues);
+        self.len += 1;
     }
 }
 

@@ -123,7 +123,7 @@ impl Connection {
     /// has arrived (immediate, exchange exists, not internal), and the queues
     /// it goes to. In a transaction this happens at publish time too; only
     /// the hand-over to the queues waits for commit.
-    pub(crate) fn route(&self, published: Published) -> Result<Routed, AmqpError> {
+    pub(crate) fn route(&mut self, published: Published) -> Result<Routed, AmqpError> {
         let Published {
             mandatory,
             immediate,
@@ -135,6 +135,7 @@ impl Connection {
         let queues = self
             .vhost
             .route(
+                &mut self.route_cache,
                 message.exchange.as_str(),
                 message.routing_key.as_str(),
                 message.properties.headers().as_ref(),
@@ -202,7 +203,7 @@ impl Connection {
                 self.pending_confirms.push(id);
             }
         }
-        for queue in &queues {
+        for queue in queues.iter() {
             let (stored, confirm) = match stored {
                 Some(_) if queue.durable => (stored, tracker.clone()),
                 _ => (None, None),

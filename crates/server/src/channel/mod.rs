@@ -22,6 +22,7 @@ use crate::connection::Connection;
 use crate::events::ConsumerShared;
 use crate::events::{QueueCommand, QueueHandle};
 use crate::gate::Gate;
+use crate::vhost::Queues;
 use crate::AmqpError;
 
 pub(crate) use modes::{Confirms, Transaction};
@@ -53,7 +54,7 @@ pub(crate) struct Routed {
     /// The message, shared by its queues.
     pub message: Arc<Message>,
     /// Where it goes; empty means unroutable.
-    pub queues: Vec<Arc<QueueHandle>>,
+    pub queues: Queues,
 }
 
 /// What to do with settled messages.

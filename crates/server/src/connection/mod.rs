@@ -34,7 +34,7 @@ use warren_codec::{CodecError, ContentAssembler, Frame, FrameCodec, Message, Out
 use crate::broker::Broker;
 use crate::channel::{Channel, ChannelState, Settle};
 use crate::events::{ConnEvent, Delivery, QueueCommand, QueueHandle};
-use crate::vhost::VHost;
+use crate::vhost::{RouteCache, VHost};
 use crate::AmqpError;
 
 pub use handshake::{ReadHalf, WriteHalf};
@@ -77,6 +77,8 @@ pub struct Connection {
     /// Body octets announced by content headers and not yet complete, over
     /// all channels (bounded by `Config::max_partial_bytes`).
     pub(crate) partial_bytes: u64,
+    /// Where this connection's recent publishes were routed.
+    pub(crate) route_cache: RouteCache,
     /// Limits from the broker's configuration.
     pub(crate) max_message_size: u64,
     pub(crate) max_partial_bytes: u64,
@@ -166,6 +168,7 @@ pub async fn serve(
         pending_confirms: Vec::new(),
         activity,
         partial_bytes: 0,
+        route_cache: RouteCache::default(),
         max_message_size: config.max_message_size,
         max_partial_bytes: config.max_partial_bytes,
     };
@@ -547,7 +550,11 @@ impl Connection {
 
     async fn handle_event(&mut self, event: ConnEvent) -> Result<(), AmqpError> {
         match event {
-            ConnEvent::Deliver(delivery) => self.handle_delivery(delivery).await,
+            ConnEvent::Deliver(deliveries) => {
+                for delivery in deliveries {
+                    self.handle_delivery(delivery).await;
+                }
+            }
             ConnEvent::Confirmed {
                 channel,
                 epoch,
@@ -676,8 +683,10 @@ impl Connection {
         }
         inbox.close();
         while let Ok(event) = inbox.try_recv() {
-            if let ConnEvent::Deliver(delivery) = event {
-                delivery.hand_back().await;
+            if let ConnEvent::Deliver(deliveries) = event {
+                for delivery in deliveries {
+                    delivery.hand_back().await;
+                }
             }
         }
     }
