@@ -18,6 +18,7 @@ use amq_protocol::types::ChannelId;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
+use crate::fast;
 use crate::nesting::{self, MAX_NESTING};
 use crate::{CodecError, Message};
 
@@ -257,13 +258,19 @@ impl Decoder for FrameCodec {
         let payload = frame.freeze();
         check_nesting(kind, &payload)?;
         match kind {
-            constants::FRAME_METHOD => match parse_class(&payload[..]) {
-                Ok(([], method)) => Ok(Some(Frame::Method(channel, method))),
-                _ => Err(cannot_decode(&payload)),
+            constants::FRAME_METHOD => match fast::method(&payload) {
+                Some(method) => Ok(Some(Frame::Method(channel, method))),
+                None => match parse_class(&payload[..]) {
+                    Ok(([], method)) => Ok(Some(Frame::Method(channel, method))),
+                    _ => Err(cannot_decode(&payload)),
+                },
             },
-            constants::FRAME_HEADER => match parse_content_header(&payload[..]) {
-                Ok(([], header)) => Ok(Some(Frame::Header(channel, Box::new(header)))),
-                _ => Err(cannot_decode(&payload)),
+            constants::FRAME_HEADER => match fast::content_header(&payload) {
+                Some(header) => Ok(Some(Frame::Header(channel, Box::new(header)))),
+                None => match parse_content_header(&payload[..]) {
+                    Ok(([], header)) => Ok(Some(Frame::Header(channel, Box::new(header)))),
+                    _ => Err(cannot_decode(&payload)),
+                },
             },
             constants::FRAME_BODY => Ok(Some(Frame::Body(channel, payload))),
             _ => Ok(Some(Frame::Heartbeat(channel))),
