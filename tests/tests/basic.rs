@@ -569,3 +569,61 @@ async fn recover_redelivers_unacked_messages() {
     })
     .await;
 }
+
+/// An ack sent just before the connection drops, in the same write, still
+/// counts: only the unacked message comes back. (Warren holds acks for the
+/// rest of a socket read before telling the queue; this is the case where
+/// that read ends the connection.)
+#[tokio::test]
+async fn an_ack_sent_right_before_the_socket_drops_is_kept() {
+    within(async {
+        let broker = start_broker().await;
+        let (_conn, ch) = broker.channel().await;
+        // Not exclusive: a second connection reads it.
+        let q = unique("ack-then-drop");
+        ch.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        for body in ["acked", "unacked"] {
+            publish(&ch, "", &q, body.as_bytes()).await;
+        }
+        {
+            use warren_codec::amq_protocol::protocol::{basic, AMQPClass};
+            use warren_codec::Frame;
+            let mut raw = warren_tests::raw::RawClient::open(broker.addr).await;
+            raw.open_channel(1).await;
+            for _ in 0..2 {
+                raw.send(Frame::Method(
+                    1,
+                    AMQPClass::Basic(basic::AMQPMethod::Get(basic::Get {
+                        queue: q.as_str().into(),
+                        no_ack: false,
+                    })),
+                ))
+                .await;
+                raw.recv_until(1, |m| matches!(m, AMQPClass::Basic(basic::AMQPMethod::GetOk(_))))
+                    .await;
+            }
+            raw.send(Frame::Method(
+                1,
+                AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                    delivery_tag: 1,
+                    multiple: false,
+                })),
+            ))
+            .await;
+        }
+        let mut c = consume(&ch, &q, BasicConsumeOptions::default()).await;
+        let (body, d) = next_body(&mut c).await;
+        assert_eq!((body.as_str(), d.redelivered), ("unacked", true));
+        nothing_more(&mut c).await;
+        ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .unwrap();
+    })
+    .await;
+}

@@ -276,7 +276,10 @@ impl Connection {
             tx.settles.push((entries, how));
             return Ok(());
         }
-        self.settle(entries, how).await;
+        match how {
+            Settle::Remove => self.defer_acks(entries),
+            Settle::Requeue => self.settle(entries, how).await,
+        }
         Ok(())
     }
 

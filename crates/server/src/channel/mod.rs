@@ -172,6 +172,16 @@ impl Channel {
     }
 }
 
+/// Adds each entry's message id to its queue's list.
+fn group_by_queue(by_queue: &mut Vec<(Arc<QueueHandle>, Vec<u64>)>, entries: Vec<Unacked>) {
+    for entry in entries {
+        match by_queue.iter_mut().find(|(q, _)| q.id == entry.queue.id) {
+            Some((_, ids)) => ids.push(entry.msg_id),
+            None => by_queue.push((entry.queue, vec![entry.msg_id])),
+        }
+    }
+}
+
 impl Default for Channel {
     fn default() -> Self {
         Self::new()
@@ -190,6 +200,12 @@ impl Connection {
         if !matches!(method, AMQPClass::Basic(b::AMQPMethod::Publish(_))) {
             // Confirms go out before the reply to whatever follows a publish.
             self.flush_channel_confirms(id).await;
+        }
+        if !matches!(
+            method,
+            AMQPClass::Basic(b::AMQPMethod::Publish(_) | b::AMQPMethod::Ack(_))
+        ) {
+            self.flush_acks().await;
         }
         match method {
             AMQPClass::Channel(m) => self.handle_channel_method(id, m).await,
@@ -295,13 +311,8 @@ impl Connection {
     /// Tells queues what became of their messages, one command per queue.
     pub(crate) async fn settle(&mut self, entries: Vec<Unacked>, how: Settle) {
         Self::release_slots(&entries);
-        let mut by_queue: Vec<(Arc<QueueHandle>, Vec<u64>)> = Vec::new();
-        for entry in entries {
-            match by_queue.iter_mut().find(|(q, _)| q.id == entry.queue.id) {
-                Some((_, ids)) => ids.push(entry.msg_id),
-                None => by_queue.push((entry.queue, vec![entry.msg_id])),
-            }
-        }
+        let mut by_queue = Vec::new();
+        group_by_queue(&mut by_queue, entries);
         for (queue, ids) in by_queue {
             let command = match how {
                 Settle::Remove => QueueCommand::Ack(ids),
@@ -311,6 +322,24 @@ impl Connection {
                 },
             };
             queue.send(command).await;
+        }
+    }
+
+    /// Acks of basic.ack, held until the end of this batch of frames (or
+    /// the next method that is not a publish or an ack), so that a client
+    /// acking each message costs each queue one command per socket read.
+    /// Prefetch slots are freed at once. Nothing can observe the delay: an
+    /// acked message is no longer ready, and is no longer in the channel's
+    /// unacked list, whichever way the queue hears of it.
+    pub(crate) fn defer_acks(&mut self, entries: Vec<Unacked>) {
+        Self::release_slots(&entries);
+        group_by_queue(&mut self.pending_acks, entries);
+    }
+
+    /// Sends the acks held by [`Connection::defer_acks`].
+    pub(crate) async fn flush_acks(&mut self) {
+        for (queue, ids) in std::mem::take(&mut self.pending_acks) {
+            queue.send(QueueCommand::Ack(ids)).await;
         }
     }
 

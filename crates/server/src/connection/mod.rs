@@ -72,6 +72,8 @@ pub struct Connection {
     pub(crate) exclusive_queues: Vec<Arc<QueueHandle>>,
     /// Channels with publisher confirms not yet sent.
     pub(crate) pending_confirms: Vec<u16>,
+    /// Acks not yet sent to their queues ([`Connection::defer_acks`]).
+    pub(crate) pending_acks: Vec<(Arc<QueueHandle>, Vec<u64>)>,
     /// When the peer was last heard from; paused while this task is busy.
     activity: Arc<Activity>,
     /// Body octets announced by content headers and not yet complete, over
@@ -166,6 +168,7 @@ pub async fn serve(
         consumer_cancel_notify: negotiated.consumer_cancel_notify,
         exclusive_queues: Vec::new(),
         pending_confirms: Vec::new(),
+        pending_acks: Vec::new(),
         activity,
         partial_bytes: 0,
         route_cache: RouteCache::default(),
@@ -290,6 +293,7 @@ impl Connection {
                             None => break,
                         }
                     }
+                    self.flush_acks().await;
                     self.flush_confirms().await;
                     result
                 }
@@ -305,6 +309,7 @@ impl Connection {
                             Err(_) => break,
                         }
                     }
+                    self.flush_acks().await;
                     self.flush_confirms().await;
                     result.map(|_| None).map_err(|e| (0, e))
                 }
@@ -647,6 +652,8 @@ impl Connection {
     /// Requeues a channel's unacked messages and cancels its consumers, as
     /// when it closes. The channel stays in the table (the caller decides).
     pub(crate) async fn release_channel(&mut self, id: u16) {
+        // Acks already given go first; what is left unacked goes back.
+        self.flush_acks().await;
         let Some(channel) = self.channels.get_mut(&id) else {
             return;
         };
@@ -667,6 +674,7 @@ impl Connection {
     /// Everything a closing connection gives back: unacked messages,
     /// consumers, exclusive queues, and deliveries still in the inbox.
     async fn release_everything(&mut self, inbox: &mut mpsc::UnboundedReceiver<ConnEvent>) {
+        self.flush_acks().await;
         let ids: Vec<u16> = self.channels.keys().copied().collect();
         for id in ids {
             self.release_channel(id).await;
