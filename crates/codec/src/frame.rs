@@ -114,7 +114,7 @@ impl FrameCodec {
         Self {
             frame_max: frame_max as usize,
             header_seen: false,
-            scratch: Vec::with_capacity(256),
+            scratch: Vec::new(),
         }
     }
 

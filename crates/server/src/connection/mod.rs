@@ -44,6 +44,11 @@ use liveness::{Activity, Counted};
 /// Frames handled before the connection looks at its inbox and flushes
 /// publisher confirms.
 const READ_BATCH: usize = 256;
+/// What a connection's socket buffers start with.
+const IDLE_BUFFER: usize = 256;
+/// The read buffer of a connection that sends more than one frame at a
+/// time: large enough for a read syscall to bring many messages.
+const READ_BUFFER: usize = 16 * 1024;
 /// How long a closing connection waits to queue its connection.close (the
 /// writer may be full, for a peer that stopped reading).
 const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
@@ -108,13 +113,18 @@ pub async fn serve(
 ) {
     let config = &broker.config;
     let activity = Activity::new();
-    let mut reader = FramedRead::new(
+    // Both buffers start small: an idle connection keeps what its handshake
+    // needed, not 8 KiB each way. The read buffer grows once the peer sends
+    // batches ([`READ_BUFFER`]); the write buffer grows as writes need.
+    let mut reader = FramedRead::with_capacity(
         Counted::new(read, activity.clone()),
         FrameCodec::new(PRE_OPEN_FRAME_MAX),
+        IDLE_BUFFER,
     );
-    let mut sink = FramedWrite::new(
+    let mut sink = FramedWrite::with_capacity(
         Counted::new(write, activity.clone()),
         FrameCodec::new(config.frame_max),
+        IDLE_BUFFER,
     );
     let negotiated = tokio::select! {
         negotiated = tokio::time::timeout(
@@ -295,6 +305,12 @@ impl Connection {
                     }
                     self.flush_acks().await;
                     self.flush_confirms().await;
+                    // A peer that sends batches gets a buffer to match; one
+                    // that sends a heartbeat now and then keeps a small one.
+                    let buffer = reader.read_buffer_mut();
+                    if handled > 1 && buffer.capacity() < READ_BUFFER {
+                        buffer.reserve(READ_BUFFER);
+                    }
                     result
                 }
                 Some(event) = inbox.recv() => {
