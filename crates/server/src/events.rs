@@ -33,8 +33,11 @@ pub trait QueueRegistry: Send + Sync {
     fn drop_crashed_queue(&self, name: &QueueName, id: u64);
 }
 
-/// Commands a queue accepts before it makes its publishers wait.
+/// Commands a queue accepts before it makes their senders wait.
 const INBOX: usize = 4096;
+/// Publish batches (one per publishing connection per socket read) a queue
+/// accepts before it makes its publishers wait.
+const PUBLISH_INBOX: usize = 64;
 
 /// How to reach a queue, and the properties fixed at declare time.
 #[derive(Debug)]
@@ -53,6 +56,72 @@ pub struct QueueHandle {
     /// Declare arguments.
     pub arguments: FieldTable,
     tx: mpsc::Sender<QueueCommand>,
+    publish_tx: mpsc::Sender<Vec<Enqueue>>,
+}
+
+/// What a queue actor reads. Publishes come on an inbox of their own, so
+/// that acks, wake-ups and consumers' commands never wait behind a backlog
+/// of publishes: a consumer whose acks queued behind thousands of batches
+/// would starve while its queue grew.
+#[derive(Debug)]
+pub(crate) struct Inbox {
+    commands: mpsc::Receiver<QueueCommand>,
+    publishes: mpsc::Receiver<Vec<Enqueue>>,
+}
+
+impl Inbox {
+    /// The next input, commands first; None once every handle is gone.
+    pub async fn recv(&mut self) -> Option<QueueCommand> {
+        tokio::select! {
+            biased;
+            Some(command) = self.commands.recv() => Some(command),
+            Some(batch) = self.publishes.recv() => Some(QueueCommand::Publish(batch)),
+            else => None,
+        }
+    }
+
+    /// An input already waiting, commands first.
+    pub fn try_recv(&mut self) -> Option<QueueCommand> {
+        self.commands
+            .try_recv()
+            .ok()
+            .or_else(|| self.publishes.try_recv().ok().map(QueueCommand::Publish))
+    }
+
+    /// A publish batch already waiting. A command that looks at the backlog
+    /// (get, purge, counts, delete) takes these first: its connection
+    /// handed over every publish it made before sending the command.
+    pub fn try_recv_publish(&mut self) -> Option<Vec<Enqueue>> {
+        self.publishes.try_recv().ok()
+    }
+
+    /// Whether anything is waiting.
+    pub fn has_waiting(&self) -> bool {
+        !self.commands.is_empty() || !self.publishes.is_empty()
+    }
+
+    /// Refuses anything more; what is already in is still received.
+    pub fn close(&mut self) {
+        self.commands.close();
+        self.publishes.close();
+    }
+
+    /// The commands side, for tests that stand in for an actor.
+    #[cfg(test)]
+    pub fn commands(&mut self) -> &mut mpsc::Receiver<QueueCommand> {
+        &mut self.commands
+    }
+}
+
+/// A routed message, as handed to one of its queues.
+#[derive(Debug)]
+pub struct Enqueue {
+    /// The message, shared with the other queues it was routed to.
+    pub message: Arc<Message>,
+    /// Its id in the store, if persistent and this queue is durable.
+    pub stored: Option<u64>,
+    /// Its publisher confirm, if it waits for this queue's write.
+    pub confirm: Option<Arc<ConfirmTracker>>,
 }
 
 /// A message handed out by basic.get.
@@ -71,15 +140,9 @@ pub struct GetOk {
 /// What a queue can be asked to do.
 #[derive(Debug)]
 pub enum QueueCommand {
-    /// Append a routed message.
-    Publish {
-        /// The message, shared with the other queues it was routed to.
-        message: Arc<Message>,
-        /// Its id in the store, if persistent and this queue is durable.
-        stored: Option<u64>,
-        /// Its publisher confirm, if it waits for this queue's write.
-        confirm: Option<Arc<ConfirmTracker>>,
-    },
+    /// Append routed messages: a connection sends each queue one batch per
+    /// socket read, on the publish inbox ([`QueueHandle::try_send_publish`]).
+    Publish(Vec<Enqueue>),
     /// Add a consumer; refused if the queue is exclusively consumed.
     Consume {
         /// The consumer.
@@ -140,6 +203,16 @@ pub enum QueueCommand {
     },
 }
 
+impl QueueCommand {
+    /// How much work it is: the messages of a publish batch, else one.
+    pub fn weight(&self) -> usize {
+        match self {
+            QueueCommand::Publish(batch) => batch.len().max(1),
+            _ => 1,
+        }
+    }
+}
+
 impl QueueHandle {
     /// A handle, and the inbox its actor reads.
     pub(crate) fn new(
@@ -149,8 +222,9 @@ impl QueueHandle {
         exclusive_owner: Option<u64>,
         auto_delete: bool,
         arguments: FieldTable,
-    ) -> (Arc<QueueHandle>, mpsc::Receiver<QueueCommand>) {
-        let (tx, rx) = mpsc::channel(INBOX);
+    ) -> (Arc<QueueHandle>, Inbox) {
+        let (tx, commands) = mpsc::channel(INBOX);
+        let (publish_tx, publishes) = mpsc::channel(PUBLISH_INBOX);
         let handle = QueueHandle {
             name,
             id,
@@ -159,8 +233,9 @@ impl QueueHandle {
             auto_delete,
             arguments,
             tx,
+            publish_tx,
         };
-        (Arc::new(handle), rx)
+        (Arc::new(handle), Inbox { commands, publishes })
     }
 
     /// Sends a command, waiting while the queue's inbox is full. Returns
@@ -172,7 +247,7 @@ impl QueueHandle {
 
     /// A handle with no actor behind it, and the receiving end of its inbox.
     #[cfg(test)]
-    pub(crate) fn detached(name: &str) -> (Arc<QueueHandle>, mpsc::Receiver<QueueCommand>) {
+    pub(crate) fn detached(name: &str) -> (Arc<QueueHandle>, Inbox) {
         Self::new(
             QueueName::from(name),
             0,
@@ -181,6 +256,14 @@ impl QueueHandle {
             false,
             FieldTable::default(),
         )
+    }
+
+    /// Sends a batch of messages; gives it back if the queue is gone.
+    pub async fn try_send_publish(&self, batch: Vec<Enqueue>) -> Result<(), Vec<Enqueue>> {
+        self.publish_tx
+            .send(batch)
+            .await
+            .map_err(|mpsc::error::SendError(batch)| batch)
     }
 
     /// Sends a command and waits for its reply; None if the queue is gone.

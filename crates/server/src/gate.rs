@@ -134,11 +134,11 @@ mod tests {
         // nothing to deliver) still wakes both waiters: this was the lost
         // wake-up when the gate had one shared "blocked" flag.
         g.release(1);
-        assert!(a_rx.try_recv().is_ok(), "a must be woken");
-        assert!(b_rx.try_recv().is_ok(), "b must be woken");
+        assert!(a_rx.commands().try_recv().is_ok(), "a must be woken");
+        assert!(b_rx.commands().try_recv().is_ok(), "b must be woken");
         assert!(g.try_acquire());
         g.release(1);
-        assert!(a_rx.try_recv().is_err(), "no waiters, no wake-ups");
+        assert!(a_rx.commands().try_recv().is_err(), "no waiters, no wake-ups");
         let unlimited = Gate::new(0);
         assert!((0..10_000).all(|_| unlimited.try_acquire()));
     }

@@ -33,10 +33,13 @@ use warren_store::{IndexEntry, QueueIndex, Store, StoreError};
 
 use crate::durability::Syncer;
 use crate::events::ConsumerShared;
-use crate::events::{ConfirmTracker, ConnEvent, Delivery, GetOk, QueueCommand, QueueHandle, QueueRegistry};
+use crate::events::{
+    ConfirmTracker, ConnEvent, Delivery, Enqueue, GetOk, Inbox, QueueCommand, QueueHandle, QueueRegistry,
+};
 use crate::AmqpError;
 
-/// Commands handled before dispatching, so deliveries go out in batches.
+/// Messages (or other commands) handled before dispatching, so deliveries
+/// go out in batches.
 const BATCH: usize = 256;
 /// Ready persistent messages a durable queue keeps in memory; beyond this
 /// their bodies stay in the store until delivered, so a backlog larger than
@@ -161,12 +164,16 @@ enum Next {
 }
 
 impl Queue {
-    async fn run(mut self, mut rx: mpsc::Receiver<QueueCommand>) {
+    async fn run(mut self, mut rx: Inbox) {
         while let Some(command) = rx.recv().await {
             // A bug here must cost this queue, not leave it silently stuck
             // with its consumers and publishers waiting on it for ever.
             let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(command, &mut rx)));
             match step {
+                // A full step means more is waiting: the consumers'
+                // connections get their turn to take the deliveries and
+                // send acks before the next one.
+                Ok(Next::Continue) if rx.has_waiting() => tokio::task::yield_now().await,
                 Ok(Next::Continue) => {}
                 Ok(Next::Stop) => break,
                 Err(panic) => {
@@ -182,8 +189,11 @@ impl Queue {
         // message whose queue is deleted). Sends after close() fail, and the
         // publishing connection does the same for them.
         rx.close();
-        while let Ok(command) = rx.try_recv() {
-            if let QueueCommand::Publish { stored, confirm, .. } = command {
+        while let Some(command) = rx.try_recv() {
+            let QueueCommand::Publish(batch) = command else {
+                continue;
+            };
+            for Enqueue { stored, confirm, .. } in batch {
                 if let (Some(disk), Some(message_id)) = (&self.disk, stored) {
                     if let Err(e) = disk.store.release(message_id) {
                         error!(queue = %self.name, error = %e, "cannot release a stored message");
@@ -199,18 +209,20 @@ impl Queue {
 
     /// Handles a command and whatever else is already in the inbox, then
     /// dispatches and hands the batch's confirms to the group commit.
-    fn step(&mut self, command: QueueCommand, rx: &mut mpsc::Receiver<QueueCommand>) -> Next {
-        if let Next::Stop = self.handle(command) {
+    fn step(&mut self, command: QueueCommand, rx: &mut Inbox) -> Next {
+        // Counted in messages, so that a run of publish batches does not
+        // keep consumers waiting for the next dispatch.
+        let mut handled = command.weight();
+        if let Next::Stop = self.handle_in_order(command, rx) {
             return Next::Stop;
         }
-        for _ in 0..BATCH {
-            match rx.try_recv() {
-                Ok(command) => {
-                    if let Next::Stop = self.handle(command) {
-                        return Next::Stop;
-                    }
-                }
-                Err(_) => break,
+        while handled < BATCH {
+            let Some(command) = rx.try_recv() else {
+                break;
+            };
+            handled += command.weight();
+            if let Next::Stop = self.handle_in_order(command, rx) {
+                return Next::Stop;
             }
         }
         self.dispatch();
@@ -245,13 +257,37 @@ impl Queue {
         }
     }
 
+    /// Handles a command, after the publishes already waiting if it looks
+    /// at the backlog: commands overtake publishes (see [`Inbox`]), but a
+    /// get, a purge, a count or a delete must see every message its
+    /// connection published before asking.
+    fn handle_in_order(&mut self, command: QueueCommand, rx: &mut Inbox) -> Next {
+        if matches!(
+            command,
+            QueueCommand::Get { .. }
+                | QueueCommand::Stats(_)
+                | QueueCommand::Purge(_)
+                | QueueCommand::Delete { .. }
+        ) {
+            while let Some(batch) = rx.try_recv_publish() {
+                self.handle(QueueCommand::Publish(batch));
+            }
+        }
+        self.handle(command)
+    }
+
     fn handle(&mut self, command: QueueCommand) -> Next {
         match command {
-            QueueCommand::Publish {
-                message,
-                stored,
-                confirm,
-            } => self.publish(message, stored, confirm),
+            QueueCommand::Publish(batch) => {
+                for Enqueue {
+                    message,
+                    stored,
+                    confirm,
+                } in batch
+                {
+                    self.publish(message, stored, confirm);
+                }
+            }
             QueueCommand::Consume {
                 consumer,
                 exclusive,

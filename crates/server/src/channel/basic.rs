@@ -9,7 +9,7 @@ use super::{ChannelState, Routed, Settle};
 use crate::connection::Connection;
 use crate::events::ConfirmTracker;
 use crate::events::ConsumerShared;
-use crate::events::QueueCommand;
+use crate::events::{Enqueue, QueueCommand};
 use crate::gate::{Gate, CREDIT};
 use crate::vhost::random_suffix;
 use crate::AmqpError;
@@ -208,13 +208,30 @@ impl Connection {
                 Some(_) if queue.durable => (stored, tracker.clone()),
                 _ => (None, None),
             };
-            let command = QueueCommand::Publish {
+            let enqueue = Enqueue {
                 message: message.clone(),
                 stored,
-                confirm: confirm.clone(),
+                confirm,
             };
-            if !queue.send(command).await {
-                // Deleted meanwhile: it will never hold or confirm the message.
+            match self.pending_publishes.iter_mut().find(|(q, _)| q.id == queue.id) {
+                Some((_, batch)) => batch.push(enqueue),
+                None => self.pending_publishes.push((queue.clone(), vec![enqueue])),
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands each queue the messages routed to it since the last flush, in
+    /// one command. Called at the end of every batch of frames, and before
+    /// any method other than a publish, so that nothing a client does next
+    /// (a get, a purge, a declare's count, a commit) can miss them.
+    pub(crate) async fn flush_publishes(&mut self) -> Result<(), AmqpError> {
+        for (queue, batch) in std::mem::take(&mut self.pending_publishes) {
+            let Err(returned) = queue.try_send_publish(batch).await else {
+                continue;
+            };
+            // Deleted meanwhile: it will never hold or confirm them.
+            for Enqueue { stored, confirm, .. } in returned {
                 if let Some(message_id) = stored {
                     self.vhost.release_message(message_id)?;
                 }

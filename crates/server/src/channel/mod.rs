@@ -197,15 +197,16 @@ impl Connection {
     /// Dispatches a method on an open channel.
     pub(crate) async fn handle_method(&mut self, id: u16, method: AMQPClass) -> Result<(), AmqpError> {
         use amq_protocol::protocol::{basic as b, confirm as c, exchange as e, queue as q, tx as t};
-        if !matches!(method, AMQPClass::Basic(b::AMQPMethod::Publish(_))) {
-            // Confirms go out before the reply to whatever follows a publish.
-            self.flush_channel_confirms(id).await;
-        }
         if !matches!(
             method,
             AMQPClass::Basic(b::AMQPMethod::Publish(_) | b::AMQPMethod::Ack(_))
         ) {
+            self.flush_publishes().await?;
             self.flush_acks().await;
+        }
+        if !matches!(method, AMQPClass::Basic(b::AMQPMethod::Publish(_))) {
+            // Confirms go out before the reply to whatever follows a publish.
+            self.flush_channel_confirms(id).await;
         }
         match method {
             AMQPClass::Channel(m) => self.handle_channel_method(id, m).await,

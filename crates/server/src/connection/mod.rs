@@ -28,12 +28,12 @@ use futures::{FutureExt, StreamExt};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::codec::{FramedRead, FramedWrite};
-use tracing::{debug, info, instrument, warn};
+use tracing::{debug, error, info, instrument, warn};
 use warren_codec::{CodecError, ContentAssembler, Frame, FrameCodec, Message, Outbound};
 
 use crate::broker::Broker;
 use crate::channel::{Channel, ChannelState, Settle};
-use crate::events::{ConnEvent, Delivery, QueueCommand, QueueHandle};
+use crate::events::{ConnEvent, Delivery, Enqueue, QueueCommand, QueueHandle};
 use crate::vhost::{RouteCache, VHost};
 use crate::AmqpError;
 
@@ -79,6 +79,9 @@ pub struct Connection {
     pub(crate) pending_confirms: Vec<u16>,
     /// Acks not yet sent to their queues ([`Connection::defer_acks`]).
     pub(crate) pending_acks: Vec<(Arc<QueueHandle>, Vec<u64>)>,
+    /// Routed messages not yet handed to their queues
+    /// ([`Connection::flush_publishes`]).
+    pub(crate) pending_publishes: Vec<(Arc<QueueHandle>, Vec<Enqueue>)>,
     /// When the peer was last heard from; paused while this task is busy.
     activity: Arc<Activity>,
     /// Body octets announced by content headers and not yet complete, over
@@ -179,6 +182,7 @@ pub async fn serve(
         exclusive_queues: Vec::new(),
         pending_confirms: Vec::new(),
         pending_acks: Vec::new(),
+        pending_publishes: Vec::new(),
         activity,
         partial_bytes: 0,
         route_cache: RouteCache::default(),
@@ -303,6 +307,12 @@ impl Connection {
                             None => break,
                         }
                     }
+                    let flushed = self.flush_publishes().await;
+                    if result.is_ok() {
+                        if let Err(e) = flushed {
+                            result = Err((0, e));
+                        }
+                    }
                     self.flush_acks().await;
                     self.flush_confirms().await;
                     // A peer that sends batches gets a buffer to match; one
@@ -310,6 +320,14 @@ impl Connection {
                     let buffer = reader.read_buffer_mut();
                     if handled > 1 && buffer.capacity() < READ_BUFFER {
                         buffer.reserve(READ_BUFFER);
+                    }
+                    if handled == READ_BATCH {
+                        // More is probably buffered: let the queues and the
+                        // consumers' connections have their turn first. A
+                        // publisher that never waits would otherwise run for
+                        // its whole cooperative budget (thousands of
+                        // messages) between two turns of its consumers.
+                        tokio::task::yield_now().await;
                     }
                     result
                 }
@@ -665,11 +683,22 @@ impl Connection {
         consumer.credit.release(1);
     }
 
+    /// Hands queues what this connection still holds for them, on the way
+    /// out: a store error here can only be logged, the channel or
+    /// connection is closing anyway.
+    async fn flush_pending(&mut self) {
+        if let Err(e) = self.flush_publishes().await {
+            error!(error = %e, "cannot release a stored message");
+        }
+        self.flush_acks().await;
+    }
+
     /// Requeues a channel's unacked messages and cancels its consumers, as
     /// when it closes. The channel stays in the table (the caller decides).
     pub(crate) async fn release_channel(&mut self, id: u16) {
-        // Acks already given go first; what is left unacked goes back.
-        self.flush_acks().await;
+        // Publishes and acks already made go first; what is left unacked
+        // goes back.
+        self.flush_pending().await;
         let Some(channel) = self.channels.get_mut(&id) else {
             return;
         };
@@ -690,7 +719,7 @@ impl Connection {
     /// Everything a closing connection gives back: unacked messages,
     /// consumers, exclusive queues, and deliveries still in the inbox.
     async fn release_everything(&mut self, inbox: &mut mpsc::UnboundedReceiver<ConnEvent>) {
-        self.flush_acks().await;
+        self.flush_pending().await;
         let ids: Vec<u16> = self.channels.keys().copied().collect();
         for id in ids {
             self.release_channel(id).await;
