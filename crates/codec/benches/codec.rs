@@ -83,22 +83,19 @@ fn encode(c: &mut Criterion) {
             properties: BasicProperties::default(),
             body: Bytes::from(vec![b'w'; size]),
         });
+        let consumer_tag: Arc<str> = Arc::from("amq.ctag-0123456789012345678901");
         group.bench_function(format!("{size} B"), |b| {
             let mut codec = FrameCodec::new(131_072);
             let mut buf = BytesMut::with_capacity(COUNT * (size + 128));
             b.iter(|| {
                 buf.clear();
                 for tag in 1..=COUNT as u64 {
-                    let deliver = basic::Deliver {
-                        consumer_tag: "amq.ctag-0123456789012345678901".into(),
+                    // What the server writes for every delivery.
+                    let item = Outbound::Deliver {
+                        channel: 1,
+                        consumer_tag: consumer_tag.clone(),
                         delivery_tag: tag,
                         redelivered: false,
-                        exchange: message.exchange.clone(),
-                        routing_key: message.routing_key.clone(),
-                    };
-                    let item = Outbound::Content {
-                        channel: 1,
-                        method: AMQPClass::Basic(basic::AMQPMethod::Deliver(deliver)),
                         message: message.clone(),
                     };
                     codec.encode(item, &mut buf).unwrap();
