@@ -200,6 +200,20 @@ pub async fn exclusive_queue(ch: &lapin::Channel, prefix: &str) -> String {
     name
 }
 
+/// A plain queue (not exclusive) that other connections can use; the test
+/// deletes it at the end.
+pub async fn shared_queue(ch: &lapin::Channel, prefix: &str) -> String {
+    let name = unique(prefix);
+    ch.queue_declare(
+        name.as_str().into(),
+        lapin::options::QueueDeclareOptions::default(),
+        lapin::types::FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    name
+}
+
 /// Publishes a transient message.
 pub async fn publish(ch: &lapin::Channel, exchange: &str, routing_key: &str, body: &[u8]) {
     ch.basic_publish(

@@ -512,14 +512,7 @@ async fn a_dropped_connection_requeues_its_unacked_messages() {
     within(async {
         let broker = start_broker().await;
         let (_conn, ch) = broker.channel().await;
-        let q = unique("dropped");
-        ch.queue_declare(
-            q.as_str().into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+        let q = shared_queue(&ch, "dropped").await;
         publish(&ch, "", &q, b"survivor").await;
         // A raw client takes the message and vanishes without closing.
         {
@@ -579,15 +572,7 @@ async fn an_ack_sent_right_before_the_socket_drops_is_kept() {
     within(async {
         let broker = start_broker().await;
         let (_conn, ch) = broker.channel().await;
-        // Not exclusive: a second connection reads it.
-        let q = unique("ack-then-drop");
-        ch.queue_declare(
-            q.as_str().into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+        let q = shared_queue(&ch, "ack-then-drop").await;
         for body in ["acked", "unacked"] {
             publish(&ch, "", &q, body.as_bytes()).await;
         }

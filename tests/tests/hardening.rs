@@ -299,19 +299,6 @@ async fn consume_all(ch: &lapin::Channel, q: &str, n: usize) -> usize {
     redelivered
 }
 
-/// A plain queue another connection can consume from, deleted at the end.
-async fn shared_queue(ch: &lapin::Channel, prefix: &str) -> String {
-    let q = unique(prefix);
-    ch.queue_declare(
-        q.as_str().into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    q
-}
-
 fn consume_method(queue: &str, tag: &str) -> Frame {
     Frame::Method(
         1,
