@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use warren_codec::bytes::Buf;
 
 use crate::client::{Result, Session};
-use crate::run::Shared;
+use crate::stats::Shared;
 use crate::wire;
 
 /// How a consumer acknowledges.

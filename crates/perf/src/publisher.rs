@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use warren_codec::bytes::{Buf, BytesMut};
 
 use crate::client::{Result, Session};
-use crate::run::Shared;
+use crate::stats::Shared;
 use crate::wire::{self, PublishTemplate};
 
 /// Octets gathered before each write.

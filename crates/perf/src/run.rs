@@ -1,7 +1,7 @@
 //! One run: declare, start producers and consumers, report every second,
 //! summarise the measured window, clean up.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use amq_protocol::uri::AMQPUri;
@@ -13,33 +13,9 @@ use crate::client::{Result, Session};
 use crate::consumer::{self, Acks};
 use crate::options::{ExchangeType, Options};
 use crate::publisher::Producer;
-use crate::stats::{percentiles, thousands, Counters, Counts, Latency, Percentiles};
+use crate::stats::{percentiles, thousands, Counts, Latency, Percentiles, Shared};
 use crate::wire::PublishTemplate;
 use crate::{procfs, topic};
-
-/// What every task of a run shares.
-#[derive(Default)]
-pub struct Shared {
-    /// The counts and latencies.
-    pub counters: Counters,
-    /// The first failure a task reported; it ends the run.
-    error: Mutex<Option<String>>,
-}
-
-impl Shared {
-    /// Records a failure (the first one wins).
-    pub fn fail(&self, message: &str) {
-        let mut error = self.error.lock().unwrap_or_else(|e| e.into_inner());
-        error.get_or_insert_with(|| message.to_owned());
-    }
-
-    fn check(&self) -> Result<()> {
-        match self.error.lock().unwrap_or_else(|e| e.into_inner()).clone() {
-            Some(message) => Err(message.into()),
-            None => Ok(()),
-        }
-    }
-}
 
 /// The result of a run.
 #[derive(Debug, Default, Serialize)]
@@ -376,7 +352,8 @@ async fn timed(
     let mut ticker =
         tokio::time::interval_at((started + Duration::from_secs(1)).into(), Duration::from_secs(1));
     let mut last = mark(shared, opts.broker_pid);
-    let mut from = None;
+    // Measured from the start when there is no warm-up.
+    let mut from = (opts.warmup == 0).then_some(last);
     let mut total = Latency::default();
     let mut peak = None;
     for second in 1..=opts.warmup + opts.duration {
@@ -414,11 +391,13 @@ async fn timed(
     Ok(())
 }
 
-/// Polls until `done` holds, printing progress every second.
+/// Polls until `done` holds, printing progress every second; the latencies
+/// of the wait go into `total`.
 async fn wait_until(
     opts: &Options,
     shared: &Arc<Shared>,
     started: Instant,
+    total: &mut Latency,
     mut done: impl FnMut(&Counts) -> bool,
 ) -> Result<()> {
     let mut last = mark(shared, opts.broker_pid);
@@ -428,16 +407,13 @@ async fn wait_until(
         shared.check()?;
         let now = mark(shared, opts.broker_pid);
         if done(&now.counts) {
+            total.add(&shared.counters.take_interval());
             return Ok(());
         }
         if now.at.duration_since(last.at) >= Duration::from_secs(1) {
-            progress(
-                opts,
-                started,
-                &last,
-                &now,
-                percentiles(&shared.counters.take_interval()),
-            );
+            let interval = shared.counters.take_interval();
+            progress(opts, started, &last, &now, percentiles(&interval));
+            total.add(&interval);
             last = now;
         }
     }
@@ -457,11 +433,16 @@ async fn fill_then_drain(
         _ => 1,
     };
     let started = Instant::now();
+    // Latencies of the drain only: the fill has no consumer.
+    let mut total = Latency::default();
     start_producers(uri, opts, shared, tasks, Some(messages)).await?;
     if opts.confirm_window > 0 {
-        wait_until(opts, shared, started, |c| c.confirmed + c.nacked >= messages).await?;
+        wait_until(opts, shared, started, &mut total, |c| {
+            c.confirmed + c.nacked >= messages
+        })
+        .await?;
     } else {
-        wait_until(opts, shared, started, |c| c.published >= messages).await?;
+        wait_until(opts, shared, started, &mut total, |c| c.published >= messages).await?;
     }
     // Then until the queues hold them all (without confirms, a publish
     // written to the socket may not have reached its queue yet).
@@ -490,11 +471,13 @@ async fn fill_then_drain(
     let draining = Instant::now();
     let before = mark(shared, opts.broker_pid);
     start_consumers(uri, opts, shared, tasks).await?;
-    wait_until(opts, shared, started, |c| c.consumed >= messages * copies).await?;
+    wait_until(opts, shared, started, &mut total, |c| {
+        c.consumed >= messages * copies
+    })
+    .await?;
     let drain_seconds = draining.elapsed().as_secs_f64();
     let after = mark(shared, opts.broker_pid);
-    let mut total = Latency::default();
-    total.add(&shared.counters.take_interval());
+    summary.latency = total.summary();
     summary.seconds = fill_seconds + drain_seconds;
     summary.publish_rate = messages as f64 / fill_seconds;
     summary.confirm_rate = after.counts.confirmed as f64 / fill_seconds;

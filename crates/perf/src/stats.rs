@@ -28,6 +28,31 @@ pub struct Counters {
     interval: Mutex<Histogram<u64>>,
 }
 
+/// What every task of a run shares.
+#[derive(Default)]
+pub struct Shared {
+    /// The counts and latencies.
+    pub counters: Counters,
+    /// The first failure a task reported; it ends the run.
+    error: Mutex<Option<String>>,
+}
+
+impl Shared {
+    /// Records a failure (the first one wins).
+    pub fn fail(&self, message: &str) {
+        let mut error = self.error.lock().unwrap_or_else(|e| e.into_inner());
+        error.get_or_insert_with(|| message.to_owned());
+    }
+
+    /// The first failure, if any.
+    pub fn check(&self) -> Result<(), String> {
+        match self.error.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+            Some(message) => Err(message),
+            None => Ok(()),
+        }
+    }
+}
+
 /// Latencies above this (an hour) are clamped, not dropped.
 const MAX_LATENCY_NS: u64 = 3_600_000_000_000;
 
