@@ -12,6 +12,8 @@
 //! - [`content_assembly`]: the per-channel publish/header/body state machine.
 //! - [`field_table`]: the nesting bound, then amq-protocol's parser and
 //!   generator on what the bound lets through.
+//! - [`fast_decoding`]: the codec's hand-written decoders against
+//!   amq-protocol's parsers, wherever the former answer.
 //! - [`connection`]: a whole connection, handshake and channels, served by
 //!   the real connection task over an in-memory socket.
 
@@ -43,6 +45,24 @@ pub fn frame_decoding(data: &[u8]) {
             if !matches!(frame, Frame::ProtocolHeader) {
                 codec.encode(frame, &mut out).expect("a decoded frame re-encodes");
             }
+        }
+    }
+}
+
+/// Wherever the codec's hand-written decoders recognise a payload,
+/// amq-protocol's parsers must accept it and give the same value: the fast
+/// path may only be faster, never different.
+pub fn fast_decoding(data: &[u8]) {
+    if let Some(ours) = warren_codec::fast::method(data) {
+        match amq_protocol::protocol::parse_class(data) {
+            Ok(([], theirs)) => assert_eq!(ours, theirs),
+            other => panic!("fast decoder accepted {data:?}, amq-protocol gave {other:?}"),
+        }
+    }
+    if let Some(ours) = warren_codec::fast::content_header(data) {
+        match amq_protocol::frame::parsing::parse_content_header(data) {
+            Ok(([], theirs)) => assert_eq!(ours, theirs),
+            other => panic!("fast decoder accepted {data:?}, amq-protocol gave {other:?}"),
         }
     }
 }

@@ -32,6 +32,11 @@ fn field_table() {
 }
 
 #[test]
+fn fast_decoding() {
+    replay("fast_decoding", warren_fuzz::fast_decoding);
+}
+
+#[test]
 fn connection() {
     replay("connection", warren_fuzz::connection);
 }

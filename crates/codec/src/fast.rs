@@ -32,8 +32,9 @@ fn short_string(b: &[u8], at: usize) -> Option<(String, usize)> {
     Some((s.to_owned(), at + 1 + len))
 }
 
-/// basic.publish or basic.ack (spec 1.8.3.7 and 1.8.3.13).
-pub(crate) fn method(payload: &[u8]) -> Option<AMQPClass> {
+/// basic.publish or basic.ack (spec 1.8.3.7 and 1.8.3.13), from a method
+/// frame's payload.
+pub fn method(payload: &[u8]) -> Option<AMQPClass> {
     if u16_at(payload, 0)? != BASIC {
         return None;
     }
@@ -61,8 +62,9 @@ pub(crate) fn method(payload: &[u8]) -> Option<AMQPClass> {
     }
 }
 
-/// A content header whose only property, if any, is delivery-mode.
-pub(crate) fn content_header(payload: &[u8]) -> Option<AMQPContentHeader> {
+/// A content header whose only property, if any, is delivery-mode, from a
+/// header frame's payload.
+pub fn content_header(payload: &[u8]) -> Option<AMQPContentHeader> {
     let class_id = u16_at(payload, 0)?;
     let body_size = u64_at(payload, 4)?;
     let properties = match (u16_at(payload, 12)?, &payload[14..]) {

@@ -14,7 +14,7 @@
 //!   [`FrameCodec`], the tokio-util `Decoder`/`Encoder` for it.
 //! - [`content`] holds [`ContentAssembler`], the per-channel state machine
 //!   `Idle → AwaitingHeader → AwaitingBody`, and [`Message`].
-//! - `fast`: hand-written decoders for basic.publish, basic.ack and plain
+//! - [`fast`]: hand-written decoders for basic.publish, basic.ack and plain
 //!   content headers, the bulk of all traffic; everything else, and
 //!   anything they do not recognise, goes to amq-protocol's parsers.
 //! - [`nesting`] bounds how deeply field tables nest, without recursion,
@@ -25,7 +25,7 @@
 
 pub mod content;
 pub mod error;
-mod fast;
+pub mod fast;
 pub mod frame;
 pub mod nesting;
 
