@@ -343,7 +343,6 @@ impl Connection {
                             Err(_) => break,
                         }
                     }
-                    self.flush_acks().await;
                     self.flush_confirms().await;
                     result.map(|_| None).map_err(|e| (0, e))
                 }
