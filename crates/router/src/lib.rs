@@ -15,7 +15,8 @@
 //! - [`binding`] holds [`Binding`] and [`Destination`].
 //! - [`table`] holds [`BindingTable`], an exchange's bindings indexed for
 //!   routing: a hash map by key (direct), a trie of pattern words (topic).
-//! - [`topic`] and [`headers`]: the matching rules of those exchange types.
+//! - [`topic`] and [`headers`]: the matching rules of those exchange types
+//!   (topic keys are matched against the trie in [`table`]).
 //! - [`router`] holds [`Router`], the binding table and the routing walk
 //!   (exchange-to-exchange bindings, alternate exchanges).
 //! - [`error`] holds [`RouterError`].

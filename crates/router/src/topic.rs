@@ -2,6 +2,9 @@
 //! by `.`, `*` matches exactly one word, `#` matches zero or more words. Words
 //! may be empty (`a..b` has three words), and the empty key has no words, so
 //! it matches the patterns `` and `#` only.
+//!
+//! Routing matches keys against a trie of patterns ([`crate::table`]); the
+//! one-pattern matcher here is the definition it is tested against.
 
 /// Splits a routing key or binding pattern into words.
 pub fn words(key: &str) -> Vec<&str> {
@@ -12,11 +15,12 @@ pub fn words(key: &str) -> Vec<&str> {
     }
 }
 
-/// Whether `key` matches `pattern`.
+/// Whether `key` matches `pattern`: the rules above, one pattern at a time.
 ///
-/// Dynamic programming over (pattern word, key word) pairs, so that a peer's
+/// Dynamic programming over (pattern word, key word) pairs, so that a
 /// pattern full of `#` costs O(pattern × key), never exponential time.
-pub fn matches(pattern: &str, key: &str) -> bool {
+#[cfg(test)]
+pub(crate) fn matches(pattern: &str, key: &str) -> bool {
     let pattern = words(pattern);
     let key = words(key);
     // reachable[j]: the pattern words consumed so far can match key[..j].
