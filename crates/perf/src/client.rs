@@ -96,24 +96,27 @@ impl Session {
         next_method(&mut self.framed, channel).await
     }
 
+    /// Sends a method on `channel` and waits for its reply, whatever it is.
+    async fn call_ok(&mut self, channel: u16, m: AMQPClass) -> Result<()> {
+        self.call(channel, m).await.map(drop)
+    }
+
     /// Opens `channel`.
     pub async fn open_channel(&mut self, id: u16) -> Result<()> {
-        self.call(
+        self.call_ok(
             id,
             AMQPClass::Channel(channel::AMQPMethod::Open(channel::Open {})),
         )
         .await
-        .map(drop)
     }
 
     /// Puts `channel` in confirm mode.
     pub async fn confirm_select(&mut self, id: u16) -> Result<()> {
-        self.call(
+        self.call_ok(
             id,
             AMQPClass::Confirm(confirm::AMQPMethod::Select(confirm::Select { nowait: false })),
         )
         .await
-        .map(drop)
     }
 
     /// Declares a queue (durable if asked); returns its message count.
@@ -140,7 +143,7 @@ impl Session {
 
     /// Declares an exchange of `kind`.
     pub async fn declare_exchange(&mut self, id: u16, name: &str, kind: &str, durable: bool) -> Result<()> {
-        self.call(
+        self.call_ok(
             id,
             AMQPClass::Exchange(exchange::AMQPMethod::Declare(exchange::Declare {
                 exchange: name.into(),
@@ -154,14 +157,12 @@ impl Session {
             })),
         )
         .await
-        .map(drop)
     }
 
     /// Binds a queue, waiting for bind-ok.
     pub async fn bind(&mut self, id: u16, queue_name: &str, exchange: &str, key: &str) -> Result<()> {
-        self.call(id, bind_method(queue_name, exchange, key, false))
+        self.call_ok(id, bind_method(queue_name, exchange, key, false))
             .await
-            .map(drop)
     }
 
     /// Binds a queue with nowait, many at a time; [`Session::sync`] waits
@@ -175,17 +176,16 @@ impl Session {
 
     /// A round trip on `id`: every method sent before it has been handled.
     pub async fn sync(&mut self, id: u16) -> Result<()> {
-        self.call(
+        self.call_ok(
             id,
             AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos::default())),
         )
         .await
-        .map(drop)
     }
 
     /// Purges a queue.
     pub async fn purge(&mut self, id: u16, name: &str) -> Result<()> {
-        self.call(
+        self.call_ok(
             id,
             AMQPClass::Queue(queue::AMQPMethod::Purge(queue::Purge {
                 queue: name.into(),
@@ -193,12 +193,11 @@ impl Session {
             })),
         )
         .await
-        .map(drop)
     }
 
     /// Deletes a queue.
     pub async fn delete_queue(&mut self, id: u16, name: &str) -> Result<()> {
-        self.call(
+        self.call_ok(
             id,
             AMQPClass::Queue(queue::AMQPMethod::Delete(queue::Delete {
                 queue: name.into(),
@@ -208,12 +207,11 @@ impl Session {
             })),
         )
         .await
-        .map(drop)
     }
 
     /// Deletes an exchange.
     pub async fn delete_exchange(&mut self, id: u16, name: &str) -> Result<()> {
-        self.call(
+        self.call_ok(
             id,
             AMQPClass::Exchange(exchange::AMQPMethod::Delete(exchange::Delete {
                 exchange: name.into(),
@@ -222,12 +220,11 @@ impl Session {
             })),
         )
         .await
-        .map(drop)
     }
 
     /// Sets the per-consumer prefetch.
     pub async fn qos(&mut self, id: u16, prefetch: u16) -> Result<()> {
-        self.call(
+        self.call_ok(
             id,
             AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos {
                 prefetch_count: prefetch,
@@ -235,12 +232,11 @@ impl Session {
             })),
         )
         .await
-        .map(drop)
     }
 
     /// Starts consuming `queue` with the tag `tag`.
     pub async fn consume(&mut self, id: u16, queue_name: &str, tag: &str, no_ack: bool) -> Result<()> {
-        self.call(
+        self.call_ok(
             id,
             AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
                 queue: queue_name.into(),
@@ -253,7 +249,6 @@ impl Session {
             })),
         )
         .await
-        .map(drop)
     }
 
     /// The socket and what has been read from it but not yet parsed.

@@ -30,8 +30,8 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
 }
 
 /// Raises this process's open-file limit to its hard limit, for runs with
-/// many idle connections.
-pub fn raise_fd_limit() -> u64 {
+/// many idle connections (a failure shows up as connections refused).
+pub fn raise_fd_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -39,12 +39,11 @@ pub fn raise_fd_limit() -> u64 {
     // SAFETY: getrlimit/setrlimit write and read the struct passed.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
-            return 0;
+            return;
         }
         limit.rlim_cur = limit.rlim_max;
         libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
     }
-    limit.rlim_cur
 }
 
 #[cfg(test)]

@@ -100,6 +100,12 @@ pub async fn run(opts: Options) -> Result<Summary> {
     if opts.queues == 0 {
         return Err("--queues must be at least 1".into());
     }
+    if !(opts.rate >= 0.0 && opts.rate.is_finite()) {
+        return Err("--rate must be a number of messages per second, 0 for unlimited".into());
+    }
+    if opts.fill.is_some() && (opts.producers == 0 || opts.consumers == 0) {
+        return Err("--fill needs at least one producer and one consumer".into());
+    }
     if opts.fill.is_some() && opts.exchange_type == ExchangeType::Topic {
         return Err(
             "--fill needs a direct or fanout exchange (a topic's fan-out is not known in advance)".into(),
