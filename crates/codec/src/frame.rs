@@ -166,6 +166,24 @@ impl FrameCodec {
             dst.put_u8(constants::FRAME_END);
         }
     }
+
+    /// The content header and body frames of a message.
+    fn write_content(
+        &mut self,
+        dst: &mut BytesMut,
+        channel: ChannelId,
+        message: &Message,
+    ) -> Result<(), CodecError> {
+        self.write_payload(dst, constants::FRAME_HEADER, channel, |w| {
+            let w = gen_id(60)(w)?;
+            let w = gen_short_uint(0)(w)?;
+            let w = gen_long_long_uint(message.body.len() as u64)(w)?;
+            gen_properties(&message.properties)(w)
+        })?;
+        // spec: a zero-length body is sent as no body frames at all.
+        self.write_body(dst, channel, &message.body);
+        Ok(())
+    }
 }
 
 /// A payload amq-protocol cannot parse (truncated arguments, unknown class or
@@ -332,26 +350,6 @@ impl Encoder<Outbound> for FrameCodec {
                 self.write_content(dst, channel, &message)
             }
         }
-    }
-}
-
-impl FrameCodec {
-    /// The content header and body frames of a message.
-    fn write_content(
-        &mut self,
-        dst: &mut BytesMut,
-        channel: ChannelId,
-        message: &Message,
-    ) -> Result<(), CodecError> {
-        self.write_payload(dst, constants::FRAME_HEADER, channel, |w| {
-            let w = gen_id(60)(w)?;
-            let w = gen_short_uint(0)(w)?;
-            let w = gen_long_long_uint(message.body.len() as u64)(w)?;
-            gen_properties(&message.properties)(w)
-        })?;
-        // spec: a zero-length body is sent as no body frames at all.
-        self.write_body(dst, channel, &message.body);
-        Ok(())
     }
 }
 
