@@ -213,10 +213,7 @@ impl Connection {
                 stored,
                 confirm,
             };
-            match self.pending_publishes.iter_mut().find(|(q, _)| q.id == queue.id) {
-                Some((_, batch)) => batch.push(enqueue),
-                None => self.pending_publishes.push((queue.clone(), vec![enqueue])),
-            }
+            self.pending_publishes.push(queue, enqueue);
         }
         Ok(())
     }
@@ -226,7 +223,7 @@ impl Connection {
     /// any method other than a publish, so that nothing a client does next
     /// (a get, a purge, a declare's count, a commit) can miss them.
     pub(crate) async fn flush_publishes(&mut self) -> Result<(), AmqpError> {
-        for (queue, batch) in std::mem::take(&mut self.pending_publishes) {
+        for (queue, batch) in self.pending_publishes.take() {
             let Err(returned) = queue.try_send_publish(batch).await else {
                 continue;
             };

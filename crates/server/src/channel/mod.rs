@@ -20,7 +20,7 @@ use warren_codec::{ContentAssembler, Message, Published};
 
 use crate::connection::Connection;
 use crate::events::ConsumerShared;
-use crate::events::{QueueCommand, QueueHandle};
+use crate::events::{Enqueue, QueueCommand, QueueHandle};
 use crate::gate::Gate;
 use crate::vhost::Queues;
 use crate::AmqpError;
@@ -169,6 +169,45 @@ impl Channel {
     pub(crate) fn restore_unacked(&mut self, entries: Vec<Unacked>) {
         self.unacked.extend(entries);
         self.unacked.make_contiguous().sort_by_key(|u| u.tag);
+    }
+}
+
+/// Routed messages not yet handed to their queues: one batch per queue,
+/// in the order the queues were first routed to.
+#[derive(Debug, Default)]
+pub(crate) struct PendingPublishes {
+    batches: Vec<(Arc<QueueHandle>, Vec<Enqueue>)>,
+    /// Where each queue's batch is, once there are too many to scan: a
+    /// fanout to thousands of queues would otherwise cost a scan of every
+    /// batch for every queue of every message.
+    index: HashMap<u64, usize>,
+}
+
+/// Batches found by a scan; past this many, by the index.
+const SCAN: usize = 16;
+
+impl PendingPublishes {
+    /// Adds a message to `queue`'s batch.
+    pub(crate) fn push(&mut self, queue: &Arc<QueueHandle>, enqueue: Enqueue) {
+        let at = if self.batches.len() <= SCAN {
+            self.batches.iter().position(|(q, _)| q.id == queue.id)
+        } else {
+            // Index the batches added since the index was last used.
+            for (i, (q, _)) in self.batches.iter().enumerate().skip(self.index.len()) {
+                self.index.insert(q.id, i);
+            }
+            self.index.get(&queue.id).copied()
+        };
+        match at {
+            Some(i) => self.batches[i].1.push(enqueue),
+            None => self.batches.push((queue.clone(), vec![enqueue])),
+        }
+    }
+
+    /// Every batch, leaving none.
+    pub(crate) fn take(&mut self) -> Vec<(Arc<QueueHandle>, Vec<Enqueue>)> {
+        self.index.clear();
+        std::mem::take(&mut self.batches)
     }
 }
 
@@ -351,5 +390,50 @@ impl Connection {
             None => self.enqueue(id, routed, None).await?,
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warren_codec::amq_protocol::protocol::BasicProperties;
+
+    fn enqueue(n: u8) -> Enqueue {
+        Enqueue {
+            message: Arc::new(Message {
+                exchange: "".into(),
+                routing_key: "k".into(),
+                properties: BasicProperties::default(),
+                body: vec![n].into(),
+            }),
+            stored: None,
+            confirm: None,
+        }
+    }
+
+    #[test]
+    fn pending_publishes_keep_one_batch_per_queue_past_the_scan() {
+        let queues: Vec<_> = (0..100)
+            .map(|i| {
+                let name = format!("q{i}").as_str().into();
+                QueueHandle::new(name, i, false, None, false, Default::default()).0
+            })
+            .collect();
+        let mut pending = PendingPublishes::default();
+        for round in 0..3u8 {
+            for q in &queues {
+                pending.push(q, enqueue(round));
+            }
+        }
+        let batches = pending.take();
+        assert_eq!(batches.len(), 100);
+        for (i, (q, batch)) in batches.iter().enumerate() {
+            assert_eq!(q.id, i as u64);
+            let bodies: Vec<u8> = batch.iter().map(|e| e.message.body[0]).collect();
+            assert_eq!(bodies, [0, 1, 2]);
+        }
+        assert!(pending.take().is_empty());
+        pending.push(&queues[5], enqueue(9));
+        assert_eq!(pending.take().len(), 1);
     }
 }

@@ -32,8 +32,8 @@ use tracing::{debug, error, info, instrument, warn};
 use warren_codec::{CodecError, ContentAssembler, Frame, FrameCodec, Message, Outbound};
 
 use crate::broker::Broker;
-use crate::channel::{Channel, ChannelState, Settle};
-use crate::events::{ConnEvent, Delivery, Enqueue, QueueCommand, QueueHandle};
+use crate::channel::{Channel, ChannelState, PendingPublishes, Settle};
+use crate::events::{ConnEvent, Delivery, QueueCommand, QueueHandle};
 use crate::vhost::{RouteCache, VHost};
 use crate::AmqpError;
 
@@ -81,7 +81,7 @@ pub struct Connection {
     pub(crate) pending_acks: Vec<(Arc<QueueHandle>, Vec<u64>)>,
     /// Routed messages not yet handed to their queues
     /// ([`Connection::flush_publishes`]).
-    pub(crate) pending_publishes: Vec<(Arc<QueueHandle>, Vec<Enqueue>)>,
+    pub(crate) pending_publishes: PendingPublishes,
     /// When the peer was last heard from; paused while this task is busy.
     activity: Arc<Activity>,
     /// Body octets announced by content headers and not yet complete, over
@@ -182,7 +182,7 @@ pub async fn serve(
         exclusive_queues: Vec::new(),
         pending_confirms: Vec::new(),
         pending_acks: Vec::new(),
-        pending_publishes: Vec::new(),
+        pending_publishes: PendingPublishes::default(),
         activity,
         partial_bytes: 0,
         route_cache: RouteCache::default(),
