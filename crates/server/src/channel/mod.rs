@@ -172,23 +172,36 @@ impl Channel {
     }
 }
 
-/// Routed messages not yet handed to their queues: one batch per queue,
-/// in the order the queues were first routed to.
-#[derive(Debug, Default)]
-pub(crate) struct PendingPublishes {
-    batches: Vec<(Arc<QueueHandle>, Vec<Enqueue>)>,
+/// Items for queues, one batch per queue in the order the queues first
+/// came: the publishes (routed messages) and acks (message ids) a
+/// connection hands over once per batch of frames.
+#[derive(Debug)]
+pub(crate) struct QueueBatches<T> {
+    batches: Vec<(Arc<QueueHandle>, Vec<T>)>,
     /// Where each queue's batch is, once there are too many to scan: a
-    /// fanout to thousands of queues would otherwise cost a scan of every
-    /// batch for every queue of every message.
+    /// fanout to thousands of queues, or a multiple ack over thousands of
+    /// queues, would otherwise scan every batch for every item.
     index: HashMap<u64, usize>,
+}
+
+/// Routed messages not yet handed to their queues.
+pub(crate) type PendingPublishes = QueueBatches<Enqueue>;
+
+impl<T> Default for QueueBatches<T> {
+    fn default() -> Self {
+        Self {
+            batches: Vec::new(),
+            index: HashMap::new(),
+        }
+    }
 }
 
 /// Batches found by a scan; past this many, by the index.
 const SCAN: usize = 16;
 
-impl PendingPublishes {
-    /// Adds a message to `queue`'s batch.
-    pub(crate) fn push(&mut self, queue: &Arc<QueueHandle>, enqueue: Enqueue) {
+impl<T> QueueBatches<T> {
+    /// Adds an item to `queue`'s batch.
+    pub(crate) fn push(&mut self, queue: &Arc<QueueHandle>, item: T) {
         let at = if self.batches.len() <= SCAN {
             self.batches.iter().position(|(q, _)| q.id == queue.id)
         } else {
@@ -199,25 +212,22 @@ impl PendingPublishes {
             self.index.get(&queue.id).copied()
         };
         match at {
-            Some(i) => self.batches[i].1.push(enqueue),
-            None => self.batches.push((queue.clone(), vec![enqueue])),
+            Some(i) => self.batches[i].1.push(item),
+            None => self.batches.push((queue.clone(), vec![item])),
         }
     }
 
     /// Every batch, leaving none.
-    pub(crate) fn take(&mut self) -> Vec<(Arc<QueueHandle>, Vec<Enqueue>)> {
+    pub(crate) fn take(&mut self) -> Vec<(Arc<QueueHandle>, Vec<T>)> {
         self.index.clear();
         std::mem::take(&mut self.batches)
     }
 }
 
-/// Adds each entry's message id to its queue's list.
-fn group_by_queue(by_queue: &mut Vec<(Arc<QueueHandle>, Vec<u64>)>, entries: Vec<Unacked>) {
+/// Adds each entry's message id to its queue's batch.
+fn group_by_queue(by_queue: &mut QueueBatches<u64>, entries: Vec<Unacked>) {
     for entry in entries {
-        match by_queue.iter_mut().find(|(q, _)| q.id == entry.queue.id) {
-            Some((_, ids)) => ids.push(entry.msg_id),
-            None => by_queue.push((entry.queue, vec![entry.msg_id])),
-        }
+        by_queue.push(&entry.queue, entry.msg_id);
     }
 }
 
@@ -351,9 +361,9 @@ impl Connection {
     /// Tells queues what became of their messages, one command per queue.
     pub(crate) async fn settle(&mut self, entries: Vec<Unacked>, how: Settle) {
         Self::release_slots(&entries);
-        let mut by_queue = Vec::new();
+        let mut by_queue = QueueBatches::default();
         group_by_queue(&mut by_queue, entries);
-        for (queue, ids) in by_queue {
+        for (queue, ids) in by_queue.take() {
             let command = match how {
                 Settle::Remove => QueueCommand::Ack(ids),
                 Settle::Requeue => QueueCommand::Requeue {
@@ -378,7 +388,7 @@ impl Connection {
 
     /// Sends the acks held by [`Connection::defer_acks`].
     pub(crate) async fn flush_acks(&mut self) {
-        for (queue, ids) in std::mem::take(&mut self.pending_acks) {
+        for (queue, ids) in self.pending_acks.take() {
             queue.send(QueueCommand::Ack(ids)).await;
         }
     }
@@ -412,7 +422,7 @@ mod tests {
     }
 
     #[test]
-    fn pending_publishes_keep_one_batch_per_queue_past_the_scan() {
+    fn queue_batches_keep_one_batch_per_queue_past_the_scan() {
         let queues: Vec<_> = (0..100)
             .map(|i| {
                 let name = format!("q{i}").as_str().into();

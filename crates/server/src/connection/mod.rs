@@ -32,7 +32,7 @@ use tracing::{debug, error, info, instrument, warn};
 use warren_codec::{CodecError, ContentAssembler, Frame, FrameCodec, Message, Outbound};
 
 use crate::broker::Broker;
-use crate::channel::{Channel, ChannelState, PendingPublishes, Settle};
+use crate::channel::{Channel, ChannelState, PendingPublishes, QueueBatches, Settle};
 use crate::events::{ConnEvent, Delivery, QueueCommand, QueueHandle};
 use crate::vhost::{RouteCache, VHost};
 use crate::AmqpError;
@@ -78,7 +78,7 @@ pub struct Connection {
     /// Channels with publisher confirms not yet sent.
     pub(crate) pending_confirms: Vec<u16>,
     /// Acks not yet sent to their queues ([`Connection::defer_acks`]).
-    pub(crate) pending_acks: Vec<(Arc<QueueHandle>, Vec<u64>)>,
+    pub(crate) pending_acks: QueueBatches<u64>,
     /// Routed messages not yet handed to their queues
     /// ([`Connection::flush_publishes`]).
     pub(crate) pending_publishes: PendingPublishes,
@@ -181,7 +181,7 @@ pub async fn serve(
         consumer_cancel_notify: negotiated.consumer_cancel_notify,
         exclusive_queues: Vec::new(),
         pending_confirms: Vec::new(),
-        pending_acks: Vec::new(),
+        pending_acks: QueueBatches::default(),
         pending_publishes: PendingPublishes::default(),
         activity,
         partial_bytes: 0,
