@@ -65,6 +65,30 @@ pub struct Store {
 /// The key, in sled's default tree, of the clean-shutdown mark.
 const CLEAN_SHUTDOWN: &[u8] = b"clean-shutdown";
 
+/// How long opening waits for the data directory's lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens sled, waiting a while if the directory is locked. A store just
+/// dropped in this process keeps its lock until sled's background threads
+/// let go of it, a few milliseconds later (a test restarting its broker
+/// failed on that); another process that holds the directory still gets
+/// the lock error once the wait is over.
+fn open_db(path: &Path, cache_bytes: u64) -> sled::Result<Db> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new().path(path).cache_capacity(cache_bytes).open() {
+            // sled 0.34 says only this (config.rs, `try_lock`) when the lock is held.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            opened => return opened,
+        }
+    }
+}
+
 /// A queue's index, kept open by the queue that owns it.
 #[derive(Clone, Debug)]
 pub struct QueueIndex {
@@ -79,11 +103,7 @@ impl Store {
             path: path.to_owned(),
             source,
         };
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .open()
-            .map_err(err)?;
+        let db = open_db(path, cache_bytes).map_err(err)?;
         let tree = |name: &str| db.open_tree(name).map_err(err);
         // Taken at start, and made durable, so that a crash in this run is
         // never mistaken for a clean shutdown at the next start.
@@ -526,6 +546,19 @@ mod tests {
             auto_delete: false,
             arguments: FieldTable::default(),
         }
+    }
+
+    #[test]
+    fn a_directory_held_by_an_open_store_is_refused_after_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let _held = Store::open(dir.path(), 1 << 20).unwrap();
+        let started = std::time::Instant::now();
+        let refused = Store::open(dir.path(), 1 << 20).err().expect("the lock is held");
+        assert!(
+            refused.to_string().contains("could not acquire lock"),
+            "{refused}"
+        );
+        assert!(started.elapsed() >= LOCK_WAIT);
     }
 
     #[test]
