@@ -553,7 +553,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let _held = Store::open(dir.path(), 1 << 20).unwrap();
         let started = std::time::Instant::now();
-        let refused = Store::open(dir.path(), 1 << 20).err().expect("the lock is held");
+        let Err(refused) = Store::open(dir.path(), 1 << 20) else {
+            panic!("a second store opened a directory whose lock is held");
+        };
         assert!(
             refused.to_string().contains("could not acquire lock"),
             "{refused}"
