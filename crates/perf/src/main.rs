@@ -5,9 +5,9 @@ use warren_perf::run;
 fn main() -> std::process::ExitCode {
     let opts = Options::parse();
     let runtime = match opts.threads {
-        0 | 1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        1 => tokio::runtime::Builder::new_current_thread().enable_all().build(),
         n => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
+            .worker_threads(usize::from(n))
             .enable_all()
             .build(),
     };

@@ -50,7 +50,7 @@ pub struct Options {
     /// p mod queues (direct); consumer c consumes every queue q with
     /// q mod consumers = c (or queue c mod queues when there are more
     /// consumers than queues).
-    #[arg(short = 'u', long, default_value_t = 1)]
+    #[arg(short = 'u', long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub queues: u32,
     /// Prefix of the queue names.
     #[arg(long, default_value = "warren-perf")]
@@ -73,7 +73,7 @@ pub struct Options {
     #[arg(short = 'a', long)]
     pub auto_ack: bool,
     /// With manual acks, one basic.ack (multiple) per this many deliveries.
-    #[arg(short = 'A', long, default_value_t = 1)]
+    #[arg(short = 'A', long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub multi_ack_every: u64,
     /// Exchange type.
     #[arg(short = 't', long, value_enum, default_value_t = ExchangeType::Direct)]
@@ -115,8 +115,8 @@ pub struct Options {
     #[arg(long)]
     pub json: bool,
     /// Runtime worker threads of this generator.
-    #[arg(long, default_value_t = 1)]
-    pub threads: usize,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: u16,
     /// Leave the queues and exchange in place afterwards.
     #[arg(long)]
     pub keep: bool,

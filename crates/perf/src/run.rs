@@ -97,8 +97,12 @@ fn mark(shared: &Shared, broker: Option<u32>) -> Mark {
 /// Runs the load described by `opts`.
 pub async fn run(opts: Options) -> Result<Summary> {
     let uri: AMQPUri = opts.uri.parse().map_err(|e| format!("--uri: {e}"))?;
-    if opts.queues == 0 {
-        return Err("--queues must be at least 1".into());
+    if opts.auto_ack && opts.multi_ack_every > 1 {
+        return Err("--multi-ack-every needs manual acks (no --auto-ack)".into());
+    }
+    if opts.prefetch > 0 && opts.multi_ack_every > u64::from(opts.prefetch) {
+        // The broker would stop delivering before the ack is due.
+        return Err("--multi-ack-every must not exceed --prefetch".into());
     }
     if !(opts.rate >= 0.0 && opts.rate.is_finite()) {
         return Err("--rate must be a number of messages per second, 0 for unlimited".into());
@@ -239,9 +243,7 @@ async fn start_consumers(
 ) -> Result<()> {
     let acks = match opts.auto_ack {
         true => Acks::Auto,
-        // A multi-ack interval beyond the prefetch would never be reached.
-        false if opts.prefetch > 0 => Acks::Every(opts.multi_ack_every.clamp(1, u64::from(opts.prefetch))),
-        false => Acks::Every(opts.multi_ack_every.max(1)),
+        false => Acks::Every(opts.multi_ack_every),
     };
     for c in 0..opts.consumers {
         let mut session = Session::connect(uri).await?;
