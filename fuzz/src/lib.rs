@@ -179,7 +179,9 @@ pub fn connection(data: &[u8]) {
     runtime.block_on(async {
         let mut config = warren_server::Config::new(dir.path());
         config.store_cache_bytes = 1 << 20;
-        let broker = warren_server::broker::Broker::open(config).expect("the store opens");
+        let broker = warren_server::broker::Broker::open(config)
+            .await
+            .expect("the store opens");
         let (client, server) = tokio::io::duplex(64 * 1024);
         let (server_read, server_write) = tokio::io::split(server);
         let (shutdown, shutdown_rx) = tokio::sync::broadcast::channel(1);

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use tracing::info;
+use tracing::{error, info};
 use warren_store::{Store, StoreError};
 
 use crate::vhost::VHost;
@@ -35,20 +35,40 @@ impl Drop for ConnectionSlot {
 }
 
 impl Broker {
-    /// Opens the store in the data directory, recovers what it holds, and
-    /// makes the virtual host.
-    pub fn open(config: Config) -> Result<Arc<Self>, StoreError> {
+    /// Opens the store in the data directory, recovers what it holds (on a
+    /// blocking thread: it reads every segment), logs any damage found at
+    /// ERROR, and makes the virtual host. Must run inside the runtime.
+    pub async fn open(config: Config) -> Result<Arc<Self>, StoreError> {
         let started = Instant::now();
-        let store = Arc::new(Store::open(&config.data_dir, config.store_cache_bytes)?);
-        let recovered = store.recover()?;
-        let cleaned = recovered.cleaned;
+        let (path, cache) = (config.data_dir.clone(), config.store_cache_bytes);
+        let (store, recovered) = tokio::task::spawn_blocking(move || Store::open(&path, cache))
+            .await
+            .map_err(|e| StoreError::Refused {
+                path: config.data_dir.clone(),
+                what: format!("opening the store failed: {e}"),
+            })??;
+        for damage in &recovered.damage {
+            error!(file = %damage.file.display(), problem = %damage.what, "the store is damaged");
+            for (queue, lost) in &damage.lost {
+                error!(file = %damage.file.display(), %queue, lost, "messages lost to damage");
+            }
+            if !damage.counted {
+                error!(
+                    file = %damage.file.display(),
+                    "messages lost to damage in the segment being written at the crash: how many is not known"
+                );
+            }
+        }
+        let (cleaned, torn, segments) = (recovered.cleaned, recovered.torn, recovered.segments);
         let (vhost, stats) = VHost::open("/", store, recovered);
         info!(
             exchanges = stats.exchanges,
             queues = stats.queues,
             messages = stats.messages,
             bindings = stats.bindings,
-            cleaned,
+            segments,
+            stale_bindings = cleaned,
+            torn_octets = torn,
             elapsed_ms = started.elapsed().as_millis() as u64,
             data_dir = %config.data_dir.display(),
             "recovered durable state"

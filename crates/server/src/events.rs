@@ -7,8 +7,8 @@
 //! - [`QueueHandle`] and [`QueueCommand`]: how to reach a queue actor.
 //! - [`ConnEvent`] and [`Delivery`]: what a queue actor sends a connection.
 //! - [`ConsumerShared`]: one consumer as its queue and its channel both see it.
-//! - [`ConfirmTracker`]: a durability wait shared by the queues a publish went
-//!   to, counted down by the group commit ([`crate::durability`]).
+//! - [`ConfirmTracker`]: a durability wait (a publisher confirm, or a
+//!   tx.commit), released by the store's group commit ([`crate::durability`]).
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -49,6 +49,8 @@ pub struct QueueHandle {
     pub id: u64,
     /// Whether it survives a restart.
     pub durable: bool,
+    /// Its id in the store, if durable: persistent messages name it.
+    pub store_id: Option<u64>,
     /// The connection that owns an exclusive queue.
     pub exclusive_owner: Option<u64>,
     /// Whether it is deleted when its last consumer goes.
@@ -67,24 +69,38 @@ pub struct QueueHandle {
 pub(crate) struct Inbox {
     commands: mpsc::Receiver<QueueCommand>,
     publishes: mpsc::Receiver<Vec<Enqueue>>,
+    /// Messages the store read back for this queue. Unbounded: the queue
+    /// asks for one batch at a time.
+    loaded: mpsc::UnboundedReceiver<Loaded>,
+    loader: mpsc::UnboundedSender<Loaded>,
 }
+
+/// Messages read back from the store: (queue position, store id, message).
+pub(crate) type Loaded = Vec<(u64, u64, Result<Message, warren_store::StoreError>)>;
 
 impl Inbox {
     /// The next input, commands first; None once every handle is gone.
     pub async fn recv(&mut self) -> Option<QueueCommand> {
         tokio::select! {
             biased;
-            Some(command) = self.commands.recv() => Some(command),
+            // The loader's sender is kept here, so this branch never ends.
+            Some(loaded) = self.loaded.recv() => Some(QueueCommand::Loaded(loaded)),
+            command = self.commands.recv() => match command {
+                Some(command) => Some(command),
+                // Every handle is gone: the publishes already in, then the end.
+                None => self.publishes.recv().await.map(QueueCommand::Publish),
+            },
             Some(batch) = self.publishes.recv() => Some(QueueCommand::Publish(batch)),
-            else => None,
         }
     }
 
     /// An input already waiting, commands first.
     pub fn try_recv(&mut self) -> Option<QueueCommand> {
-        self.commands
+        self.loaded
             .try_recv()
             .ok()
+            .map(QueueCommand::Loaded)
+            .or_else(|| self.commands.try_recv().ok())
             .or_else(|| self.publishes.try_recv().ok().map(QueueCommand::Publish))
     }
 
@@ -97,7 +113,12 @@ impl Inbox {
 
     /// Whether anything is waiting.
     pub fn has_waiting(&self) -> bool {
-        !self.commands.is_empty() || !self.publishes.is_empty()
+        !self.commands.is_empty() || !self.publishes.is_empty() || !self.loaded.is_empty()
+    }
+
+    /// Where the store sends messages it reads back for this queue.
+    pub fn loader(&self) -> mpsc::UnboundedSender<Loaded> {
+        self.loader.clone()
     }
 
     /// Refuses anything more; what is already in is still received.
@@ -120,8 +141,6 @@ pub struct Enqueue {
     pub message: Arc<Message>,
     /// Its id in the store, if persistent and this queue is durable.
     pub stored: Option<u64>,
-    /// Its publisher confirm, if it waits for this queue's write.
-    pub confirm: Option<Arc<ConfirmTracker>>,
 }
 
 /// A message handed out by basic.get.
@@ -143,6 +162,8 @@ pub enum QueueCommand {
     /// Append routed messages: a connection sends each queue one batch per
     /// socket read, on the publish inbox ([`QueueHandle::try_send_publish`]).
     Publish(Vec<Enqueue>),
+    /// Messages of the backlog the store read back (the queue's own request).
+    Loaded(Loaded),
     /// Add a consumer; refused if the queue is exclusively consumed.
     Consume {
         /// The consumer.
@@ -218,24 +239,32 @@ impl QueueHandle {
     pub(crate) fn new(
         name: QueueName,
         id: u64,
-        durable: bool,
+        store_id: Option<u64>,
         exclusive_owner: Option<u64>,
         auto_delete: bool,
         arguments: FieldTable,
     ) -> (Arc<QueueHandle>, Inbox) {
         let (tx, commands) = mpsc::channel(INBOX);
         let (publish_tx, publishes) = mpsc::channel(PUBLISH_INBOX);
+        let (loader, loaded) = mpsc::unbounded_channel();
         let handle = QueueHandle {
             name,
             id,
-            durable,
+            durable: store_id.is_some(),
+            store_id,
             exclusive_owner,
             auto_delete,
             arguments,
             tx,
             publish_tx,
         };
-        (Arc::new(handle), Inbox { commands, publishes })
+        let inbox = Inbox {
+            commands,
+            publishes,
+            loaded,
+            loader,
+        };
+        (Arc::new(handle), inbox)
     }
 
     /// Sends a command, waiting while the queue's inbox is full. Returns
@@ -248,14 +277,7 @@ impl QueueHandle {
     /// A handle with no actor behind it, and the receiving end of its inbox.
     #[cfg(test)]
     pub(crate) fn detached(name: &str) -> (Arc<QueueHandle>, Inbox) {
-        Self::new(
-            QueueName::from(name),
-            0,
-            false,
-            None,
-            false,
-            FieldTable::default(),
-        )
+        Self::new(QueueName::from(name), 0, None, None, false, FieldTable::default())
     }
 
     /// Sends a batch of messages; gives it back if the queue is gone.
@@ -417,14 +439,10 @@ enum Notify {
 }
 
 impl ConfirmTracker {
-    /// A publisher confirm waiting for `queues` queues' writes.
-    pub fn new(
-        queues: usize,
-        (channel, epoch, seq): (u16, u64, u64),
-        inbox: mpsc::UnboundedSender<ConnEvent>,
-    ) -> Arc<Self> {
+    /// A publisher confirm waiting for its message's one write.
+    pub fn new((channel, epoch, seq): (u16, u64, u64), inbox: mpsc::UnboundedSender<ConnEvent>) -> Arc<Self> {
         Arc::new(Self {
-            remaining: AtomicUsize::new(queues),
+            remaining: AtomicUsize::new(1),
             failed: AtomicBool::new(false),
             notify: Notify::Confirm {
                 channel,

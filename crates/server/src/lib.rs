@@ -18,7 +18,8 @@
 //! - [`events`]: the types that cross tasks (queue commands, connection
 //!   events, consumers, confirm trackers), at the bottom of the crate so that
 //!   connections and queues depend on it rather than on each other.
-//! - [`durability`]: the group commit behind publisher confirms of persistent messages.
+//! - [`durability`]: how publisher confirms of persistent messages wait for
+//!   the store's group commit.
 //! - [`error`] holds [`AmqpError`], a reply code and text as a value.
 //! - [`config`] holds [`Config`].
 
@@ -36,4 +37,4 @@ pub mod vhost;
 
 pub use config::Config;
 pub use error::AmqpError;
-pub use listener::run;
+pub use listener::{run, serve};

@@ -14,11 +14,19 @@ use crate::connection;
 use crate::Config;
 
 /// Opens the store in `config.data_dir` and serves AMQP on `listener` until
-/// `shutdown` completes, then closes every connection with 320
-/// CONNECTION_FORCED and returns once all have ended and the store is synced.
-/// Fails only if the store cannot be opened or recovered.
+/// `shutdown` completes (see [`serve`]). Fails only if the store cannot be
+/// opened or recovered. The binary opens the broker before it binds its
+/// port instead, so that nothing connects before recovery is done.
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) -> Result<(), StoreError> {
-    let broker = Broker::open(config)?;
+    let broker = Broker::open(config).await?;
+    serve(broker, listener, shutdown).await;
+    Ok(())
+}
+
+/// Serves AMQP on `listener` until `shutdown` completes, then closes every
+/// connection with 320 CONNECTION_FORCED and returns once all have ended
+/// and the store is closed.
+pub async fn serve(broker: std::sync::Arc<Broker>, listener: TcpListener, shutdown: impl Future) {
     // Every connection task holds a receiver; a send asks them all to close.
     let (notify_shutdown, _) = broadcast::channel::<()>(1);
     // Every connection task holds a clone of this sender; recv() returns None
@@ -59,9 +67,11 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future) -
     // Let every queue finish what is already in its inbox before the final
     // sync and the clean-shutdown mark.
     broker.vhost.quiesce().await;
-    if let Err(e) = broker.vhost.store.close() {
-        error!(error = %e, "final store sync failed");
+    let store = broker.vhost.store.clone();
+    match tokio::task::spawn_blocking(move || store.close()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => error!(error = %e, "closing the store failed"),
+        Err(e) => error!(error = %e, "closing the store failed"),
     }
     info!("shut down");
-    Ok(())
 }

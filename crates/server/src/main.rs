@@ -52,13 +52,6 @@ async fn main() -> std::process::ExitCode {
         .with_env_filter(EnvFilter::try_from_env("WARREN_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
         .init();
     let args = Args::parse();
-    let listener = match tokio::net::TcpListener::bind(args.bind).await {
-        Ok(listener) => listener,
-        Err(e) => {
-            tracing::error!(bind = %args.bind, error = %e, "cannot listen");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
     if let Err(e) = std::fs::create_dir_all(&args.data_dir) {
         tracing::error!(data_dir = %args.data_dir.display(), error = %e, "cannot create the data directory");
         return std::process::ExitCode::FAILURE;
@@ -70,13 +63,24 @@ async fn main() -> std::process::ExitCode {
     config.max_message_size = args.max_message_size;
     config.max_connections = args.max_connections;
     config.max_partial_bytes = args.max_partial_body_bytes;
-    match warren_server::run(listener, config, shutdown_signal()).await {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    // Recovery first, then the port: a client never connects to a broker
+    // that is still reading its store.
+    let broker = match warren_server::broker::Broker::open(config).await {
+        Ok(broker) => broker,
         Err(e) => {
             tracing::error!(error = %e, "cannot open the store");
-            std::process::ExitCode::FAILURE
+            return std::process::ExitCode::FAILURE;
         }
-    }
+    };
+    let listener = match tokio::net::TcpListener::bind(args.bind).await {
+        Ok(listener) => listener,
+        Err(e) => {
+            tracing::error!(bind = %args.bind, error = %e, "cannot listen");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    warren_server::serve(broker, listener, shutdown_signal()).await;
+    std::process::ExitCode::SUCCESS
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -9,11 +9,13 @@
 //! - answer get, purge, delete, and the counts declare-ok reports;
 //! - cancel its consumers when deleted, and delete itself when auto-delete and
 //!   its last consumer goes;
-//! - for a durable queue, keep its persistent messages' index in the store:
-//!   append on publish (then hand the confirm to the group commit, see
-//!   [`crate::durability`]), mark on first delivery, remove on ack, and page
-//!   bodies out of memory beyond [`IN_MEMORY`] ready messages, reading them
-//!   back from the store when they are delivered.
+//! - for a durable queue, tell the store what becomes of its persistent
+//!   messages (the connection stored them, see [`crate::durability`]): first
+//!   deliveries and settlements, batched per step; keep only the first
+//!   [`IN_MEMORY`] ready messages' bodies in memory, and have the store read
+//!   the rest back, a batch ahead of delivery. The store's thread does the
+//!   reading; the actor never waits for it, and a get that finds the head
+//!   of the queue on disk waits for the read in the actor's own queue.
 //!
 //! Commands arrive on one bounded mpsc, so a queue that cannot keep up slows
 //! its publishers (the connection waits to send, and stops reading its socket)
@@ -23,18 +25,18 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Weak};
+use tokio::sync::oneshot;
 
 use amq_protocol::types::FieldTable;
 use tokio::sync::mpsc;
 use tracing::{debug, error};
 use warren_codec::Message;
 use warren_router::QueueName;
-use warren_store::{IndexEntry, QueueIndex, Store, StoreError};
+use warren_store::{RecoveredEntry, Store};
 
-use crate::durability::Syncer;
 use crate::events::ConsumerShared;
 use crate::events::{
-    ConfirmTracker, ConnEvent, Delivery, Enqueue, GetOk, Inbox, QueueCommand, QueueHandle, QueueRegistry,
+    ConnEvent, Delivery, Enqueue, GetOk, Inbox, Loaded, QueueCommand, QueueHandle, QueueRegistry,
 };
 use crate::AmqpError;
 
@@ -45,6 +47,9 @@ const BATCH: usize = 256;
 /// their bodies stay in the store until delivered, so a backlog larger than
 /// memory costs an index entry (~64 bytes) per message, not its body.
 pub const IN_MEMORY: usize = 10_000;
+/// How far ahead of delivery a queue has the store read its backlog back,
+/// and how many messages one read asks for.
+const READ_AHEAD: usize = 512;
 
 impl QueueHandle {
     /// Starts the actor of a new (or recovered) queue.
@@ -57,22 +62,24 @@ impl QueueHandle {
         let (handle, rx) = QueueHandle::new(
             new.name.clone(),
             id,
-            new.durable,
+            new.disk.as_ref().map(|d| d.queue),
             new.exclusive_owner,
             new.auto_delete,
             new.arguments,
         );
-        let next_msg_id = new.recovered.last().map_or(0, |e| e.position + 1);
+        let next_msg_id = new.recovered.len() as u64;
         let ready = new
             .recovered
             .into_iter()
-            .map(|e| Entry {
-                id: e.position,
+            .zip(0..)
+            .map(|(e, position)| Entry {
+                id: position,
                 message: None,
-                stored: Some(e.message_id),
+                stored: Some(e.message),
                 redelivered: e.delivered,
             })
             .collect();
+        let loader = rx.loader();
         let actor = Queue {
             name: new.name,
             id,
@@ -80,7 +87,11 @@ impl QueueHandle {
             vhost_name: vhost_name.to_owned(),
             auto_delete: new.auto_delete,
             disk: new.disk,
-            pending_sync: Vec::new(),
+            settled: Vec::new(),
+            delivered: Vec::new(),
+            loader,
+            loading: false,
+            parked_gets: VecDeque::new(),
             ready,
             unacked: HashMap::new(),
             next_msg_id,
@@ -97,22 +108,21 @@ impl QueueHandle {
 #[derive(Debug)]
 pub(crate) struct NewQueue {
     pub name: QueueName,
-    pub durable: bool,
     pub exclusive_owner: Option<u64>,
     pub auto_delete: bool,
     pub arguments: FieldTable,
     /// The store, for a durable queue.
     pub disk: Option<Disk>,
-    /// Index entries found at start, in order.
-    pub recovered: Vec<IndexEntry>,
+    /// Messages found at start, in order.
+    pub recovered: Vec<RecoveredEntry>,
 }
 
 /// A durable queue's place in the store.
 #[derive(Debug)]
 pub(crate) struct Disk {
-    pub store: Arc<Store>,
-    pub index: QueueIndex,
-    pub syncer: Syncer,
+    pub store: Store,
+    /// Its id there.
+    pub queue: u64,
 }
 
 #[derive(Debug)]
@@ -143,8 +153,16 @@ struct Queue {
     auto_delete: bool,
     /// The store, for a durable queue.
     disk: Option<Disk>,
-    /// Confirms waiting for this batch's writes to be synced.
-    pending_sync: Vec<Arc<ConfirmTracker>>,
+    /// Stored messages settled in this step, told to the store at its end.
+    settled: Vec<u64>,
+    /// Stored messages delivered for the first time in this step.
+    delivered: Vec<u64>,
+    /// Where the store sends what it reads back.
+    loader: tokio::sync::mpsc::UnboundedSender<Loaded>,
+    /// Whether a read is in flight (one at a time).
+    loading: bool,
+    /// Gets that found the head of the queue on disk, answered once it is read.
+    parked_gets: VecDeque<(bool, oneshot::Sender<Option<GetOk>>)>,
     /// Ready messages, ordered by id: new ones are appended, requeued ones
     /// are inserted back where their id puts them.
     ready: VecDeque<Entry>,
@@ -165,6 +183,7 @@ enum Next {
 
 impl Queue {
     async fn run(mut self, mut rx: Inbox) {
+        let mut deleted = false;
         while let Some(command) = rx.recv().await {
             // A bug here must cost this queue, not leave it silently stuck
             // with its consumers and publishers waiting on it for ever.
@@ -175,34 +194,36 @@ impl Queue {
                 // send acks before the next one.
                 Ok(Next::Continue) if rx.has_waiting() => tokio::task::yield_now().await,
                 Ok(Next::Continue) => {}
-                Ok(Next::Stop) => break,
+                Ok(Next::Stop) => {
+                    deleted = true;
+                    break;
+                }
                 Err(panic) => {
                     self.crashed(panic.as_ref());
                     break;
                 }
             }
         }
-        // A queue deleted mid-batch still owes its publishers their confirms.
-        self.request_sync();
-        // Publishes already in the inbox will never be held: let go of their
-        // stored bodies and count their confirms down (RabbitMQ confirms a
-        // message whose queue is deleted). Sends after close() fail, and the
-        // publishing connection does the same for them.
+        self.flush_store();
+        // Publishes already in the inbox will never be held. Sends after
+        // close() fail, and the publishing connection settles those itself.
         rx.close();
+        let mut never_held = Vec::new();
         while let Some(command) = rx.try_recv() {
-            let QueueCommand::Publish(batch) = command else {
-                continue;
-            };
-            for Enqueue { stored, confirm, .. } in batch {
-                if let (Some(disk), Some(message_id)) = (&self.disk, stored) {
-                    if let Err(e) = disk.store.release(message_id) {
-                        error!(queue = %self.name, error = %e, "cannot release a stored message");
-                    }
-                }
-                if let Some(tracker) = confirm {
-                    tracker.done(true);
-                }
+            if let QueueCommand::Publish(batch) = command {
+                never_held.extend(batch.into_iter().filter_map(|e| e.stored));
             }
+        }
+        // A deleted queue's definition left the store first (forget_queue);
+        // what it held dies with it. A queue that stops because the broker
+        // does, or that crashed, keeps everything stored for the next start.
+        if let (true, Some(disk)) = (deleted, &self.disk) {
+            let held = self
+                .ready
+                .iter()
+                .chain(self.unacked.values())
+                .filter_map(|e| e.stored);
+            disk.store.forget(disk.queue, held.chain(never_held).collect());
         }
         debug!(queue = %self.name, "queue stopped");
     }
@@ -226,7 +247,8 @@ impl Queue {
             }
         }
         self.dispatch();
-        self.request_sync();
+        self.load_ahead();
+        self.flush_store();
         Next::Continue
     }
 
@@ -250,10 +272,106 @@ impl Queue {
         }
     }
 
-    /// Hands this batch's confirms to the group commit.
-    fn request_sync(&mut self) {
+    /// Tells the store this step's first deliveries and settlements, in
+    /// that order (a message may be both).
+    fn flush_store(&mut self) {
         if let Some(disk) = &self.disk {
-            disk.syncer.request(std::mem::take(&mut self.pending_sync));
+            disk.store
+                .delivered(disk.queue, std::mem::take(&mut self.delivered));
+            disk.store.settle(disk.queue, std::mem::take(&mut self.settled));
+        }
+    }
+
+    /// Has the store read back the paged-out messages near the head of the
+    /// queue, one batch at a time.
+    fn load_ahead(&mut self) {
+        let Some(disk) = &self.disk else {
+            return;
+        };
+        if self.loading {
+            return;
+        }
+        let wanted: Vec<(u64, u64)> = self
+            .ready
+            .iter()
+            .take(READ_AHEAD)
+            .filter(|e| e.message.is_none())
+            .filter_map(|e| Some((e.id, e.stored?)))
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        self.loading = true;
+        let loader = self.loader.clone();
+        let ids = wanted.iter().map(|&(_, id)| id).collect();
+        disk.store.read(
+            ids,
+            Box::new(move |read| {
+                let batch = wanted
+                    .into_iter()
+                    .zip(read)
+                    .map(|((position, id), message)| (position, id, message))
+                    .collect();
+                // A queue gone meanwhile no longer needs them.
+                let _ = loader.send(batch);
+            }),
+        );
+    }
+
+    /// Messages read back: they rejoin their entries, if still ready. One
+    /// that cannot be read is lost, and said so.
+    fn loaded(&mut self, batch: Loaded) {
+        self.loading = false;
+        for (position, id, read) in batch {
+            let Ok(at) = self.ready.binary_search_by_key(&position, |e| e.id) else {
+                continue;
+            };
+            if self.ready[at].stored != Some(id) || self.ready[at].message.is_some() {
+                continue;
+            }
+            match read {
+                Ok(message) => self.ready[at].message = Some(Arc::new(message)),
+                // The broker is stopping: it stays stored for the next start.
+                Err(warren_store::StoreError::Closed) => {}
+                Err(e) => {
+                    error!(queue = %self.name, error = %e, "a stored message cannot be read back: it is lost");
+                    if let Some(entry) = self.ready.remove(at) {
+                        self.settle_entry(&entry);
+                    }
+                }
+            }
+        }
+        while !self.parked_gets.is_empty() && !self.head_on_disk() {
+            let (no_ack, reply) = self.parked_gets.pop_front().expect("not empty");
+            self.answer_get(no_ack, reply);
+        }
+    }
+
+    fn head_on_disk(&self) -> bool {
+        self.ready.front().is_some_and(|e| e.message.is_none())
+    }
+
+    /// basic.get: answered now, or once the head of the queue is read back
+    /// (after the gets already waiting, in order).
+    fn get(&mut self, no_ack: bool, reply: oneshot::Sender<Option<GetOk>>) {
+        if !self.parked_gets.is_empty() || self.head_on_disk() {
+            self.parked_gets.push_back((no_ack, reply));
+            self.load_ahead();
+            return;
+        }
+        self.answer_get(no_ack, reply);
+    }
+
+    fn answer_get(&mut self, no_ack: bool, reply: oneshot::Sender<Option<GetOk>>) {
+        let got = self.take_next(no_ack).map(|taken| GetOk {
+            msg_id: taken.id,
+            message: taken.message,
+            redelivered: taken.redelivered,
+            remaining: self.ready.len() as u32,
+        });
+        // A get-ok the channel can no longer send goes back.
+        if let Err(Some(ok)) = reply.send(got) {
+            self.requeue(vec![ok.msg_id], false);
         }
     }
 
@@ -279,15 +397,11 @@ impl Queue {
     fn handle(&mut self, command: QueueCommand) -> Next {
         match command {
             QueueCommand::Publish(batch) => {
-                for Enqueue {
-                    message,
-                    stored,
-                    confirm,
-                } in batch
-                {
-                    self.publish(message, stored, confirm);
+                for Enqueue { message, stored } in batch {
+                    self.publish(message, stored);
                 }
             }
+            QueueCommand::Loaded(batch) => self.loaded(batch),
             QueueCommand::Consume {
                 consumer,
                 exclusive,
@@ -324,22 +438,11 @@ impl Queue {
                     return Next::Stop;
                 }
             }
-            QueueCommand::Get { no_ack, reply } => {
-                let got = self.take_next(no_ack).map(|taken| GetOk {
-                    msg_id: taken.id,
-                    message: taken.message,
-                    redelivered: taken.redelivered,
-                    remaining: self.ready.len() as u32,
-                });
-                // A get-ok the channel can no longer send goes back.
-                if let Err(Some(ok)) = reply.send(got) {
-                    self.requeue(vec![ok.msg_id], false);
-                }
-            }
+            QueueCommand::Get { no_ack, reply } => self.get(no_ack, reply),
             QueueCommand::Ack(ids) => {
                 for id in ids {
                     if let Some(entry) = self.unacked.remove(&id) {
-                        self.forget_on_disk(&entry);
+                        self.settle_entry(&entry);
                     }
                 }
             }
@@ -358,7 +461,7 @@ impl Queue {
             QueueCommand::Purge(reply) => {
                 let n = self.ready.len() as u32;
                 for entry in std::mem::take(&mut self.ready) {
-                    self.forget_on_disk(&entry);
+                    self.settle_entry(&entry);
                 }
                 let _ = reply.send(n);
             }
@@ -418,124 +521,56 @@ impl Queue {
         self.ready.insert(at, entry);
     }
 
-    fn publish(&mut self, message: Arc<Message>, stored: Option<u64>, confirm: Option<Arc<ConfirmTracker>>) {
+    fn publish(&mut self, message: Arc<Message>, stored: Option<u64>) {
         let id = self.next_msg_id;
         self.next_msg_id += 1;
-        let mut entry = Entry {
+        // Beyond the in-memory head, a stored message's body is read back
+        // from the store when its turn comes near.
+        let in_memory = stored.is_none() || self.ready.len() < IN_MEMORY;
+        self.ready.push_back(Entry {
             id,
-            message: Some(message),
+            message: in_memory.then_some(message),
             stored,
             redelivered: false,
-        };
-        if let (Some(disk), Some(message_id)) = (&self.disk, stored) {
-            let written = disk.store.put_entry(
-                &disk.index,
-                IndexEntry {
-                    position: id,
-                    message_id,
-                    delivered: false,
-                },
-            );
-            if let Err(e) = &written {
-                error!(queue = %self.name, error = %e, "cannot store a persistent message");
-            }
-            match confirm {
-                // Confirmed once the group commit after this batch completes.
-                Some(tracker) if written.is_ok() => self.pending_sync.push(tracker),
-                Some(tracker) => tracker.done(false),
-                None => {}
-            }
-            if self.ready.len() >= IN_MEMORY {
-                entry.message = None;
-            }
-        } else if let Some(tracker) = confirm {
-            // Only durable queues are asked to confirm a write.
-            tracker.done(true);
-        }
-        self.ready.push_back(entry);
+        });
     }
 
-    /// The message of an entry, read back from the store if paged out.
-    fn load(&self, entry: &Entry) -> Loaded {
-        if let Some(message) = &entry.message {
-            return Loaded::Message(message.clone());
-        }
-        let (Some(disk), Some(message_id)) = (self.disk.as_ref(), entry.stored) else {
-            return Loaded::Corrupt;
-        };
-        match disk.store.get_message(message_id) {
-            Ok(message) => Loaded::Message(Arc::new(message)),
-            Err(e @ StoreError::Corrupt { .. }) => {
-                error!(queue = %self.name, error = %e, "a stored message does not decode; dropping it");
-                Loaded::Corrupt
-            }
-            Err(e) => {
-                error!(queue = %self.name, error = %e, "cannot read a stored message; will retry");
-                Loaded::Failed
-            }
+    /// A settled (or purged) message: the store is told at the end of the step.
+    fn settle_entry(&mut self, entry: &Entry) {
+        if let (Some(_), Some(stored)) = (&self.disk, entry.stored) {
+            self.settled.push(stored);
         }
     }
 
-    /// Removes a settled (or purged) message from the store.
-    fn forget_on_disk(&self, entry: &Entry) {
-        if let (Some(disk), Some(message_id)) = (&self.disk, entry.stored) {
-            let index_entry = IndexEntry {
-                position: entry.id,
-                message_id,
-                delivered: true,
-            };
-            if let Err(e) = disk.store.remove_entry(&disk.index, index_entry) {
-                error!(queue = %self.name, error = %e, "cannot remove a stored message");
-            }
-        }
-    }
-
-    /// Takes the next ready message for a delivery or a get: loads it if
-    /// paged out, records its first delivery in the store (so that it comes
-    /// back redelivered after a restart), and moves it to `unacked`, or
-    /// forgets it at once for no-ack.
+    /// Takes the next ready message for a delivery or a get, unless it is
+    /// still on disk (then it is asked for, and None returned): records its
+    /// first delivery in the store (so that it comes back redelivered after
+    /// a restart), and moves it to `unacked`, or settles it at once for
+    /// no-ack.
     fn take_next(&mut self, no_ack: bool) -> Option<Taken> {
-        while let Some(mut entry) = self.ready.pop_front() {
-            let message = match self.load(&entry) {
-                Loaded::Message(message) => message,
-                Loaded::Corrupt => {
-                    self.forget_on_disk(&entry);
-                    continue;
-                }
-                // A read that failed (I/O) keeps the message: it is retried
-                // at the next dispatch.
-                Loaded::Failed => {
-                    self.ready.push_front(entry);
-                    return None;
-                }
-            };
-            let taken = Taken {
-                id: entry.id,
-                message,
-                redelivered: entry.redelivered,
-            };
-            if no_ack {
-                self.forget_on_disk(&entry);
-                return Some(taken);
-            }
-            if let (Some(disk), Some(message_id), false) = (&self.disk, entry.stored, entry.redelivered) {
-                let marked = IndexEntry {
-                    position: entry.id,
-                    message_id,
-                    delivered: true,
-                };
-                if let Err(e) = disk.store.put_entry(&disk.index, marked) {
-                    error!(queue = %self.name, error = %e, "cannot mark a stored message delivered");
-                }
-            }
-            if entry.stored.is_some() {
-                // The store has it; the delivery carries it to the client.
-                entry.message = None;
-            }
-            self.unacked.insert(entry.id, entry);
+        let Some(message) = self.ready.front()?.message.clone() else {
+            self.load_ahead();
+            return None;
+        };
+        let mut entry = self.ready.pop_front().expect("a front entry");
+        let taken = Taken {
+            id: entry.id,
+            message,
+            redelivered: entry.redelivered,
+        };
+        if no_ack {
+            self.settle_entry(&entry);
             return Some(taken);
         }
-        None
+        if let (Some(_), Some(stored), false) = (&self.disk, entry.stored, entry.redelivered) {
+            self.delivered.push(stored);
+        }
+        if entry.stored.is_some() {
+            // The store has it; the delivery carries it to the client.
+            entry.message = None;
+        }
+        self.unacked.insert(entry.id, entry);
+        Some(taken)
     }
 
     /// A delivery that never reached the client goes back where it was.
@@ -544,19 +579,7 @@ impl Queue {
         // A no-ack delivery left the store when it was taken; a persistent one
         // that never reached its client goes back into it.
         if let (None, Some(disk), Some(2)) = (stored, &self.disk, *message.properties.delivery_mode()) {
-            let entry = |message_id| IndexEntry {
-                position: msg_id,
-                message_id,
-                delivered: false,
-            };
-            match disk
-                .store
-                .put_message(&message, 1)
-                .and_then(|id| disk.store.put_entry(&disk.index, entry(id)).map(|_| id))
-            {
-                Ok(id) => stored = Some(id),
-                Err(e) => error!(queue = %self.name, error = %e, "cannot store a returned message again"),
-            }
+            stored = Some(disk.store.publish(message.clone(), vec![disk.queue], None));
         }
         self.put_back(Entry {
             id: msg_id,
@@ -629,15 +652,6 @@ impl Queue {
     }
 }
 
-/// What reading an entry's message gave.
-enum Loaded {
-    Message(Arc<Message>),
-    /// Missing or undecodable: it can never be delivered.
-    Corrupt,
-    /// The store failed to read it this time.
-    Failed,
-}
-
 /// A message taken for delivery.
 struct Taken {
     id: u64,
@@ -654,8 +668,7 @@ mod tests {
     #[tokio::test]
     async fn a_crashed_queue_cancels_its_consumers_and_leaves_the_vhost() {
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(dir.path(), 1 << 20).unwrap());
-        let recovered = store.recover().unwrap();
+        let (store, recovered) = Store::open(dir.path(), 1 << 20).unwrap();
         let (vhost, _) = VHost::open("/", store, recovered);
         let arguments = FieldTable::default();
         let spec = || QueueSpec {

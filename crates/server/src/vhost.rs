@@ -6,11 +6,12 @@
 //! block a runtime thread, see mini-redis's `db.rs`). Publishing takes the read
 //! lock once to route and resolve the queue handles.
 //!
-//! Durable definitions are written to the store as they change, under the
-//! same write lock, so the store's order of changes is the router's: durable
+//! Durable definitions are sent to the store as they change, under the same
+//! write lock, so the store's order of changes is the router's: durable
 //! exchanges and queues on declare and delete, and bindings whose two ends are
-//! both durable (RabbitMQ's rule). At start, [`VHost::open`] rebuilds
-//! everything from [`Recovered`].
+//! both durable (RabbitMQ's rule). Sending is a channel send: the store's
+//! thread does the writing, and the lock is never held across I/O. At start,
+//! [`VHost::open`] rebuilds everything from [`Recovered`].
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -19,13 +20,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
 use amq_protocol::types::{AMQPValue, FieldTable};
-use tracing::{error, warn};
+use tracing::warn;
 use warren_router::{Destination, Exchange, ExchangeKind, QueueName, Router, RouterError};
-use warren_store::{
-    BindingDef, DestinationKind, ExchangeDef, IndexEntry, QueueDef, Recovered, Store, StoreError,
-};
+use warren_store::{BindingDef, DestinationKind, ExchangeDef, QueueDef, Recovered, RecoveredEntry, Store};
 
-use crate::durability::Syncer;
 use crate::events::{QueueHandle, QueueRegistry};
 use crate::queue::{Disk, NewQueue};
 use crate::AmqpError;
@@ -63,9 +61,7 @@ pub struct VHost {
     /// that connections know when their [`RouteCache`] is stale.
     epoch: AtomicU64,
     /// Where durable things are kept.
-    pub(crate) store: Arc<Store>,
-    /// The group commit in front of the store.
-    pub(crate) syncer: Syncer,
+    pub(crate) store: Store,
 }
 
 /// What recovery found, for the start-up log.
@@ -101,7 +97,7 @@ pub struct QueueSpec<'a> {
 impl VHost {
     /// A virtual host with the predeclared exchanges and what the store
     /// recovered. Must run inside the tokio runtime (it starts queue actors).
-    pub fn open(name: &str, store: Arc<Store>, recovered: Recovered) -> (Arc<Self>, RecoveryStats) {
+    pub fn open(name: &str, store: Store, recovered: Recovered) -> (Arc<Self>, RecoveryStats) {
         let vhost = Arc::new_cyclic(|weak_self| Self {
             name: name.to_owned(),
             state: RwLock::new(Definitions {
@@ -111,7 +107,6 @@ impl VHost {
             weak_self: weak_self.clone(),
             next_queue_id: AtomicU64::new(1),
             epoch: AtomicU64::new(0),
-            syncer: Syncer::spawn(store.clone()),
             store,
         });
         let stats = vhost.restore(recovered);
@@ -134,12 +129,8 @@ impl VHost {
         for q in recovered.queues {
             stats.queues += 1;
             stats.messages += q.entries.len();
-            match self.spawn_durable_queue(q.def, q.entries) {
-                Ok(handle) => {
-                    state.queues.insert(handle.name.clone(), handle);
-                }
-                Err(e) => error!(error = %e, "cannot open a stored queue's index"),
-            }
+            let handle = self.spawn_durable_queue(q.def, q.entries);
+            state.queues.insert(handle.name.clone(), handle);
         }
         for b in recovered.bindings {
             let destination = match b.destination_kind {
@@ -157,40 +148,25 @@ impl VHost {
         stats
     }
 
-    fn spawn_durable_queue(
-        &self,
-        def: QueueDef,
-        entries: Vec<IndexEntry>,
-    ) -> Result<Arc<QueueHandle>, StoreError> {
+    fn spawn_durable_queue(&self, def: QueueDef, entries: Vec<RecoveredEntry>) -> Arc<QueueHandle> {
         let disk = Disk {
-            index: self.store.queue_index(&def.name)?,
             store: self.store.clone(),
-            syncer: self.syncer.clone(),
+            queue: def.id,
         };
         let new = NewQueue {
             name: def.name.into(),
-            durable: true,
             exclusive_owner: None,
             auto_delete: def.auto_delete,
             arguments: def.arguments,
             disk: Some(disk),
             recovered: entries,
         };
-        Ok(QueueHandle::spawn(
+        QueueHandle::spawn(
             self.registry(),
             &self.name,
             self.next_queue_id.fetch_add(1, Ordering::Relaxed),
             new,
-        ))
-    }
-
-    /// A store failure: the operation fails with 541 INTERNAL_ERROR, and the
-    /// log says why.
-    fn stored<T>(&self, result: Result<T, StoreError>) -> Result<T, AmqpError> {
-        result.map_err(|e| {
-            error!(error = %e, "store write failed");
-            AmqpError::internal_error(format!("store failure: {e}"))
-        })
+        )
     }
 
     /// Waits until every queue has handled the commands sent to it so far.
@@ -201,27 +177,12 @@ impl VHost {
         }
     }
 
-    /// Stores a persistent message for `queues` durable queues.
-    pub(crate) fn store_message(
-        &self,
-        message: &warren_codec::Message,
-        queues: u32,
-    ) -> Result<u64, AmqpError> {
-        self.stored(self.store.put_message(message, queues))
-    }
-
-    /// Lets go of a stored message a queue will not hold after all.
-    pub(crate) fn release_message(&self, message_id: u64) -> Result<(), AmqpError> {
-        self.stored(self.store.release(message_id))
-    }
-
     /// Forgets the durable ones among exchanges the router deleted
     /// (auto-delete cascades included); the others were never stored.
-    fn forget_exchanges(&self, removed: &[Exchange]) -> Result<(), AmqpError> {
+    fn forget_exchanges(&self, removed: &[Exchange]) {
         for exchange in removed.iter().filter(|x| x.durable) {
-            self.stored(self.store.delete_exchange(exchange.name.as_str()))?;
+            self.store.delete_exchange(exchange.name.as_str());
         }
-        Ok(())
     }
 
     /// The stored form of a binding, if both its ends are durable.
@@ -366,7 +327,7 @@ impl VHost {
                 internal,
                 arguments: arguments.clone(),
             };
-            self.stored(self.store.put_exchange(&def))?;
+            self.store.put_exchange(def);
         }
         Ok(())
     }
@@ -382,7 +343,10 @@ impl VHost {
         }
         let state = &mut *self.write();
         match state.router.delete(name, if_unused) {
-            Ok(removed) => self.forget_exchanges(&removed),
+            Ok(removed) => {
+                self.forget_exchanges(&removed);
+                Ok(())
+            }
             Err(RouterError::ExchangeNotFound(_)) => Ok(()),
             Err(e) => Err(self.router_error(e)),
         }
@@ -422,15 +386,15 @@ impl VHost {
         let queue = if spec.durable {
             let def = QueueDef {
                 name: name.to_string(),
+                id: self.store.new_queue_id(),
                 auto_delete: spec.auto_delete,
                 arguments: spec.arguments.clone(),
             };
-            self.stored(self.store.put_queue(&def))?;
-            self.stored(self.spawn_durable_queue(def, Vec::new()))?
+            self.store.put_queue(def.clone());
+            self.spawn_durable_queue(def, Vec::new())
         } else {
             let new = NewQueue {
                 name: name.clone(),
-                durable: false,
                 exclusive_owner: spec.exclusive.then_some(connection),
                 auto_delete: spec.auto_delete,
                 arguments: spec.arguments.clone(),
@@ -575,7 +539,10 @@ impl VHost {
             .bind(source, destination, routing_key, arguments.clone())
             .map_err(|e| self.router_error(e))?;
         match durable {
-            Some(def) => self.stored(self.store.put_binding(&def)),
+            Some(def) => {
+                self.store.put_binding(def);
+                Ok(())
+            }
             None => Ok(()),
         }
     }
@@ -595,9 +562,10 @@ impl VHost {
         match state.router.unbind(source, &destination, routing_key, arguments) {
             Ok(deleted) => {
                 if let Some(def) = durable {
-                    self.stored(self.store.delete_binding(&def))?;
+                    self.store.delete_binding(def);
                 }
-                self.forget_exchanges(&deleted)
+                self.forget_exchanges(&deleted);
+                Ok(())
             }
             Err(RouterError::ExchangeNotFound(_)) => Ok(()),
             Err(e) => Err(self.router_error(e)),
@@ -739,7 +707,6 @@ impl RouteCache {
     }
 }
 
-/// A field value as RabbitMQ prints it in reply texts.
 impl QueueRegistry for VHost {
     /// Removes a deleted queue and its bindings. Only the queue with this id
     /// goes: a newer queue that took the name stays.
@@ -751,12 +718,12 @@ impl QueueRegistry for VHost {
         let durable = queue.durable;
         state.queues.remove(name);
         let deleted = state.router.unbind_queue(name);
-        // Called by the queue actor itself, which has no client to answer:
-        // a failure here is logged (by `stored`), and recovery cleans up.
+        // The store's thread forgets the definition and its bindings; the
+        // queue then tells it to forget its messages.
         if durable {
-            let _ = self.stored(self.store.delete_queue(name.as_str()));
+            self.store.delete_queue(name.as_str());
         }
-        let _ = self.forget_exchanges(&deleted);
+        self.forget_exchanges(&deleted);
     }
 
     /// Removes a queue whose actor crashed from the tables in memory only:
@@ -771,6 +738,7 @@ impl QueueRegistry for VHost {
     }
 }
 
+/// A field value as RabbitMQ prints it in reply texts.
 fn show(value: &AMQPValue) -> String {
     match value {
         AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),

@@ -26,6 +26,10 @@ pub struct ExchangeDef {
 pub struct QueueDef {
     /// Its name.
     pub name: String,
+    /// Its number in the message log, where every message names the queues
+    /// that hold it. Given once and never reused, so that a message left in
+    /// the log by a deleted queue is never taken for a new queue's.
+    pub id: u64,
     /// Deleted when its last consumer goes.
     pub auto_delete: bool,
     /// Declare arguments.
@@ -104,16 +108,19 @@ impl ExchangeDef {
 
 impl QueueDef {
     pub(crate) fn encode(&self) -> Vec<u8> {
-        let mut out = vec![u8::from(self.auto_delete)];
+        let mut out = self.id.to_be_bytes().to_vec();
+        out.push(u8::from(self.auto_delete));
         encode_table(&self.arguments, &mut out);
         out
     }
 
     pub(crate) fn decode(name: &str, bytes: &[u8]) -> Option<Self> {
-        let (&flags, rest) = bytes.split_first()?;
+        let id = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
+        let (&flags, rest) = bytes[8..].split_first()?;
         let (arguments, _) = decode_table(rest)?;
         Some(Self {
             name: name.to_owned(),
+            id,
             auto_delete: flags & 1 != 0,
             arguments,
         })
@@ -176,6 +183,7 @@ mod tests {
         assert_eq!(ExchangeDef::decode("x", &x.encode()), Some(x));
         let q = QueueDef {
             name: "q".into(),
+            id: 7,
             auto_delete: true,
             arguments: args.clone(),
         };

@@ -13,22 +13,33 @@ pub enum StoreError {
         /// What sled said.
         source: sled::Error,
     },
-    /// Syncing the store's file failed.
-    #[error("syncing {path}: {source}")]
+    /// A file operation failed.
+    #[error("{path}: {source}")]
     Io {
         /// The file.
         path: PathBuf,
         /// What the OS said.
         source: std::io::Error,
     },
-    /// A record that does not decode: the store is damaged.
-    #[error("store at {path}: corrupt record in tree '{tree}': {what}")]
+    /// A record that does not decode.
+    #[error("{path}: {what}")]
     Corrupt {
-        /// The store's directory.
+        /// The file.
         path: PathBuf,
-        /// The sled tree.
-        tree: String,
         /// What was wrong.
         what: String,
     },
+    /// The store cannot be opened as it is: Warren refuses to start rather
+    /// than start without what it holds.
+    #[error("refusing to open the store: {path}: {what}")]
+    Refused {
+        /// The file or directory at fault.
+        path: PathBuf,
+        /// What is wrong, and what to do.
+        what: String,
+    },
+    /// The store's thread is gone (it was closed, or an earlier write
+    /// failed and every later one is refused).
+    #[error("the store is closed or failed earlier")]
+    Closed,
 }

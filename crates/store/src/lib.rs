@@ -1,38 +1,43 @@
-//! `warren-store` keeps what must survive a restart, on sled: durable
-//! exchanges, queues and bindings, and the persistent messages of durable
-//! queues. It has no tokio dependency; the server calls it from its tasks and
-//! runs [`Store::sync`] (flush + fdatasync) as its group commit.
+//! `warren-store` keeps what must survive a restart: durable exchanges,
+//! queues and bindings in sled, and the persistent messages of durable
+//! queues in an append-only message log beside it. One thread owns all of
+//! it (see [`writer`]); the broker only sends it work through a [`Store`]
+//! handle, so no I/O ever runs on the broker's async threads. It has no
+//! tokio dependency.
 //!
-//! # Layout
+//! # Layout of a data directory
 //!
-//! - [`definitions`] holds [`ExchangeDef`], [`QueueDef`], [`BindingDef`] and
-//!   their encodings.
-//! - [`messages`] holds message bodies (stored once, chunked) and the per-queue
-//!   indexes that say which messages a queue holds, in order.
-//! - [`store`] holds [`Store`]: opening, [`Store::sync`], recovery.
-//! - [`error`] holds [`StoreError`].
+//! - sled (`db`, `conf`, `blobs/`, `snap.*`), with trees:
 //!
-//! # On-disk layout (one sled database)
+//!   | tree | key | value |
+//!   |---|---|---|
+//!   | `exchanges` | name | kind, flags, arguments |
+//!   | `queues` | name | id, flags, arguments |
+//!   | `bindings` | source, destination, routing key, arguments | empty |
+//!   | `segments` | segment number | active, or closed with its message count per queue |
+//!   | `meta` | `generation`, `next-queue-id` | u64 |
 //!
-//! | tree | key | value |
-//! |---|---|---|
-//! | `exchanges` | name | kind, flags, arguments |
-//! | `queues` | name | flags, arguments |
-//! | `bindings` | source, destination, routing key, arguments | empty |
-//! | `messages` | message id (u64 BE) ++ chunk (u32 BE) | chunk 0: exchange, routing key, properties, body length; chunks 1..: body |
-//! | `queue:<name>` | queue position (u64 BE) | message id (u64 BE), flags |
+//! - `segments/<n>.seg`: message records, each written once, in the order
+//!   they were committed, framed and checksummed ([`record`]); a message
+//!   routed to several durable queues is one record naming them all.
+//! - `segments/<n>.ack`: 24-byte records saying which queue settled (or
+//!   delivered) which message of segment `n`.
 //!
-//! Bodies are cut into chunks of at most [`messages::CHUNK`] octets so that no
-//! value goes to sled's separate blob files, which sled never fsyncs: every
-//! write lands in the one `db` file that [`Store::sync`] makes durable.
+//! A segment is deleted when every message in it is settled, so a drained
+//! backlog gives its space back. Why this layout, and its measurements, are
+//! in `docs/durability.md`.
 #![deny(missing_docs)]
 
 pub mod definitions;
 pub mod error;
-pub mod messages;
+mod messages;
+pub mod record;
+pub mod recovery;
+mod segments;
 pub mod store;
+pub mod writer;
 
 pub use definitions::{BindingDef, DestinationKind, ExchangeDef, QueueDef};
 pub use error::StoreError;
-pub use messages::IndexEntry;
-pub use store::{QueueIndex, Recovered, RecoveredQueue, Store};
+pub use recovery::Damage;
+pub use store::{Durable, ReadReply, Recovered, RecoveredEntry, RecoveredQueue, Store};

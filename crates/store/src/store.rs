@@ -1,18 +1,41 @@
-//! [`Store`]: the sled database, the group-commit primitive, and recovery.
+//! [`Store`]: opening and recovering the data directory, and the handle the
+//! broker uses to send the store's thread its work.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
 
-use sled::{Batch, Db, Tree};
+use sled::{Db, Tree};
+use tracing::warn;
 use warren_codec::Message;
 
 use crate::definitions::{BindingDef, DestinationKind, ExchangeDef, QueueDef};
-use crate::messages::{self, chunk_key, IndexEntry};
+use crate::recovery::{self, Damage};
+use crate::segments::{self, Active, Summary};
+use crate::writer::{Definition, Op, Writer};
 use crate::StoreError;
 
-const QUEUE_TREE_PREFIX: &str = "queue:";
+/// Key in the `meta` tree: the definitions generation, bumped by every
+/// synced change, so that recovery can tell sled lost writes when the
+/// message log names a later one.
+pub(crate) const GENERATION: &[u8] = b"generation";
+/// Key in the `meta` tree: the next queue id to give.
+pub(crate) const NEXT_QUEUE: &[u8] = b"next-queue-id";
+
+/// How long opening waits for the data directory's lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Told when what it waits for is durable (`true`), or can never be.
+pub trait Durable: Send + Sync + std::fmt::Debug {
+    /// Called once, from the store's thread.
+    fn done(&self, ok: bool);
+}
+
+/// Receives messages read back, in the order asked, on the store's thread.
+pub type ReadReply = Box<dyn FnOnce(Vec<Result<Message, StoreError>>) + Send>;
 
 /// Everything durable, as found at start.
 #[derive(Debug, Default)]
@@ -23,53 +46,119 @@ pub struct Recovered {
     pub queues: Vec<RecoveredQueue>,
     /// Bindings whose both ends were recovered.
     pub bindings: Vec<BindingDef>,
-    /// Damaged or orphaned records removed (half-written messages, index
-    /// entries without a message, bindings to things that are gone).
+    /// Bindings removed because an end is gone.
     pub cleaned: usize,
+    /// What was found damaged; the broker logs each at ERROR.
+    pub damage: Vec<Damage>,
+    /// Octets of a write a crash left unfinished, cut off.
+    pub torn: u64,
+    /// Segment files read.
+    pub segments: usize,
 }
 
-/// A durable queue and its index.
+/// A durable queue and the messages it holds.
 #[derive(Debug)]
 pub struct RecoveredQueue {
     /// The queue.
     pub def: QueueDef,
     /// Its messages, in order.
-    pub entries: Vec<IndexEntry>,
+    pub entries: Vec<RecoveredEntry>,
 }
 
-/// The durable store of one broker.
+/// One message a recovered queue holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecoveredEntry {
+    /// Its id in the store.
+    pub message: u64,
+    /// Whether it was delivered before (it comes back redelivered).
+    pub delivered: bool,
+}
+
+/// sled's trees.
 #[derive(Debug)]
-pub struct Store {
-    path: PathBuf,
-    db: Db,
-    exchanges: Tree,
-    queues: Tree,
-    bindings: Tree,
-    messages: Tree,
-    /// How many queue indexes hold each stored message, for the messages held
-    /// by more than one (a message missing here is held by exactly one, so a
-    /// backlog on a single queue costs no memory here). Kept in memory and
-    /// rebuilt from the indexes at recovery, so that a crash can never leave a
-    /// count that disagrees with the indexes.
-    refs: Mutex<HashMap<u64, u32>>,
-    /// Whether the previous run ended with [`Store::close`]: then nothing
-    /// was left half-written and recovery need not look for it.
-    clean_start: bool,
-    /// Blob files already made durable (see [`Store::sync`]).
-    synced_blobs: Mutex<HashSet<std::ffi::OsString>>,
-    /// Set by the first failed sync: after a failed fsync the kernel may have
-    /// dropped the dirty pages, so no later sync can vouch for earlier writes.
-    poisoned: std::sync::atomic::AtomicBool,
+pub(crate) struct Trees {
+    pub exchanges: Tree,
+    pub queues: Tree,
+    pub bindings: Tree,
+    /// Segment number → [`Summary`].
+    pub segments: Tree,
+    /// Segment number → the length of its ack file at the last clean
+    /// shutdown. Ack files only grow, so a shorter one is damage.
+    pub acks: Tree,
+    pub meta: Tree,
 }
 
-/// The key, in sled's default tree, of the clean-shutdown mark.
-const CLEAN_SHUTDOWN: &[u8] = b"clean-shutdown";
+/// The handle to a data directory's store thread. Cheap to clone; every
+/// method only sends work, and never blocks on I/O (except [`Store::close`]).
+#[derive(Clone, Debug)]
+pub struct Store {
+    shared: Arc<Shared>,
+}
 
-/// How long opening waits for the data directory's lock.
-const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+#[derive(Debug)]
+struct Shared {
+    /// To the store's thread; sends fail once it has stopped.
+    tx: Sender<Op>,
+    path: PathBuf,
+    next_message: Arc<AtomicU64>,
+    next_queue: AtomicU64,
+}
+
+pub(crate) fn io_error(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
+    move |source| StoreError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+pub(crate) fn sync_dir(path: &Path) -> Result<(), StoreError> {
+    File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(io_error(path))
+}
+
+/// Makes sled's writes durable: its flush writes with `sync_file_range`,
+/// which neither persists metadata nor flushes the drive's cache (sled issue
+/// #1452), so the `db` file is fdatasynced after it, and so are the blob
+/// files sled made since the last call (it writes large values there and
+/// never syncs them), then their directory.
+pub(crate) fn sync_sled(
+    path: &Path,
+    db: &Db,
+    synced_blobs: &mut HashSet<std::ffi::OsString>,
+) -> Result<(), StoreError> {
+    db.flush().map_err(|source| StoreError::Sled {
+        path: path.to_owned(),
+        source,
+    })?;
+    let db_file = path.join("db");
+    File::open(&db_file)
+        .and_then(|f| f.sync_data())
+        .map_err(io_error(&db_file))?;
+    let blobs = path.join("blobs");
+    let mut new_blobs = false;
+    for entry in std::fs::read_dir(&blobs).map_err(io_error(&blobs))? {
+        let entry = entry.map_err(io_error(&blobs))?;
+        if !synced_blobs.contains(&entry.file_name()) {
+            let file = entry.path();
+            // sled may have collected it meanwhile: then it needs no sync.
+            match File::open(&file) {
+                Ok(f) => f.sync_all().map_err(io_error(&file))?,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_error(&file)(e)),
+            }
+            synced_blobs.insert(entry.file_name());
+            new_blobs = true;
+        }
+    }
+    if new_blobs {
+        sync_dir(&blobs)?;
+    }
+    Ok(())
+}
 
 /// Opens sled, waiting a while if the directory is locked. A store just
-/// dropped in this process keeps its lock until sled's background threads
+/// closed in this process keeps its lock until sled's background threads
 /// let go of it, a few milliseconds later (a test restarting its broker
 /// failed on that); another process that holds the directory still gets
 /// the lock error once the wait is over.
@@ -89,625 +178,345 @@ fn open_db(path: &Path, cache_bytes: u64) -> sled::Result<Db> {
     }
 }
 
-/// A queue's index, kept open by the queue that owns it.
-#[derive(Clone, Debug)]
-pub struct QueueIndex {
-    tree: Tree,
-}
-
 impl Store {
     /// Opens (or creates) the store in `path`, with sled's page cache set to
-    /// `cache_bytes`. A damaged database is an error naming the directory.
-    pub fn open(path: &Path, cache_bytes: u64) -> Result<Store, StoreError> {
-        let err = |source| StoreError::Sled {
-            path: path.to_owned(),
-            source,
-        };
-        let db = open_db(path, cache_bytes).map_err(err)?;
-        let tree = |name: &str| db.open_tree(name).map_err(err);
-        // Taken at start, and made durable, so that a crash in this run is
-        // never mistaken for a clean shutdown at the next start.
-        let clean_start = db.remove(CLEAN_SHUTDOWN).map_err(err)?.is_some();
-        if clean_start {
-            db.flush().map_err(err)?;
-        }
-        let store = Store {
-            exchanges: tree("exchanges")?,
-            queues: tree("queues")?,
-            bindings: tree("bindings")?,
-            messages: tree("messages")?,
-            refs: Mutex::new(HashMap::new()),
-            clean_start,
-            synced_blobs: Mutex::new(HashSet::new()),
-            poisoned: std::sync::atomic::AtomicBool::new(false),
-            path: path.to_owned(),
-            db,
-        };
-        // The directory entry of a newly created file is durable only once the
-        // directory itself is synced.
-        store.sync_path(path)?;
-        store.sync_path(&path.join("blobs"))?;
-        Ok(store)
-    }
-
-    fn sled_err(&self, source: sled::Error) -> StoreError {
-        StoreError::Sled {
-            path: self.path.clone(),
-            source,
-        }
-    }
-
-    fn corrupt(&self, tree: &str, what: impl Into<String>) -> StoreError {
-        StoreError::Corrupt {
-            path: self.path.clone(),
-            tree: tree.to_owned(),
-            what: what.into(),
-        }
-    }
-
-    fn sync_path(&self, path: &Path) -> Result<(), StoreError> {
-        File::open(path)
-            .and_then(|f| f.sync_all())
-            .map_err(|source| StoreError::Io {
-                path: path.to_owned(),
-                source,
-            })
-    }
-
-    /// Makes every write made before this call durable: sled's flush writes
-    /// its buffers with `sync_file_range`, which neither persists metadata nor
-    /// flushes the drive's cache (sled issue #1452); the `fdatasync` of the
-    /// `db` file that follows does both. sled writes a value (or a whole leaf
-    /// node of a tree, when it consolidates one) that is too large for its log
-    /// to a separate blob file it never fsyncs: those created since the last
-    /// sync are fsynced too, then their directory. Called by one group-commit
-    /// task for every write pending at that moment. After one failure every
-    /// later call fails too.
-    pub fn sync(&self) -> Result<(), StoreError> {
-        use std::sync::atomic::Ordering;
-        if self.poisoned.load(Ordering::SeqCst) {
-            return Err(StoreError::Io {
-                path: self.path.clone(),
-                source: std::io::Error::other("an earlier sync failed; restart to recover"),
-            });
-        }
-        let result = self.sync_once();
-        if result.is_err() {
-            self.poisoned.store(true, Ordering::SeqCst);
-        }
-        result
-    }
-
-    fn sync_once(&self) -> Result<(), StoreError> {
-        self.db.flush().map_err(|e| self.sled_err(e))?;
-        let io = |path: &Path| {
-            let path = path.to_owned();
-            move |source| StoreError::Io { path, source }
-        };
-        let db_file = self.path.join("db");
-        File::open(&db_file)
-            .and_then(|f| f.sync_data())
-            .map_err(io(&db_file))?;
-        let blobs = self.path.join("blobs");
-        let mut synced = self.synced_blobs.lock().unwrap_or_else(|e| e.into_inner());
-        let mut new_blobs = false;
-        for entry in std::fs::read_dir(&blobs).map_err(io(&blobs))? {
-            let entry = entry.map_err(io(&blobs))?;
-            if !synced.contains(&entry.file_name()) {
-                let file = entry.path();
-                // sled may have collected it meanwhile: then it needs no sync.
-                match File::open(&file) {
-                    Ok(f) => f.sync_all().map_err(io(&file))?,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(io(&file)(e)),
-                }
-                synced.insert(entry.file_name());
-                new_blobs = true;
+    /// `cache_bytes`, reads back everything it holds, and starts the
+    /// store's thread. A store that cannot be read as it is, is refused
+    /// with an error naming the file; damage that recovery can read past is
+    /// reported in [`Recovered::damage`]. Never panics on what it reads:
+    /// a panic inside sled becomes a refusal.
+    pub fn open(path: &Path, cache_bytes: u64) -> Result<(Store, Recovered), StoreError> {
+        let opened = std::panic::catch_unwind(|| open(path, cache_bytes));
+        match opened {
+            Ok(result) => result,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Err(StoreError::Refused {
+                    path: path.join("db"),
+                    what: format!(
+                        "sled failed reading it ({what}): the database is damaged; restore the data \
+                         directory from a backup, or move it away to start empty"
+                    ),
+                })
             }
         }
-        if new_blobs {
-            self.sync_path(&blobs)?;
-        }
-        Ok(())
     }
 
-    /// Marks a clean shutdown, after a final sync: the next start can skip
-    /// looking for what a crash leaves half-written (which reads every stored
-    /// message's key, and costs memory with a large backlog).
-    pub fn close(&self) -> Result<(), StoreError> {
-        self.db
-            .insert(CLEAN_SHUTDOWN, &[])
-            .map_err(|e| self.sled_err(e))?;
-        self.sync()
+    fn send(&self, op: Op) -> Result<(), Op> {
+        self.shared.tx.send(op).map_err(|e| e.0)
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// Stores a persistent message for the durable queues `queues` (their
+    /// ids), once, and returns its id. `confirm` is told once it is durable
+    /// (or was settled by every queue before it was written).
+    pub fn publish(&self, message: Arc<Message>, queues: Vec<u64>, confirm: Option<Arc<dyn Durable>>) -> u64 {
+        let id = self.shared.next_message.fetch_add(1, Ordering::SeqCst);
+        let op = Op::Publish {
+            id,
+            message,
+            queues,
+            confirm,
+        };
+        if let Err(Op::Publish {
+            confirm: Some(confirm),
+            ..
+        }) = self.send(op)
+        {
+            confirm.done(false);
+        }
+        id
+    }
+
+    /// Queue `queue` lets go of messages (ack, reject, purge, or a publish
+    /// it never took).
+    pub fn settle(&self, queue: u64, ids: Vec<u64>) {
+        if !ids.is_empty() {
+            let _ = self.send(Op::Settle { queue, ids });
+        }
+    }
+
+    /// Queue `queue` is deleted: its messages go without a record each.
+    /// Send after [`Store::delete_queue`], so that its definition is gone
+    /// first.
+    pub fn forget(&self, queue: u64, ids: Vec<u64>) {
+        if !ids.is_empty() {
+            let _ = self.send(Op::Forget { queue, ids });
+        }
+    }
+
+    /// Queue `queue` delivered messages for the first time.
+    pub fn delivered(&self, queue: u64, ids: Vec<u64>) {
+        if !ids.is_empty() {
+            let _ = self.send(Op::Delivered { queue, ids });
+        }
+    }
+
+    /// Reads messages back; `reply` gets them in the order asked.
+    pub fn read(&self, ids: Vec<u64>, reply: ReadReply) {
+        if let Err(Op::Read { ids, reply }) = self.send(Op::Read { ids, reply }) {
+            reply(ids.iter().map(|_| Err(StoreError::Closed)).collect());
+        }
+    }
+
+    /// Tells `durable` once everything sent before is durable.
+    pub fn barrier(&self, durable: Arc<dyn Durable>) {
+        if let Err(Op::Barrier(durable)) = self.send(Op::Barrier(durable)) {
+            durable.done(false);
+        }
+    }
+
+    /// A new queue's id, never given before.
+    pub fn new_queue_id(&self) -> u64 {
+        self.shared.next_queue.fetch_add(1, Ordering::SeqCst)
+    }
+
+    fn define(&self, definition: Definition) {
+        let _ = self.send(Op::Define(definition));
     }
 
     /// Records a durable exchange.
-    pub fn put_exchange(&self, def: &ExchangeDef) -> Result<(), StoreError> {
-        self.exchanges
-            .insert(def.name.as_bytes(), def.encode())
-            .map(drop)
-            .map_err(|e| self.sled_err(e))
+    pub fn put_exchange(&self, def: ExchangeDef) {
+        self.define(Definition::PutExchange(def));
     }
 
     /// Forgets a durable exchange and every durable binding from or to it.
-    pub fn delete_exchange(&self, name: &str) -> Result<(), StoreError> {
-        self.exchanges
-            .remove(name.as_bytes())
-            .map_err(|e| self.sled_err(e))?;
-        self.delete_bindings_where(|b| {
-            b.source == name || (b.destination_kind == DestinationKind::Exchange && b.destination == name)
-        })
+    pub fn delete_exchange(&self, name: &str) {
+        self.define(Definition::DeleteExchange(name.to_owned()));
     }
 
     /// Records a durable queue.
-    pub fn put_queue(&self, def: &QueueDef) -> Result<(), StoreError> {
-        self.queues
-            .insert(def.name.as_bytes(), def.encode())
-            .map(drop)
-            .map_err(|e| self.sled_err(e))
+    pub fn put_queue(&self, def: QueueDef) {
+        self.define(Definition::PutQueue(def));
     }
 
-    /// Forgets a durable queue, its bindings and its messages.
-    pub fn delete_queue(&self, name: &str) -> Result<(), StoreError> {
-        self.queues
-            .remove(name.as_bytes())
-            .map_err(|e| self.sled_err(e))?;
-        self.delete_bindings_where(|b| {
-            b.destination_kind == DestinationKind::Queue && b.destination == name
-        })?;
-        let index = self.queue_index(name)?;
-        for item in index.tree.iter() {
-            let (k, v) = item.map_err(|e| self.sled_err(e))?;
-            if let Some(entry) = IndexEntry::decode(&k, &v) {
-                self.release(entry.message_id)?;
-            }
-        }
-        self.db
-            .drop_tree(index_tree_name(name))
-            .map(drop)
-            .map_err(|e| self.sled_err(e))
+    /// Forgets a durable queue and its bindings. Its messages die with it;
+    /// the queue sends their ids with [`Store::forget`].
+    pub fn delete_queue(&self, name: &str) {
+        self.define(Definition::DeleteQueue(name.to_owned()));
     }
 
     /// Records a binding between durable things.
-    pub fn put_binding(&self, def: &BindingDef) -> Result<(), StoreError> {
-        self.bindings
-            .insert(def.key(), &[])
-            .map(drop)
-            .map_err(|e| self.sled_err(e))
+    pub fn put_binding(&self, def: BindingDef) {
+        self.define(Definition::PutBinding(def));
     }
 
     /// Forgets a binding.
-    pub fn delete_binding(&self, def: &BindingDef) -> Result<(), StoreError> {
-        self.bindings
-            .remove(def.key())
-            .map(drop)
-            .map_err(|e| self.sled_err(e))
+    pub fn delete_binding(&self, def: BindingDef) {
+        self.define(Definition::DeleteBinding(def));
     }
 
-    fn delete_bindings_where(&self, matches: impl Fn(&BindingDef) -> bool) -> Result<(), StoreError> {
-        for item in self.bindings.iter() {
-            let (k, _) = item.map_err(|e| self.sled_err(e))?;
-            if BindingDef::decode(&k).is_none_or(|b| matches(&b)) {
-                self.bindings.remove(k).map_err(|e| self.sled_err(e))?;
-            }
+    /// Commits what is pending, syncs everything and stops the thread.
+    /// Blocks: call it from a blocking context.
+    pub fn close(&self) -> Result<(), StoreError> {
+        let (reply, done) = mpsc::sync_channel(1);
+        if self.send(Op::Close(reply)).is_err() {
+            return Err(StoreError::Closed);
         }
-        Ok(())
-    }
-
-    /// Stores a message for `refs` durable queues, once, and returns its id.
-    /// Each of those queues then appends it to its index, or calls
-    /// [`Store::release`] if it cannot.
-    pub fn put_message(&self, message: &Message, refs: u32) -> Result<u64, StoreError> {
-        let id = self.db.generate_id().map_err(|e| self.sled_err(e))?;
-        let mut batch = Batch::default();
-        for (i, chunk) in messages::encode(message).into_iter().enumerate() {
-            batch.insert(&chunk_key(id, i as u32), chunk);
-        }
-        self.messages.apply_batch(batch).map_err(|e| self.sled_err(e))?;
-        if refs > 1 {
-            self.refs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id, refs);
-        }
-        Ok(id)
-    }
-
-    /// Reads a stored message back.
-    pub fn get_message(&self, id: u64) -> Result<Message, StoreError> {
-        let mut chunks = Vec::new();
-        for item in self.messages.scan_prefix(id.to_be_bytes()) {
-            chunks.push(item.map_err(|e| self.sled_err(e))?.1);
-        }
-        messages::decode(chunks.iter().map(|c| &c[..]))
-            .ok_or_else(|| self.corrupt("messages", format!("message {id} is incomplete")))
-    }
-
-    /// One queue lets go of a message; the last one deletes it.
-    pub fn release(&self, id: u64) -> Result<(), StoreError> {
-        let last = {
-            let mut refs = self.refs.lock().unwrap_or_else(|e| e.into_inner());
-            match refs.get_mut(&id) {
-                Some(n) if *n > 2 => {
-                    *n -= 1;
-                    false
-                }
-                // Down to one holder: the implicit count.
-                Some(_) => {
-                    refs.remove(&id);
-                    false
-                }
-                None => true,
-            }
-        };
-        if last {
-            self.delete_message(id)?;
-        }
-        Ok(())
-    }
-
-    fn delete_message(&self, id: u64) -> Result<(), StoreError> {
-        let mut batch = Batch::default();
-        for item in self.messages.scan_prefix(id.to_be_bytes()).keys() {
-            batch.remove(item.map_err(|e| self.sled_err(e))?);
-        }
-        self.messages.apply_batch(batch).map_err(|e| self.sled_err(e))
-    }
-
-    /// Opens the index of a durable queue.
-    pub fn queue_index(&self, queue: &str) -> Result<QueueIndex, StoreError> {
-        Ok(QueueIndex {
-            tree: self
-                .db
-                .open_tree(index_tree_name(queue))
-                .map_err(|e| self.sled_err(e))?,
-        })
-    }
-
-    /// Appends (or rewrites, e.g. to mark it delivered) an index entry.
-    pub fn put_entry(&self, index: &QueueIndex, entry: IndexEntry) -> Result<(), StoreError> {
-        index
-            .tree
-            .insert(entry.position.to_be_bytes(), &entry.value())
-            .map(drop)
-            .map_err(|e| self.sled_err(e))
-    }
-
-    /// Removes an index entry (ack, reject, purge) and releases its message.
-    pub fn remove_entry(&self, index: &QueueIndex, entry: IndexEntry) -> Result<(), StoreError> {
-        index
-            .tree
-            .remove(entry.position.to_be_bytes())
-            .map_err(|e| self.sled_err(e))?;
-        self.release(entry.message_id)
-    }
-
-    /// Reads everything back at start, and removes what a crash left
-    /// half-done: index entries whose message is missing, messages no index
-    /// holds (both checked only after an unclean shutdown), bindings whose
-    /// ends are gone, and indexes of queues that are not declared.
-    pub fn recover(&self) -> Result<Recovered, StoreError> {
-        let mut recovered = Recovered::default();
-        for item in self.exchanges.iter() {
-            let (k, v) = item.map_err(|e| self.sled_err(e))?;
-            let name = String::from_utf8_lossy(&k);
-            let def = ExchangeDef::decode(&name, &v)
-                .ok_or_else(|| self.corrupt("exchanges", format!("exchange '{name}'")))?;
-            recovered.exchanges.push(def);
-        }
-        let mut queue_names = HashSet::new();
-        for item in self.queues.iter() {
-            let (k, v) = item.map_err(|e| self.sled_err(e))?;
-            let name = String::from_utf8_lossy(&k).into_owned();
-            let def = QueueDef::decode(&name, &v)
-                .ok_or_else(|| self.corrupt("queues", format!("queue '{name}'")))?;
-            let index = self.queue_index(&name)?;
-            let mut entries = Vec::new();
-            for item in index.tree.iter() {
-                let (k, v) = item.map_err(|e| self.sled_err(e))?;
-                match IndexEntry::decode(&k, &v) {
-                    Some(entry) => entries.push(entry),
-                    None => {
-                        index.tree.remove(k).map_err(|e| self.sled_err(e))?;
-                        recovered.cleaned += 1;
-                    }
-                }
-            }
-            queue_names.insert(name);
-            recovered.queues.push(RecoveredQueue { def, entries });
-        }
-        // Match the messages the indexes hold with the messages stored, both
-        // in id order: 8 bytes per held message, no hash set of all of them.
-        // A message is written in one atomic sled batch and sled recovers a
-        // prefix of its log, so a message whose header chunk is there is there
-        // whole, and keys alone tell which are.
-        let mut held: Vec<u64> = recovered
-            .queues
-            .iter()
-            .flat_map(|q| q.entries.iter().map(|e| e.message_id))
-            .collect();
-        held.sort_unstable();
-        let mut held_iter = held.iter().copied().peekable();
-        let mut missing = HashSet::new();
-        let mut orphans = Vec::new();
-        let keys = if self.clean_start {
-            None
-        } else {
-            Some(self.messages.iter().keys())
-        };
-        for item in keys.into_iter().flatten() {
-            let k = item.map_err(|e| self.sled_err(e))?;
-            let (Some(id), Some(0)) = (key_part(&k, 0..8), key_part(&k, 8..12)) else {
-                continue;
-            };
-            while let Some(h) = held_iter.next_if(|&h| h < id) {
-                missing.insert(h);
-            }
-            if held_iter.next_if_eq(&id).is_some() {
-                while held_iter.next_if_eq(&id).is_some() {}
-            } else {
-                orphans.push(id);
-            }
-        }
-        if !self.clean_start {
-            missing.extend(held_iter);
-        }
-        for id in orphans {
-            self.delete_message(id)?;
-            recovered.cleaned += 1;
-        }
-        if !missing.is_empty() {
-            for queue in &mut recovered.queues {
-                let index = self.queue_index(&queue.def.name)?;
-                for entry in queue.entries.iter().filter(|e| missing.contains(&e.message_id)) {
-                    index
-                        .tree
-                        .remove(entry.position.to_be_bytes())
-                        .map_err(|e| self.sled_err(e))?;
-                    recovered.cleaned += 1;
-                }
-                queue.entries.retain(|e| !missing.contains(&e.message_id));
-            }
-        }
-        // Counts above one, from the sorted list of held messages.
-        let mut refs = HashMap::new();
-        for run in held.chunk_by(|a, b| a == b) {
-            if run.len() > 1 && !missing.contains(&run[0]) {
-                refs.insert(run[0], run.len() as u32);
-            }
-        }
-        drop(held);
-        *self.refs.lock().unwrap_or_else(|e| e.into_inner()) = refs;
-        for name in self.db.tree_names() {
-            let name = String::from_utf8_lossy(&name).into_owned();
-            if let Some(queue) = name.strip_prefix(QUEUE_TREE_PREFIX) {
-                if !queue_names.contains(queue) {
-                    self.db.drop_tree(name.as_bytes()).map_err(|e| self.sled_err(e))?;
-                }
-            }
-        }
-        let exchange_names: HashSet<&str> = recovered.exchanges.iter().map(|x| x.name.as_str()).collect();
-        let exists = |kind, name: &str| match kind {
-            DestinationKind::Queue => queue_names.contains(name),
-            DestinationKind::Exchange => name.starts_with("amq.") || exchange_names.contains(name),
-        };
-        let mut stale = Vec::new();
-        for item in self.bindings.iter() {
-            let (k, _) = item.map_err(|e| self.sled_err(e))?;
-            match BindingDef::decode(&k) {
-                Some(b)
-                    if exists(DestinationKind::Exchange, &b.source)
-                        && exists(b.destination_kind, &b.destination) =>
-                {
-                    recovered.bindings.push(b)
-                }
-                _ => stale.push(k),
-            }
-        }
-        for k in stale {
-            self.bindings.remove(k).map_err(|e| self.sled_err(e))?;
-            recovered.cleaned += 1;
-        }
-        Ok(recovered)
+        done.recv().unwrap_or(Err(StoreError::Closed))
     }
 }
 
-/// A big-endian number from part of a key.
-fn key_part(key: &[u8], range: std::ops::Range<usize>) -> Option<u64> {
-    let bytes = key.get(range)?;
-    let mut buf = [0u8; 8];
-    buf[8 - bytes.len()..].copy_from_slice(bytes);
-    Some(u64::from_be_bytes(buf))
+fn refused(path: &Path, what: impl Into<String>) -> StoreError {
+    StoreError::Refused {
+        path: path.to_owned(),
+        what: what.into(),
+    }
 }
 
-fn index_tree_name(queue: &str) -> String {
-    format!("{QUEUE_TREE_PREFIX}{queue}")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use warren_codec::amq_protocol::protocol::BasicProperties;
-    use warren_codec::amq_protocol::types::FieldTable;
-    use warren_codec::bytes::Bytes;
-
-    fn message(body: &str) -> Message {
-        Message {
-            exchange: "".into(),
-            routing_key: "q".into(),
-            properties: BasicProperties::default().with_delivery_mode(2),
-            body: Bytes::from(body.to_owned()),
-        }
+fn open(path: &Path, cache_bytes: u64) -> Result<(Store, Recovered), StoreError> {
+    let db_path = path.join("db");
+    let sled_err = |source| StoreError::Sled {
+        path: path.to_owned(),
+        source,
+    };
+    let db = open_db(path, cache_bytes).map_err(sled_err)?;
+    if db.tree_names().iter().any(|n| n.as_ref() == b"messages") {
+        return Err(refused(
+            &db_path,
+            "written by an earlier Warren that kept messages in sled; this one keeps them in a \
+             message log and cannot read that format",
+        ));
     }
-
-    fn queue(name: &str) -> QueueDef {
-        QueueDef {
-            name: name.into(),
-            auto_delete: false,
-            arguments: FieldTable::default(),
-        }
-    }
-
-    #[test]
-    fn a_directory_held_by_an_open_store_is_refused_after_the_wait() {
-        let dir = tempfile::tempdir().unwrap();
-        let _held = Store::open(dir.path(), 1 << 20).unwrap();
-        let started = std::time::Instant::now();
-        let Err(refused) = Store::open(dir.path(), 1 << 20) else {
-            panic!("a second store opened a directory whose lock is held");
-        };
-        assert!(
-            refused.to_string().contains("could not acquire lock"),
-            "{refused}"
-        );
-        assert!(started.elapsed() >= LOCK_WAIT);
-    }
-
-    #[test]
-    fn write_reopen_recover() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = Store::open(dir.path(), 8 << 20).unwrap();
-            store.put_queue(&queue("q1")).unwrap();
-            store.put_queue(&queue("q2")).unwrap();
-            store
-                .put_exchange(&ExchangeDef {
-                    name: "x".into(),
-                    kind: "fanout".into(),
-                    auto_delete: false,
-                    internal: false,
-                    arguments: FieldTable::default(),
-                })
-                .unwrap();
-            for q in ["q1", "q2"] {
-                store
-                    .put_binding(&BindingDef {
-                        source: "x".into(),
-                        destination_kind: DestinationKind::Queue,
-                        destination: q.into(),
-                        routing_key: "".into(),
-                        arguments: FieldTable::default(),
-                    })
-                    .unwrap();
-            }
-            let (i1, i2) = (store.queue_index("q1").unwrap(), store.queue_index("q2").unwrap());
-            for (pos, body) in ["a", "b", "c"].iter().enumerate() {
-                let id = store.put_message(&message(body), 2).unwrap();
-                for index in [&i1, &i2] {
-                    let entry = IndexEntry {
-                        position: pos as u64,
-                        message_id: id,
-                        delivered: false,
-                    };
-                    store.put_entry(index, entry).unwrap();
-                }
-            }
-            // q1 acks "a"; q2 was handed "b".
-            let first = IndexEntry::decode(
-                &0u64.to_be_bytes(),
-                &i1.tree.get(0u64.to_be_bytes()).unwrap().unwrap(),
-            )
-            .unwrap();
-            store.remove_entry(&i1, first).unwrap();
-            let second = IndexEntry::decode(
-                &1u64.to_be_bytes(),
-                &i2.tree.get(1u64.to_be_bytes()).unwrap().unwrap(),
-            )
-            .unwrap();
-            store
-                .put_entry(
-                    &i2,
-                    IndexEntry {
-                        delivered: true,
-                        ..second
-                    },
+    let tree = |name: &str| db.open_tree(name).map_err(sled_err);
+    let trees = Trees {
+        exchanges: tree("exchanges")?,
+        queues: tree("queues")?,
+        bindings: tree("bindings")?,
+        segments: tree("segments")?,
+        acks: tree("acks")?,
+        meta: tree("meta")?,
+    };
+    let meta_u64 = |key: &[u8]| -> Result<u64, StoreError> {
+        match trees.meta.get(key).map_err(sled_err)? {
+            None => Ok(0),
+            Some(v) => crate::record::u64_at(&v, 0).ok_or_else(|| {
+                refused(
+                    &db_path,
+                    format!("its {} is damaged", String::from_utf8_lossy(key)),
                 )
-                .unwrap();
-            store.sync().unwrap();
+            }),
         }
-        let store = Store::open(dir.path(), 8 << 20).unwrap();
-        let r = store.recover().unwrap();
-        assert_eq!(r.exchanges.len(), 1);
-        assert_eq!(r.bindings.len(), 2);
-        assert_eq!(r.cleaned, 0);
-        let bodies = |q: &RecoveredQueue| -> Vec<(String, bool)> {
-            q.entries
-                .iter()
-                .map(|e| {
-                    let m = store.get_message(e.message_id).unwrap();
-                    (String::from_utf8(m.body.to_vec()).unwrap(), e.delivered)
-                })
-                .collect()
-        };
-        let q1 = r.queues.iter().find(|q| q.def.name == "q1").unwrap();
-        let q2 = r.queues.iter().find(|q| q.def.name == "q2").unwrap();
-        assert_eq!(bodies(q1), [("b".into(), false), ("c".into(), false)]);
-        assert_eq!(
-            bodies(q2),
-            [("a".into(), false), ("b".into(), true), ("c".into(), false)]
-        );
-        // Deleting q2 releases the last reference to "a".
-        let a = q2.entries[0].message_id;
-        store.delete_queue("q2").unwrap();
-        assert!(store.get_message(a).is_err());
-        assert!(store.get_message(q1.entries[0].message_id).is_ok());
+    };
+    let generation = meta_u64(GENERATION)?;
+    let mut next_queue = meta_u64(NEXT_QUEUE)?.max(1);
+    let mut recovered = Recovered::default();
+    for item in trees.exchanges.iter() {
+        let (k, v) = item.map_err(sled_err)?;
+        let name = String::from_utf8_lossy(&k);
+        let def = ExchangeDef::decode(&name, &v).ok_or_else(|| {
+            refused(
+                &db_path,
+                format!("the definition of exchange '{name}' is damaged"),
+            )
+        })?;
+        recovered.exchanges.push(def);
     }
+    let mut queues = HashMap::new();
+    let mut defs = Vec::new();
+    for item in trees.queues.iter() {
+        let (k, v) = item.map_err(sled_err)?;
+        let name = String::from_utf8_lossy(&k).into_owned();
+        let def = QueueDef::decode(&name, &v)
+            .ok_or_else(|| refused(&db_path, format!("the definition of queue '{name}' is damaged")))?;
+        next_queue = next_queue.max(def.id + 1);
+        queues.insert(def.id, (name, Vec::new()));
+        defs.push(def);
+    }
+    let mut summaries = BTreeMap::new();
+    for item in trees.segments.iter() {
+        let (k, v) = item.map_err(sled_err)?;
+        match (crate::record::u64_at(&k, 0), Summary::decode(&v)) {
+            (Some(n), Some(summary)) => {
+                summaries.insert(n, summary);
+            }
+            _ => warn!(db = %db_path.display(), "ignoring a damaged segment summary"),
+        }
+    }
+    let mut ack_lengths = HashMap::new();
+    for item in trees.acks.iter() {
+        let (k, v) = item.map_err(sled_err)?;
+        if let (Some(n), Some(len)) = (crate::record::u64_at(&k, 0), crate::record::u64_at(&v, 0)) {
+            ack_lengths.insert(n, len);
+        }
+    }
+    let dir = segments::dir(path);
+    let log = recovery::scan(&dir, &summaries, &ack_lengths, &mut queues, &mut recovered.damage)?;
+    if log.generation > generation {
+        return Err(refused(
+            &db_path,
+            format!(
+                "the definitions are older than the message log (generation {generation}, the log \
+                 names {}): sled lost writes it had synced; restore the data directory from a \
+                 backup, or move it away to start empty",
+                log.generation
+            ),
+        ));
+    }
+    let sled_err = |source| StoreError::Sled {
+        path: path.to_owned(),
+        source,
+    };
+    for (n, summary) in &log.close {
+        trees
+            .segments
+            .insert(n.to_be_bytes(), summary.encode())
+            .map_err(sled_err)?;
+    }
+    for n in &log.forget {
+        trees.segments.remove(n.to_be_bytes()).map_err(sled_err)?;
+        trees.acks.remove(n.to_be_bytes()).map_err(sled_err)?;
+    }
+    let mut segment_table = log.segments;
+    // Segments nothing is held in any more go now.
+    segment_table.retain(|&n, segment| {
+        if segment.live > 0 {
+            return true;
+        }
+        let _ = std::fs::remove_file(segments::seg_path(&dir, n));
+        let _ = std::fs::remove_file(segments::ack_path(&dir, n));
+        let _ = trees.segments.remove(n.to_be_bytes());
+        let _ = trees.acks.remove(n.to_be_bytes());
+        false
+    });
+    recovered.segments = summaries.len().max(segment_table.len());
+    recovered.torn = log.torn;
+    let next_message = Arc::new(AtomicU64::new(log.next_message));
+    let n = log.last_segment.map_or(0, |last| last + 1);
+    let active = Active::create(&dir, n, log.next_message, generation)?;
+    segment_table.insert(n, Default::default());
+    trees
+        .segments
+        .insert(n.to_be_bytes(), Summary::Active.encode())
+        .map_err(sled_err)?;
+    let mut synced_blobs = HashSet::new();
+    sync_sled(path, &db, &mut synced_blobs)?;
+    for def in defs {
+        let (_, entries) = queues.remove(&def.id).unwrap_or_default();
+        recovered.queues.push(RecoveredQueue { def, entries });
+    }
+    recover_bindings(&trees, &mut recovered).map_err(sled_err)?;
+    let mut writer = Writer::new(
+        path.to_owned(),
+        db,
+        trees,
+        generation,
+        next_message.clone(),
+        segment_table,
+        log.locations,
+        active,
+    );
+    writer.synced_blobs = synced_blobs;
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name("warren-store".into())
+        .spawn(move || writer.run(rx))
+        .map_err(io_error(path))?;
+    let store = Store {
+        shared: Arc::new(Shared {
+            tx,
+            path: path.to_owned(),
+            next_message,
+            next_queue: AtomicU64::new(next_queue),
+        }),
+    };
+    Ok((store, recovered))
+}
 
-    #[test]
-    fn recovery_cleans_up_what_a_crash_left_half_written() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = Store::open(dir.path(), 8 << 20).unwrap();
-            store.put_queue(&queue("q")).unwrap();
-            // A body whose index entry was never written.
-            store.put_message(&message("orphan"), 1).unwrap();
-            // An index entry whose body is missing.
-            let index = store.queue_index("q").unwrap();
-            let entry = IndexEntry {
-                position: 0,
-                message_id: 999_999,
-                delivered: false,
-            };
-            store.put_entry(&index, entry).unwrap();
-            // An index of a queue that was never declared, and a stale binding.
-            let ghost = store.queue_index("ghost").unwrap();
-            store
-                .put_entry(&ghost, IndexEntry { position: 0, ..entry })
-                .unwrap();
-            store
-                .put_binding(&BindingDef {
-                    source: "gone".into(),
-                    destination_kind: DestinationKind::Queue,
-                    destination: "q".into(),
-                    routing_key: "".into(),
-                    arguments: FieldTable::default(),
-                })
-                .unwrap();
-            store.sync().unwrap();
+/// Keeps the bindings whose both ends were recovered; removes the others.
+fn recover_bindings(trees: &Trees, recovered: &mut Recovered) -> sled::Result<()> {
+    let exchange_names: HashSet<&str> = recovered.exchanges.iter().map(|x| x.name.as_str()).collect();
+    let queue_names: HashSet<&str> = recovered.queues.iter().map(|q| q.def.name.as_str()).collect();
+    let exists = |kind, name: &str| match kind {
+        DestinationKind::Queue => queue_names.contains(name),
+        DestinationKind::Exchange => name.starts_with("amq.") || exchange_names.contains(name),
+    };
+    let mut stale = Vec::new();
+    let mut bindings = Vec::new();
+    for item in trees.bindings.iter() {
+        let (k, _) = item?;
+        match BindingDef::decode(&k) {
+            Some(b)
+                if exists(DestinationKind::Exchange, &b.source)
+                    && exists(b.destination_kind, &b.destination) =>
+            {
+                bindings.push(b)
+            }
+            _ => stale.push(k),
         }
-        let store = Store::open(dir.path(), 8 << 20).unwrap();
-        let r = store.recover().unwrap();
-        assert_eq!(r.queues.len(), 1);
-        assert!(r.queues[0].entries.is_empty());
-        assert!(r.bindings.is_empty());
-        assert_eq!(r.cleaned, 3);
-        assert_eq!(store.messages.len(), 0);
-        assert!(!store.db.tree_names().iter().any(|n| n.as_ref() == b"queue:ghost"));
     }
-
-    #[test]
-    fn a_damaged_database_is_an_error_naming_the_directory() {
-        let dir = tempfile::tempdir().unwrap();
-        {
-            let store = Store::open(dir.path(), 8 << 20).unwrap();
-            store.put_queue(&queue("q")).unwrap();
-            store.sync().unwrap();
-        }
-        std::fs::write(dir.path().join("conf"), b"segment_size: banana\n").unwrap();
-        let err = Store::open(dir.path(), 8 << 20).unwrap_err();
-        assert!(
-            err.to_string().contains(&dir.path().display().to_string()),
-            "{err}"
-        );
+    for k in stale {
+        trees.bindings.remove(k)?;
+        recovered.cleaned += 1;
     }
+    recovered.bindings = bindings;
+    Ok(())
 }

@@ -150,9 +150,9 @@ impl Connection {
 
     /// Hands a routed message to its queues (or returns it, if mandatory and
     /// unroutable) and confirms it: at once if held in memory only, after the
-    /// group commit if persistent and routed to durable queues (see
-    /// [`crate::durability`]). In a commit, its durable writes are added to
-    /// the commit's wait instead.
+    /// store's group commit if persistent and routed to durable queues (see
+    /// [`crate::durability`]). In a commit, its write is added to the
+    /// commit's wait instead.
     pub(crate) async fn enqueue(
         &mut self,
         id: u16,
@@ -174,27 +174,21 @@ impl Connection {
             self.send_content(id, returned, message.clone()).await;
         }
         let persistent = *message.properties.delivery_mode() == Some(2);
-        let durable = if persistent {
-            queues.iter().filter(|q| q.durable).count()
+        let durable: Vec<u64> = if persistent {
+            queues.iter().filter_map(|q| q.store_id).collect()
         } else {
-            0
+            Vec::new()
         };
-        // The body is written once, here, for all its durable queues.
-        let stored = match durable {
-            0 => None,
-            n => Some(self.vhost.store_message(&message, n as u32)?),
-        };
-        let mut tracker = None;
-        if let (Some(commit), Some(_)) = (commit, stored) {
-            commit.add(durable);
+        let mut tracker: Option<Arc<ConfirmTracker>> = None;
+        if let (Some(commit), false) = (commit, durable.is_empty()) {
+            commit.add(1);
             tracker = Some(commit.clone());
         }
         if let Some(confirms) = self.channels.get_mut(&id).and_then(|c| c.confirms.as_mut()) {
             confirms.published += 1;
-            if stored.is_some() {
+            if !durable.is_empty() {
                 confirms.outstanding.insert(confirms.published);
                 tracker = Some(ConfirmTracker::new(
-                    durable,
                     (id, confirms.epoch, confirms.published),
                     self.inbox.clone(),
                 ));
@@ -203,15 +197,16 @@ impl Connection {
                 self.pending_confirms.push(id);
             }
         }
+        // Stored once, for all its durable queues, before any of them has
+        // it: what a queue later tells the store about it comes after.
+        let stored = (!durable.is_empty()).then(|| {
+            let confirm = tracker.map(|t| t as Arc<dyn warren_store::Durable>);
+            self.vhost.store.publish(message.clone(), durable, confirm)
+        });
         for queue in queues.iter() {
-            let (stored, confirm) = match stored {
-                Some(_) if queue.durable => (stored, tracker.clone()),
-                _ => (None, None),
-            };
             let enqueue = Enqueue {
                 message: message.clone(),
-                stored,
-                confirm,
+                stored: stored.filter(|_| queue.store_id.is_some()),
             };
             self.pending_publishes.push(queue, enqueue);
         }
@@ -222,22 +217,18 @@ impl Connection {
     /// one command. Called at the end of every batch of frames, and before
     /// any method other than a publish, so that nothing a client does next
     /// (a get, a purge, a declare's count, a commit) can miss them.
-    pub(crate) async fn flush_publishes(&mut self) -> Result<(), AmqpError> {
+    pub(crate) async fn flush_publishes(&mut self) {
         for (queue, batch) in self.pending_publishes.take() {
             let Err(returned) = queue.try_send_publish(batch).await else {
                 continue;
             };
-            // Deleted meanwhile: it will never hold or confirm them.
-            for Enqueue { stored, confirm, .. } in returned {
-                if let Some(message_id) = stored {
-                    self.vhost.release_message(message_id)?;
-                }
-                if let Some(tracker) = confirm {
-                    tracker.done(true);
-                }
+            // Deleted meanwhile: it will never hold them (RabbitMQ confirms
+            // a message whose queue is deleted; the store does).
+            if let Some(store_id) = queue.store_id {
+                let ids = returned.into_iter().filter_map(|e| e.stored).collect();
+                self.vhost.store.settle(store_id, ids);
             }
         }
-        Ok(())
     }
 
     pub(crate) async fn handle_basic_get(&mut self, id: u16, m: basic::Get) -> Result<(), AmqpError> {

@@ -250,7 +250,7 @@ impl Connection {
             method,
             AMQPClass::Basic(b::AMQPMethod::Publish(_) | b::AMQPMethod::Ack(_))
         ) {
-            self.flush_publishes().await?;
+            self.flush_publishes().await;
             self.flush_acks().await;
         }
         if !matches!(method, AMQPClass::Basic(b::AMQPMethod::Publish(_))) {
@@ -417,7 +417,6 @@ mod tests {
                 body: vec![n].into(),
             }),
             stored: None,
-            confirm: None,
         }
     }
 
@@ -426,7 +425,7 @@ mod tests {
         let queues: Vec<_> = (0..100)
             .map(|i| {
                 let name = format!("q{i}").as_str().into();
-                QueueHandle::new(name, i, false, None, false, Default::default()).0
+                QueueHandle::new(name, i, None, None, false, Default::default()).0
             })
             .collect();
         let mut pending = PendingPublishes::default();

@@ -103,7 +103,7 @@ impl Connection {
             self.enqueue(id, routed, Some(&commit)).await?;
         }
         // The queues must have them before the commit can wait on them.
-        self.flush_publishes().await?;
+        self.flush_publishes().await;
         for (entries, how) in tx.settles {
             self.settle(entries, how).await;
         }

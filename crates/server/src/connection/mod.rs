@@ -28,7 +28,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::io::AsyncReadExt;
 use tokio::sync::{broadcast, mpsc};
 use tokio_util::codec::{FramedRead, FramedWrite};
-use tracing::{debug, error, info, instrument, warn};
+use tracing::{debug, info, instrument, warn};
 use warren_codec::{CodecError, ContentAssembler, Frame, FrameCodec, Message, Outbound};
 
 use crate::broker::Broker;
@@ -307,12 +307,7 @@ impl Connection {
                             None => break,
                         }
                     }
-                    let flushed = self.flush_publishes().await;
-                    if result.is_ok() {
-                        if let Err(e) = flushed {
-                            result = Err((0, e));
-                        }
-                    }
+                    self.flush_publishes().await;
                     self.flush_acks().await;
                     self.flush_confirms().await;
                     // A peer that sends batches gets a buffer to match; one
@@ -682,13 +677,9 @@ impl Connection {
         consumer.credit.release(1);
     }
 
-    /// Hands queues what this connection still holds for them, on the way
-    /// out: a store error here can only be logged, the channel or
-    /// connection is closing anyway.
+    /// Hands queues what this connection still holds for them, on the way out.
     async fn flush_pending(&mut self) {
-        if let Err(e) = self.flush_publishes().await {
-            error!(error = %e, "cannot release a stored message");
-        }
+        self.flush_publishes().await;
         self.flush_acks().await;
     }
 
