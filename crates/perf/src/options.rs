@@ -105,7 +105,9 @@ pub struct Options {
     #[arg(long, default_value_t = 2)]
     pub warmup: u64,
     /// Fill-then-drain: publish this many messages with no consumer, then
-    /// consume them all; reports fill time, drain time and broker RSS.
+    /// consume them all; reports fill time, drain time and broker RSS. With
+    /// `--consumers 0` it only fills (and keeps the queues); with
+    /// `--producers 0` it only drains a backlog left by an earlier fill.
     #[arg(long)]
     pub fill: Option<u64>,
     /// The broker's PID, for its CPU and RSS.

@@ -107,8 +107,8 @@ pub async fn run(opts: Options) -> Result<Summary> {
     if !(opts.rate >= 0.0 && opts.rate.is_finite()) {
         return Err("--rate must be a number of messages per second, 0 for unlimited".into());
     }
-    if opts.fill.is_some() && (opts.producers == 0 || opts.consumers == 0) {
-        return Err("--fill needs at least one producer and one consumer".into());
+    if opts.fill.is_some() && opts.producers == 0 && opts.consumers == 0 {
+        return Err("--fill needs producers, consumers, or both".into());
     }
     if opts.fill.is_some() && opts.exchange_type == ExchangeType::Topic {
         return Err(
@@ -128,6 +128,8 @@ pub async fn run(opts: Options) -> Result<Summary> {
         summary.idle = Some(report);
     }
     let mut tasks = JoinSet::new();
+    // A fill-only run leaves its backlog for a later drain-only run.
+    let keep = opts.keep || (opts.fill.is_some() && opts.consumers == 0);
     let result = match opts.fill {
         Some(messages) => {
             fill_then_drain(
@@ -145,7 +147,7 @@ pub async fn run(opts: Options) -> Result<Summary> {
     };
     tasks.abort_all();
     drop(idle);
-    if !opts.keep {
+    if !keep {
         clean_up(&mut admin, &opts).await?;
     }
     result.map(|()| summary)
@@ -161,7 +163,10 @@ async fn declare(admin: &mut Session, opts: &Options) -> Result<()> {
     for q in 0..opts.queues {
         let name = opts.queue(q);
         admin.declare_queue(1, &name, opts.persistent, false).await?;
-        admin.purge(1, &name).await?;
+        // A drain-only run consumes what an earlier fill left.
+        if !(opts.fill.is_some() && opts.producers == 0) {
+            admin.purge(1, &name).await?;
+        }
         match opts.exchange_type {
             _ if exchange.is_empty() => {}
             ExchangeType::Direct => admin.bind(1, &name, &exchange, &name).await?,
@@ -443,8 +448,12 @@ async fn fill_then_drain(
     let started = Instant::now();
     // Latencies of the drain only: the fill has no consumer.
     let mut total = Latency::default();
-    start_producers(uri, opts, shared, tasks, Some(messages)).await?;
-    if opts.confirm_window > 0 {
+    if opts.producers > 0 {
+        start_producers(uri, opts, shared, tasks, Some(messages)).await?;
+    }
+    if opts.producers == 0 {
+        // Drain only: the backlog is there already.
+    } else if opts.confirm_window > 0 {
         wait_until(opts, shared, started, &mut total, |c| {
             c.confirmed + c.nacked >= messages
         })
@@ -476,6 +485,22 @@ async fn fill_then_drain(
         thousands(messages as f64),
         thousands(messages as f64 / fill_seconds)
     );
+    if opts.consumers == 0 {
+        summary.seconds = fill_seconds;
+        summary.publish_rate = messages as f64 / fill_seconds;
+        let counts = shared.counters.snapshot();
+        summary.confirm_rate = counts.confirmed as f64 / fill_seconds;
+        summary.nacked = counts.nacked;
+        summary.broker_rss_bytes = rss_full;
+        summary.fill = Some(FillReport {
+            messages,
+            fill_seconds,
+            rss_full,
+            drain_seconds: 0.0,
+            rss_drained: None,
+        });
+        return Ok(());
+    }
     let draining = Instant::now();
     let before = mark(shared, opts.broker_pid);
     start_consumers(uri, opts, shared, tasks).await?;

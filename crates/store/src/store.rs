@@ -25,6 +25,9 @@ pub(crate) const GENERATION: &[u8] = b"generation";
 /// Key in the `meta` tree: the next queue id to give.
 pub(crate) const NEXT_QUEUE: &[u8] = b"next-queue-id";
 
+/// sled's segment size.
+const SLED_SEGMENT: usize = 64 * 1024;
+
 /// How long opening waits for the data directory's lock.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -165,7 +168,14 @@ pub(crate) fn sync_sled(
 fn open_db(path: &Path, cache_bytes: u64) -> sled::Result<Db> {
     let deadline = std::time::Instant::now() + LOCK_WAIT;
     loop {
-        match sled::Config::new().path(path).cache_capacity(cache_bytes).open() {
+        // sled holds only definitions and segment summaries: 64 KiB segments
+        // (its default is 512 KiB) keep its file, the floor of a drained
+        // store's size, small.
+        let config = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .segment_size(SLED_SEGMENT);
+        match config.open() {
             // sled 0.34 says only this (config.rs, `try_lock`) when the lock is held.
             Err(sled::Error::Io(e))
                 if e.to_string().contains("could not acquire lock")
