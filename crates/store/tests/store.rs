@@ -162,8 +162,7 @@ fn a_drained_backlog_gives_its_space_back() {
     for chunk in ids.chunks(1000) {
         store.settle(q.id, chunk.to_vec());
     }
-    barrier(&store);
-    // One more round: the emptied active segment is closed and deleted.
+    // The barrier waits for the emptied segments to be deleted.
     barrier(&store);
     let after = dir_size(dir.path());
     assert!(
