@@ -5,6 +5,12 @@
 //! before the crash). Acked messages that come back are counted (at-least-once
 //! delivery allows them).
 //!
+//! Beside them, each cycle runs one of three churns on a second durable
+//! queue, so that kills land in the middle of them: publish-then-purge,
+//! publish-then-delete, or transactions of 100 persistent messages. Every
+//! message confirmed (or committed) after the last purge or delete was sent
+//! must be there after the restart.
+//!
 //! `WARREN_CRASH_CYCLES` sets the number of kill/restart cycles (default 5).
 
 use std::collections::HashSet;
@@ -23,6 +29,89 @@ use tokio::process::{Child, Command};
 use warren_tests::*;
 
 const QUEUE: &str = "crash-test";
+const SIDE: &str = "crash-test-side";
+
+/// What the second queue goes through in a cycle.
+#[derive(Clone, Copy, Debug)]
+enum Churn {
+    Purge,
+    Delete,
+    Transactions,
+}
+
+fn persistent() -> BasicProperties {
+    BasicProperties::default().with_delivery_mode(2)
+}
+
+/// Runs `churn` on [`SIDE`] until aborted, recording in `must_survive` what
+/// was confirmed or committed since the last purge or delete was sent.
+async fn churn(
+    url: String,
+    churn: Churn,
+    first: u64,
+    must_survive: Arc<Mutex<HashSet<u64>>>,
+) -> lapin::Result<()> {
+    let conn = Connection::connect(&url, ConnectionProperties::default()).await?;
+    let ch = conn.create_channel().await?;
+    match churn {
+        Churn::Transactions => ch.tx_select().await?,
+        _ => ch.confirm_select(ConfirmSelectOptions::default()).await?,
+    }
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let mut id = first;
+    loop {
+        ch.queue_declare(SIDE.into(), durable, FieldTable::default())
+            .await?;
+        let mut batch = Vec::new();
+        let mut confirms = Vec::new();
+        for _ in 0..100 {
+            let body = id.to_be_bytes();
+            let confirm = ch
+                .basic_publish(
+                    "".into(),
+                    SIDE.into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    persistent(),
+                )
+                .await?;
+            confirms.push(confirm);
+            batch.push(id);
+            id += 1;
+        }
+        match churn {
+            Churn::Transactions => {
+                ch.tx_commit().await?;
+                must_survive.lock().unwrap().extend(batch);
+            }
+            Churn::Purge | Churn::Delete => {
+                for (id, confirm) in batch.into_iter().zip(confirms) {
+                    if confirm.await?.is_ack() {
+                        must_survive.lock().unwrap().insert(id);
+                    }
+                }
+                // Every tenth batch goes, the others stay for a while.
+                if id.is_multiple_of(1000) {
+                    // Cleared first: a kill after the send may or may not
+                    // have let it happen.
+                    must_survive.lock().unwrap().clear();
+                    match churn {
+                        Churn::Purge => {
+                            ch.queue_purge(SIDE.into(), QueuePurgeOptions::default()).await?;
+                        }
+                        _ => {
+                            ch.queue_delete(SIDE.into(), QueueDeleteOptions::default())
+                                .await?;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
 
 /// The `warren` binary next to this test's build (tests/run-all.sh builds it).
 fn warren_binary() -> PathBuf {
@@ -97,6 +186,7 @@ async fn crash_cycles(cycles: u64) {
     let acked: Arc<Mutex<HashSet<u64>>> = Arc::default();
     let mut next_id = 0u64;
     let (mut total_confirmed, mut total_recovered, mut acked_came_back) = (0usize, 0usize, 0usize);
+    let mut side_checked = 0;
     for cycle in 0..cycles {
         eprintln!("crash test: cycle {cycle}");
         let (mut child, url) = start(data_dir.path()).await;
@@ -143,6 +233,14 @@ async fn crash_cycles(cycles: u64) {
                 Ok::<(), lapin::Error>(())
             })
         };
+        let side_survivors: Arc<Mutex<HashSet<u64>>> = Arc::default();
+        let mode = [Churn::Purge, Churn::Delete, Churn::Transactions][cycle as usize % 3];
+        let side = tokio::spawn(churn(
+            url.clone(),
+            mode,
+            (1 << 60) + next_id,
+            side_survivors.clone(),
+        ));
         let consumer = {
             let (url, acked) = (url.clone(), acked.clone());
             tokio::spawn(async move {
@@ -172,6 +270,7 @@ async fn crash_cycles(cycles: u64) {
         child.kill().await.unwrap();
         publisher.abort();
         consumer.abort();
+        side.abort();
         next_id += 10_000_000;
 
         // Restart and take everything that is left.
@@ -189,6 +288,30 @@ async fn crash_cycles(cycles: u64) {
             recovered.insert(u64::from_be_bytes(m.delivery.data[..8].try_into().unwrap()));
             m.delivery.ack(BasicAckOptions::default()).await.unwrap();
         }
+        let side_survivors = std::mem::take(&mut *side_survivors.lock().unwrap());
+        // Declared (not passively): a delete just before the kill leaves it
+        // gone, and then nothing must have survived it.
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.queue_declare(SIDE.into(), durable, FieldTable::default())
+            .await
+            .unwrap();
+        let mut side_found = HashSet::new();
+        while let Some(m) = ch
+            .basic_get(SIDE.into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+        {
+            side_found.insert(u64::from_be_bytes(m.delivery.data[..8].try_into().unwrap()));
+        }
+        let side_lost = side_survivors.difference(&side_found).count();
+        assert_eq!(
+            side_lost, 0,
+            "cycle {cycle} ({mode:?}): {side_lost} confirmed or committed messages lost"
+        );
+        side_checked += side_survivors.len();
         conn.close(200, "done".into()).await.unwrap();
         // Killed and reaped, so the next start finds the store unlocked.
         child.kill().await.unwrap();
@@ -211,6 +334,7 @@ async fn crash_cycles(cycles: u64) {
     }
     println!(
         "crash test: {cycles} cycles, {total_confirmed} confirmed, 0 lost, {total_recovered} recovered, \
-         {acked_came_back} acked messages came back"
+         {acked_came_back} acked messages came back; {side_checked} messages of the side queue \
+         confirmed or committed after its last purge or delete, 0 lost"
     );
 }
