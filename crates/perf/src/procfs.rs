@@ -29,6 +29,16 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// Octets `pid` has caused to be written to storage and not cancelled (a
+/// file deleted before the kernel wrote it back cancels its writes):
+/// `write_bytes − cancelled_write_bytes` of `/proc/PID/io`.
+pub fn disk_written(pid: u32) -> Option<u64> {
+    let io = fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let field =
+        |name: &str| -> Option<u64> { io.lines().find_map(|l| l.strip_prefix(name))?.trim().parse().ok() };
+    Some(field("write_bytes:")?.saturating_sub(field("cancelled_write_bytes:")?))
+}
+
 /// Raises this process's open-file limit to its hard limit, for runs with
 /// many idle connections (a failure shows up as connections refused).
 pub fn raise_fd_limit() {
@@ -54,5 +64,6 @@ mod tests {
     fn this_process_has_cpu_time_and_memory() {
         assert!(cpu_seconds(None).is_some());
         assert!(rss_bytes(std::process::id()).unwrap() > 0);
+        assert!(disk_written(std::process::id()).is_some());
     }
 }

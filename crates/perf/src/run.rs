@@ -38,6 +38,9 @@ pub struct Summary {
     pub broker_rss_bytes: Option<u64>,
     /// Largest broker RSS seen (sampled every second), in bytes.
     pub broker_rss_peak_bytes: Option<u64>,
+    /// Octets the broker wrote to disk over the window, per message
+    /// published in it (`/proc/PID/io`).
+    pub broker_disk_bytes_per_message: Option<f64>,
     /// This generator's CPU over the window, in % of one core.
     pub generator_cpu_percent: f64,
     /// Idle connections, when asked for.
@@ -82,7 +85,14 @@ struct Mark {
     at: Instant,
     counts: Counts,
     broker_cpu: Option<f64>,
+    broker_written: Option<u64>,
     own_cpu: f64,
+}
+
+/// Disk octets written between two marks, per message.
+fn written_per_message(from: &Mark, to: &Mark, messages: u64) -> Option<f64> {
+    let (a, b) = (from.broker_written?, to.broker_written?);
+    (messages > 0).then(|| b.saturating_sub(a) as f64 / messages as f64)
 }
 
 fn mark(shared: &Shared, broker: Option<u32>) -> Mark {
@@ -90,6 +100,7 @@ fn mark(shared: &Shared, broker: Option<u32>) -> Mark {
         at: Instant::now(),
         counts: shared.counters.snapshot(),
         broker_cpu: broker.and_then(|pid| procfs::cpu_seconds(Some(pid))),
+        broker_written: broker.and_then(procfs::disk_written),
         own_cpu: procfs::cpu_seconds(None).unwrap_or(0.0),
     }
 }
@@ -400,6 +411,8 @@ async fn timed(
     };
     summary.broker_rss_bytes = opts.broker_pid.and_then(procfs::rss_bytes);
     summary.broker_rss_peak_bytes = peak.max(summary.broker_rss_bytes);
+    summary.broker_disk_bytes_per_message =
+        written_per_message(&from, &to, to.counts.published - from.counts.published);
     summary.generator_cpu_percent = (to.own_cpu - from.own_cpu) / secs * 100.0;
     Ok(())
 }
@@ -446,6 +459,7 @@ async fn fill_then_drain(
         _ => 1,
     };
     let started = Instant::now();
+    let filling = mark(shared, opts.broker_pid);
     // Latencies of the drain only: the fill has no consumer.
     let mut total = Latency::default();
     if opts.producers > 0 {
@@ -479,6 +493,10 @@ async fn fill_then_drain(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let fill_seconds = started.elapsed().as_secs_f64();
+    let filled = mark(shared, opts.broker_pid);
+    if opts.producers > 0 {
+        summary.broker_disk_bytes_per_message = written_per_message(&filling, &filled, messages);
+    }
     let rss_full = opts.broker_pid.and_then(procfs::rss_bytes);
     eprintln!(
         "filled {} messages in {fill_seconds:.2} s ({}/s)",
@@ -552,6 +570,9 @@ pub fn print_summary(opts: &Options, s: &Summary) {
     }
     if let Some(cpu) = s.broker_cpu_percent {
         println!("broker CPU {cpu:.0} % of a core");
+    }
+    if let Some(b) = s.broker_disk_bytes_per_message {
+        println!("broker disk writes {b:.0} B per message published");
     }
     if let Some(rss) = s.broker_rss_bytes {
         println!(
