@@ -30,14 +30,17 @@
 
 pub mod definitions;
 pub mod error;
+mod io;
 mod messages;
 pub mod record;
 pub mod recovery;
 mod segments;
 pub mod store;
+mod trees;
 pub mod writer;
 
 pub use definitions::{BindingDef, DestinationKind, ExchangeDef, QueueDef};
 pub use error::StoreError;
-pub use recovery::Damage;
-pub use store::{Durable, ReadReply, Recovered, RecoveredEntry, RecoveredQueue, Store};
+pub use recovery::{Damage, Recovered, RecoveredEntry, RecoveredQueue};
+pub use store::Store;
+pub use writer::{Durable, ReadReply};

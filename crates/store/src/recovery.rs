@@ -14,10 +14,48 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
+use crate::definitions::{BindingDef, ExchangeDef, QueueDef};
+use crate::io::io_error;
 use crate::record::{self, AckKind, AckRecord, At, Kind, ACK_RECORD};
 use crate::segments::{self, Location, Segment, Summary};
-use crate::store::io_error;
-use crate::{RecoveredEntry, StoreError};
+use crate::StoreError;
+
+/// Everything durable, as found at start.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// Durable exchanges.
+    pub exchanges: Vec<ExchangeDef>,
+    /// Durable queues with their messages, in queue order.
+    pub queues: Vec<RecoveredQueue>,
+    /// Bindings whose both ends were recovered.
+    pub bindings: Vec<BindingDef>,
+    /// Bindings removed because an end is gone.
+    pub cleaned: usize,
+    /// What was found damaged; the broker logs each at ERROR.
+    pub damage: Vec<Damage>,
+    /// Octets of a write a crash left unfinished, cut off.
+    pub torn: u64,
+    /// Segment files read.
+    pub segments: usize,
+}
+
+/// A durable queue and the messages it holds.
+#[derive(Debug)]
+pub struct RecoveredQueue {
+    /// The queue.
+    pub def: QueueDef,
+    /// Its messages, in order.
+    pub entries: Vec<RecoveredEntry>,
+}
+
+/// One message a recovered queue holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecoveredEntry {
+    /// Its id in the store.
+    pub message: u64,
+    /// Whether it was delivered before (it comes back redelivered).
+    pub delivered: bool,
+}
 
 /// Something recovery found damaged. The broker logs each at ERROR.
 #[derive(Clone, Debug, PartialEq, Eq)]

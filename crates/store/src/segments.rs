@@ -128,7 +128,7 @@ impl Active {
         generation: u64,
     ) -> Result<Self, StoreError> {
         let path = seg_path(dir, n);
-        let io = crate::store::io_error(&path);
+        let io = crate::io::io_error(&path);
         let mut file = std::fs::OpenOptions::new()
             .create_new(true)
             .append(true)
@@ -139,9 +139,9 @@ impl Active {
             o.extend_from_slice(&first_message.to_be_bytes());
             o.extend_from_slice(&generation.to_be_bytes());
         });
-        file.write_all(&start).map_err(crate::store::io_error(&path))?;
-        file.sync_data().map_err(crate::store::io_error(&path))?;
-        crate::store::sync_dir(dir)?;
+        file.write_all(&start).map_err(crate::io::io_error(&path))?;
+        file.sync_data().map_err(crate::io::io_error(&path))?;
+        crate::io::sync_dir(dir)?;
         Ok(Self {
             n,
             file,
@@ -154,7 +154,7 @@ impl Active {
 pub(crate) fn read(file: &File, path: &Path, location: &Location) -> Result<Message, StoreError> {
     let mut buf = vec![0; location.len as usize];
     file.read_exact_at(&mut buf, u64::from(location.offset))
-        .map_err(crate::store::io_error(path))?;
+        .map_err(crate::io::io_error(path))?;
     let corrupt = |what: &str| StoreError::Corrupt {
         path: path.to_owned(),
         what: format!("{what} at offset {}", location.offset),

@@ -2,94 +2,28 @@
 //! broker uses to send the store's thread its work.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 
-use sled::{Db, Tree};
+use sled::Db;
 use tracing::warn;
 use warren_codec::Message;
 
 use crate::definitions::{BindingDef, DestinationKind, ExchangeDef, QueueDef};
-use crate::recovery::{self, Damage};
+use crate::io::{io_error, sync_sled};
+use crate::recovery::{self, Recovered, RecoveredQueue};
 use crate::segments::{self, Active, Summary};
-use crate::writer::{Definition, Op, Writer};
+use crate::trees::{Trees, GENERATION, NEXT_QUEUE};
+use crate::writer::{Definition, Durable, Op, ReadReply, Writer};
 use crate::StoreError;
-
-/// Key in the `meta` tree: the definitions generation, bumped by every
-/// synced change, so that recovery can tell sled lost writes when the
-/// message log names a later one.
-pub(crate) const GENERATION: &[u8] = b"generation";
-/// Key in the `meta` tree: the next queue id to give.
-pub(crate) const NEXT_QUEUE: &[u8] = b"next-queue-id";
 
 /// sled's segment size.
 const SLED_SEGMENT: usize = 64 * 1024;
 
 /// How long opening waits for the data directory's lock.
 const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Told when what it waits for is durable (`true`), or can never be.
-pub trait Durable: Send + Sync + std::fmt::Debug {
-    /// Called once, from the store's thread.
-    fn done(&self, ok: bool);
-}
-
-/// Receives messages read back, in the order asked, on the store's thread.
-pub type ReadReply = Box<dyn FnOnce(Vec<Result<Message, StoreError>>) + Send>;
-
-/// Everything durable, as found at start.
-#[derive(Debug, Default)]
-pub struct Recovered {
-    /// Durable exchanges.
-    pub exchanges: Vec<ExchangeDef>,
-    /// Durable queues with their messages, in queue order.
-    pub queues: Vec<RecoveredQueue>,
-    /// Bindings whose both ends were recovered.
-    pub bindings: Vec<BindingDef>,
-    /// Bindings removed because an end is gone.
-    pub cleaned: usize,
-    /// What was found damaged; the broker logs each at ERROR.
-    pub damage: Vec<Damage>,
-    /// Octets of a write a crash left unfinished, cut off.
-    pub torn: u64,
-    /// Segment files read.
-    pub segments: usize,
-}
-
-/// A durable queue and the messages it holds.
-#[derive(Debug)]
-pub struct RecoveredQueue {
-    /// The queue.
-    pub def: QueueDef,
-    /// Its messages, in order.
-    pub entries: Vec<RecoveredEntry>,
-}
-
-/// One message a recovered queue holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RecoveredEntry {
-    /// Its id in the store.
-    pub message: u64,
-    /// Whether it was delivered before (it comes back redelivered).
-    pub delivered: bool,
-}
-
-/// sled's trees.
-#[derive(Debug)]
-pub(crate) struct Trees {
-    pub exchanges: Tree,
-    pub queues: Tree,
-    pub bindings: Tree,
-    /// Segment number → [`Summary`].
-    pub segments: Tree,
-    /// Segment number → the length of its ack file at the last clean
-    /// shutdown. Ack files only grow, so a shorter one is damage.
-    pub acks: Tree,
-    pub meta: Tree,
-}
 
 /// The handle to a data directory's store thread. Cheap to clone; every
 /// method only sends work, and never blocks on I/O (except [`Store::close`]).
@@ -105,59 +39,6 @@ struct Shared {
     path: PathBuf,
     next_message: Arc<AtomicU64>,
     next_queue: AtomicU64,
-}
-
-pub(crate) fn io_error(path: &Path) -> impl Fn(std::io::Error) -> StoreError + '_ {
-    move |source| StoreError::Io {
-        path: path.to_owned(),
-        source,
-    }
-}
-
-pub(crate) fn sync_dir(path: &Path) -> Result<(), StoreError> {
-    File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(io_error(path))
-}
-
-/// Makes sled's writes durable: its flush writes with `sync_file_range`,
-/// which neither persists metadata nor flushes the drive's cache (sled issue
-/// #1452), so the `db` file is fdatasynced after it, and so are the blob
-/// files sled made since the last call (it writes large values there and
-/// never syncs them), then their directory.
-pub(crate) fn sync_sled(
-    path: &Path,
-    db: &Db,
-    synced_blobs: &mut HashSet<std::ffi::OsString>,
-) -> Result<(), StoreError> {
-    db.flush().map_err(|source| StoreError::Sled {
-        path: path.to_owned(),
-        source,
-    })?;
-    let db_file = path.join("db");
-    File::open(&db_file)
-        .and_then(|f| f.sync_data())
-        .map_err(io_error(&db_file))?;
-    let blobs = path.join("blobs");
-    let mut new_blobs = false;
-    for entry in std::fs::read_dir(&blobs).map_err(io_error(&blobs))? {
-        let entry = entry.map_err(io_error(&blobs))?;
-        if !synced_blobs.contains(&entry.file_name()) {
-            let file = entry.path();
-            // sled may have collected it meanwhile: then it needs no sync.
-            match File::open(&file) {
-                Ok(f) => f.sync_all().map_err(io_error(&file))?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(io_error(&file)(e)),
-            }
-            synced_blobs.insert(entry.file_name());
-            new_blobs = true;
-        }
-    }
-    if new_blobs {
-        sync_dir(&blobs)?;
-    }
-    Ok(())
 }
 
 /// Opens sled, waiting a while if the directory is locked. A store just

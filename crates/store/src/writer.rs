@@ -33,10 +33,11 @@ use tracing::error;
 use warren_codec::Message;
 
 use crate::definitions::{BindingDef, DestinationKind, ExchangeDef, QueueDef};
+use crate::io::io_error;
 use crate::record::{self, AckKind, AckRecord, Kind};
 use crate::segments::{self, Active, Location, Segment, Summary, RECLAIM_BYTES, SEGMENT_BYTES};
-use crate::store::{io_error, Trees};
-use crate::{Durable, ReadReply, StoreError};
+use crate::trees::Trees;
+use crate::StoreError;
 
 /// Ops taken into one round at most, so that a flood of publishes cannot
 /// hold back the confirms of those already taken.
@@ -53,6 +54,15 @@ const SETTLE_CHUNK: usize = 32_768;
 /// cached takes milliseconds; a drained 1 GB backlog is 64 of them, and one
 /// round doing them all held other clients' confirms for 0.7 s.
 const RECLAIM_PER_ROUND: usize = 1;
+
+/// Told when what it waits for is durable (`true`), or can never be.
+pub trait Durable: Send + Sync + std::fmt::Debug {
+    /// Called once, from the store's thread.
+    fn done(&self, ok: bool);
+}
+
+/// Receives messages read back, in the order asked, on the store's thread.
+pub type ReadReply = Box<dyn FnOnce(Vec<Result<Message, StoreError>>) + Send>;
 
 /// What the broker asks of the store.
 pub(crate) enum Op {
@@ -357,7 +367,7 @@ impl Writer {
             Definition::PutQueue(def) => {
                 t.queues.insert(def.name.as_bytes(), def.encode()).map_err(&err)?;
                 let next = (def.id + 1).to_be_bytes();
-                t.meta.insert(crate::store::NEXT_QUEUE, &next).map_err(&err)?;
+                t.meta.insert(crate::trees::NEXT_QUEUE, &next).map_err(&err)?;
             }
             Definition::DeleteQueue(name) => {
                 t.queues.remove(name.as_bytes()).map_err(&err)?;
@@ -423,9 +433,9 @@ impl Writer {
             self.generation += 1;
             self.trees
                 .meta
-                .insert(crate::store::GENERATION, &self.generation.to_be_bytes())
+                .insert(crate::trees::GENERATION, &self.generation.to_be_bytes())
                 .map_err(self.sled_err())?;
-            crate::store::sync_sled(&self.data, &self.db, &mut self.synced_blobs)?;
+            crate::io::sync_sled(&self.data, &self.db, &mut self.synced_blobs)?;
             let generation = self.generation;
             record::put(&mut self.buf, Kind::Generation, |o| {
                 o.extend_from_slice(&generation.to_be_bytes())
@@ -622,8 +632,8 @@ impl Writer {
                 .insert(n.to_be_bytes(), &len.to_be_bytes())
                 .map_err(self.sled_err())?;
         }
-        crate::store::sync_dir(&self.dir)?;
+        crate::io::sync_dir(&self.dir)?;
         // Last, so that the lengths it records are of synced files.
-        crate::store::sync_sled(&self.data, &self.db, &mut self.synced_blobs)
+        crate::io::sync_sled(&self.data, &self.db, &mut self.synced_blobs)
     }
 }

@@ -1,0 +1,249 @@
+//! The actor's loop: commands in, one step at a time, each ending with a
+//! dispatch round and what the step owes the store.
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tracing::{debug, error};
+
+use super::{Consumer, Next, Queue, BATCH};
+use crate::events::{ConnEvent, Enqueue, GetOk, Inbox, QueueCommand};
+use crate::AmqpError;
+
+impl Queue {
+    pub(super) async fn run(mut self, mut rx: Inbox) {
+        let mut deleted = false;
+        while let Some(command) = rx.recv().await {
+            // A bug here must cost this queue, not leave it silently stuck
+            // with its consumers and publishers waiting on it for ever.
+            let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(command, &mut rx)));
+            match step {
+                // A full step means more is waiting: the consumers'
+                // connections get their turn to take the deliveries and
+                // send acks before the next one.
+                Ok(Next::Continue) if rx.has_waiting() => tokio::task::yield_now().await,
+                Ok(Next::Continue) => {}
+                Ok(Next::Stop) => {
+                    deleted = true;
+                    break;
+                }
+                Err(panic) => {
+                    self.crashed(panic.as_ref());
+                    break;
+                }
+            }
+        }
+        self.flush_store();
+        // Publishes already in the inbox will never be held. Sends after
+        // close() fail, and the publishing connection settles those itself.
+        rx.close();
+        let mut never_held = Vec::new();
+        while let Some(command) = rx.try_recv() {
+            if let QueueCommand::Publish(batch) = command {
+                never_held.extend(batch.into_iter().filter_map(|e| e.stored));
+            }
+        }
+        // A deleted queue's definition left the store first (forget_queue);
+        // what it held dies with it. A queue that stops because the broker
+        // does, or that crashed, keeps everything stored for the next start.
+        if let (true, Some(disk)) = (deleted, &self.disk) {
+            let held = self
+                .ready
+                .iter()
+                .chain(self.unacked.values())
+                .filter_map(|e| e.stored);
+            disk.store.forget(disk.queue, held.chain(never_held).collect());
+        }
+        debug!(queue = %self.name, "queue stopped");
+    }
+
+    /// Handles a command and whatever else is already in the inbox, then
+    /// dispatches and hands the batch's confirms to the group commit.
+    pub(super) fn step(&mut self, command: QueueCommand, rx: &mut Inbox) -> Next {
+        // Counted in messages, so that a run of publish batches does not
+        // keep consumers waiting for the next dispatch.
+        let mut handled = command.weight();
+        if let Next::Stop = self.handle_in_order(command, rx) {
+            return Next::Stop;
+        }
+        while handled < BATCH {
+            let Some(command) = rx.try_recv() else {
+                break;
+            };
+            handled += command.weight();
+            if let Next::Stop = self.handle_in_order(command, rx) {
+                return Next::Stop;
+            }
+        }
+        self.dispatch();
+        self.load_ahead();
+        self.flush_store();
+        Next::Continue
+    }
+
+    /// The actor panicked: its state can no longer be trusted. Its consumers
+    /// are cancelled (clients that announced consumer_cancel_notify get
+    /// basic.cancel), and the queue leaves the virtual host. A durable
+    /// queue's definition and stored messages stay in the store and come
+    /// back at the next start; a transient queue's messages are lost.
+    pub(super) fn crashed(&mut self, panic: &(dyn std::any::Any + Send)) {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        error!(queue = %self.name, panic = %what, "queue crashed; removing it");
+        for consumer in self.consumers.drain(..) {
+            let _ = consumer.inbox.send(ConnEvent::Cancelled(consumer.shared));
+        }
+        if let Some(vhost) = self.registry.upgrade() {
+            vhost.drop_crashed_queue(&self.name, self.id);
+        }
+    }
+
+    /// Handles a command, after the publishes already waiting if it looks
+    /// at the backlog: commands overtake publishes (see [`Inbox`]), but a
+    /// get, a purge, a count or a delete must see every message its
+    /// connection published before asking.
+    pub(super) fn handle_in_order(&mut self, command: QueueCommand, rx: &mut Inbox) -> Next {
+        if matches!(
+            command,
+            QueueCommand::Get { .. }
+                | QueueCommand::Stats(_)
+                | QueueCommand::Purge(_)
+                | QueueCommand::Delete { .. }
+        ) {
+            while let Some(batch) = rx.try_recv_publish() {
+                self.handle(QueueCommand::Publish(batch));
+            }
+        }
+        self.handle(command)
+    }
+
+    pub(super) fn handle(&mut self, command: QueueCommand) -> Next {
+        match command {
+            QueueCommand::Publish(batch) => {
+                for Enqueue { message, stored } in batch {
+                    self.publish(message, stored);
+                }
+            }
+            QueueCommand::Loaded(batch) => self.loaded(batch),
+            QueueCommand::Consume {
+                consumer,
+                exclusive,
+                inbox,
+                reply,
+            } => {
+                if self.exclusive_consumer || (exclusive && !self.consumers.is_empty()) {
+                    let _ = reply.send(Err(AmqpError::access_refused(format!(
+                        "queue '{}' in vhost '{}' in exclusive use",
+                        self.name, self.vhost_name
+                    ))));
+                } else {
+                    self.exclusive_consumer = exclusive;
+                    self.had_consumers = true;
+                    self.consumers.push_back(Consumer {
+                        shared: consumer,
+                        inbox,
+                        pending: Vec::new(),
+                    });
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            QueueCommand::Cancel(consumer) => {
+                let before = self.consumers.len();
+                self.consumers.retain(|c| !Arc::ptr_eq(&c.shared, &consumer));
+                if self.consumers.len() < before {
+                    self.exclusive_consumer = false;
+                }
+                if self.auto_delete && self.had_consumers && self.consumers.is_empty() {
+                    debug!(queue = %self.name, "auto-delete: last consumer gone");
+                    if let Some(vhost) = self.registry.upgrade() {
+                        vhost.forget_queue(&self.name, self.id);
+                    }
+                    return Next::Stop;
+                }
+            }
+            QueueCommand::Get { no_ack, reply } => self.get(no_ack, reply),
+            QueueCommand::Ack(ids) => {
+                for id in ids {
+                    if let Some(entry) = self.unacked.remove(&id) {
+                        self.settle_entry(&entry);
+                    }
+                }
+            }
+            QueueCommand::Requeue { ids, redelivered } => self.requeue(ids, redelivered),
+            QueueCommand::Undeliverable {
+                msg_id,
+                message,
+                redelivered,
+            } => self.undeliverable(msg_id, message, redelivered),
+            QueueCommand::Wake => {}
+            #[cfg(test)]
+            QueueCommand::Panic => panic!("asked to"),
+            QueueCommand::Stats(reply) => {
+                let _ = reply.send((self.ready.len() as u32, self.consumers.len() as u32));
+            }
+            QueueCommand::Purge(reply) => {
+                let n = self.ready.len() as u32;
+                for entry in std::mem::take(&mut self.ready) {
+                    self.settle_entry(&entry);
+                }
+                let _ = reply.send(n);
+            }
+            QueueCommand::Delete {
+                if_unused,
+                if_empty,
+                reply,
+            } => {
+                if if_unused && !self.consumers.is_empty() {
+                    let _ = reply.send(Err(AmqpError::precondition_failed(format!(
+                        "queue '{}' in vhost '{}' in use",
+                        self.name, self.vhost_name
+                    ))));
+                    return Next::Continue;
+                }
+                if if_empty && !self.ready.is_empty() {
+                    let _ = reply.send(Err(AmqpError::precondition_failed(format!(
+                        "queue '{}' in vhost '{}' not empty",
+                        self.name, self.vhost_name
+                    ))));
+                    return Next::Continue;
+                }
+                for consumer in self.consumers.drain(..) {
+                    let _ = consumer.inbox.send(ConnEvent::Cancelled(consumer.shared));
+                }
+                if let Some(vhost) = self.registry.upgrade() {
+                    vhost.forget_queue(&self.name, self.id);
+                }
+                let _ = reply.send(Ok(self.ready.len() as u32));
+                return Next::Stop;
+            }
+        }
+        Next::Continue
+    }
+
+    /// basic.get: answered now, or once the head of the queue is read back
+    /// (after the gets already waiting, in order).
+    pub(super) fn get(&mut self, no_ack: bool, reply: oneshot::Sender<Option<GetOk>>) {
+        if !self.parked_gets.is_empty() || self.head_on_disk() {
+            self.parked_gets.push_back((no_ack, reply));
+            self.load_ahead();
+            return;
+        }
+        self.answer_get(no_ack, reply);
+    }
+
+    pub(super) fn answer_get(&mut self, no_ack: bool, reply: oneshot::Sender<Option<GetOk>>) {
+        let got = self.take_next(no_ack).map(|taken| GetOk {
+            msg_id: taken.id,
+            message: taken.message,
+            redelivered: taken.redelivered,
+            remaining: self.ready.len() as u32,
+        });
+        // A get-ok the channel can no longer send goes back.
+        if let Err(Some(ok)) = reply.send(got) {
+            self.requeue(vec![ok.msg_id], false);
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! What a durable queue tells the store, and reads back from it: first
+//! deliveries and settlements, batched per step; paged-out bodies, read a
+//! batch ahead of delivery by the store's thread and sent to the inbox.
+
+use std::sync::Arc;
+
+use tracing::error;
+
+use super::{Entry, Queue, READ_AHEAD};
+use crate::events::Loaded;
+
+impl Queue {
+    /// Tells the store this step's first deliveries and settlements, in
+    /// that order (a message may be both).
+    pub(super) fn flush_store(&mut self) {
+        if let Some(disk) = &self.disk {
+            disk.store
+                .delivered(disk.queue, std::mem::take(&mut self.delivered));
+            disk.store.settle(disk.queue, std::mem::take(&mut self.settled));
+        }
+    }
+
+    /// Has the store read back the paged-out messages near the head of the
+    /// queue, one batch at a time.
+    pub(super) fn load_ahead(&mut self) {
+        let Some(disk) = &self.disk else {
+            return;
+        };
+        if self.loading {
+            return;
+        }
+        let wanted: Vec<(u64, u64)> = self
+            .ready
+            .iter()
+            .take(READ_AHEAD)
+            .filter(|e| e.message.is_none())
+            .filter_map(|e| Some((e.id, e.stored?)))
+            .collect();
+        if wanted.is_empty() {
+            return;
+        }
+        self.loading = true;
+        let loader = self.loader.clone();
+        let ids = wanted.iter().map(|&(_, id)| id).collect();
+        disk.store.read(
+            ids,
+            Box::new(move |read| {
+                let batch = wanted
+                    .into_iter()
+                    .zip(read)
+                    .map(|((position, id), message)| (position, id, message))
+                    .collect();
+                // A queue gone meanwhile no longer needs them.
+                let _ = loader.send(batch);
+            }),
+        );
+    }
+
+    /// Messages read back: they rejoin their entries, if still ready. One
+    /// that cannot be read is lost, and said so.
+    pub(super) fn loaded(&mut self, batch: Loaded) {
+        self.loading = false;
+        for (position, id, read) in batch {
+            let Ok(at) = self.ready.binary_search_by_key(&position, |e| e.id) else {
+                continue;
+            };
+            if self.ready[at].stored != Some(id) || self.ready[at].message.is_some() {
+                continue;
+            }
+            match read {
+                Ok(message) => self.ready[at].message = Some(Arc::new(message)),
+                // The broker is stopping: it stays stored for the next start.
+                Err(warren_store::StoreError::Closed) => {}
+                Err(e) => {
+                    error!(queue = %self.name, error = %e, "a stored message cannot be read back: it is lost");
+                    if let Some(entry) = self.ready.remove(at) {
+                        self.settle_entry(&entry);
+                    }
+                }
+            }
+        }
+        while !self.parked_gets.is_empty() && !self.head_on_disk() {
+            let (no_ack, reply) = self.parked_gets.pop_front().expect("not empty");
+            self.answer_get(no_ack, reply);
+        }
+    }
+
+    pub(super) fn head_on_disk(&self) -> bool {
+        self.ready.front().is_some_and(|e| e.message.is_none())
+    }
+
+    /// A settled (or purged) message: the store is told at the end of the step.
+    pub(super) fn settle_entry(&mut self, entry: &Entry) {
+        if let (Some(_), Some(stored)) = (&self.disk, entry.stored) {
+            self.settled.push(stored);
+        }
+    }
+}

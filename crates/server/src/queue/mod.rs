@@ -1,0 +1,247 @@
+//! The queue actor: one task per queue, the single owner of its messages and
+//! its consumers.
+//!
+//! Responsibilities:
+//! - keep ready messages in publish order, and unacked ones by message id;
+//! - dispatch round-robin across consumers, never past a consumer's prefetch,
+//!   its channel's prefetch, or its credit (see [`crate::gate`]);
+//! - put requeued messages back at their original position, marked redelivered;
+//! - answer get, purge, delete, and the counts declare-ok reports;
+//! - cancel its consumers when deleted, and delete itself when auto-delete and
+//!   its last consumer goes;
+//! - for a durable queue, tell the store what becomes of its persistent
+//!   messages (the connection stored them, see [`crate::durability`]): first
+//!   deliveries and settlements, batched per step; keep only the first
+//!   [`IN_MEMORY`] ready messages' bodies in memory, and have the store read
+//!   the rest back, a batch ahead of delivery. The store's thread does the
+//!   reading; the actor never waits for it, and a get that finds the head
+//!   of the queue on disk waits for the read in the actor's own queue.
+//!
+//! Files: `actor` (the loop and the commands), `backlog` (ready and unacked
+//! messages), `consumers` (dispatch), `index` (what is stored, and read back).
+//!
+//! Commands arrive on one bounded mpsc, so a queue that cannot keep up slows
+//! its publishers (the connection waits to send, and stops reading its socket)
+//! instead of growing. The actor itself never waits on anyone: deliveries go to
+//! the consuming connection's unbounded inbox, bounded in practice by credit.
+//! That one-way waiting is what keeps connections and queues free of deadlock.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Weak};
+
+use amq_protocol::types::FieldTable;
+use tokio::sync::{mpsc, oneshot};
+use warren_codec::Message;
+use warren_router::QueueName;
+use warren_store::{RecoveredEntry, Store};
+
+use crate::events::ConsumerShared;
+use crate::events::{ConnEvent, Delivery, GetOk, Loaded, QueueHandle, QueueRegistry};
+
+mod actor;
+mod backlog;
+mod consumers;
+mod index;
+
+/// Messages (or other commands) handled before dispatching, so deliveries
+/// go out in batches.
+const BATCH: usize = 256;
+/// Ready persistent messages a durable queue keeps in memory; beyond this
+/// their bodies stay in the store until delivered, so a backlog larger than
+/// memory costs an index entry (~64 bytes) per message, not its body.
+pub const IN_MEMORY: usize = 10_000;
+/// How far ahead of delivery a queue has the store read its backlog back,
+/// and how many messages one read asks for.
+const READ_AHEAD: usize = 512;
+
+impl QueueHandle {
+    /// Starts the actor of a new (or recovered) queue.
+    pub(crate) fn spawn(
+        registry: Weak<dyn QueueRegistry>,
+        vhost_name: &str,
+        id: u64,
+        new: NewQueue,
+    ) -> Arc<QueueHandle> {
+        let (handle, rx) = QueueHandle::new(
+            new.name.clone(),
+            id,
+            new.disk.as_ref().map(|d| d.queue),
+            new.exclusive_owner,
+            new.auto_delete,
+            new.arguments,
+        );
+        let next_msg_id = new.recovered.len() as u64;
+        let ready = new
+            .recovered
+            .into_iter()
+            .zip(0..)
+            .map(|(e, position)| Entry {
+                id: position,
+                message: None,
+                stored: Some(e.message),
+                redelivered: e.delivered,
+            })
+            .collect();
+        let loader = rx.loader();
+        let actor = Queue {
+            name: new.name,
+            id,
+            registry,
+            vhost_name: vhost_name.to_owned(),
+            auto_delete: new.auto_delete,
+            disk: new.disk,
+            settled: Vec::new(),
+            delivered: Vec::new(),
+            loader,
+            loading: false,
+            parked_gets: VecDeque::new(),
+            ready,
+            unacked: HashMap::new(),
+            next_msg_id,
+            consumers: VecDeque::new(),
+            exclusive_consumer: false,
+            had_consumers: false,
+        };
+        tokio::spawn(actor.run(rx));
+        handle
+    }
+}
+
+/// What a queue is created with.
+#[derive(Debug)]
+pub(crate) struct NewQueue {
+    pub name: QueueName,
+    pub exclusive_owner: Option<u64>,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+    /// The store, for a durable queue.
+    pub disk: Option<Disk>,
+    /// Messages found at start, in order.
+    pub recovered: Vec<RecoveredEntry>,
+}
+
+/// A durable queue's place in the store.
+#[derive(Debug)]
+pub(crate) struct Disk {
+    pub store: Store,
+    /// Its id there.
+    pub queue: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// Position in the queue; also its key in the store's index.
+    id: u64,
+    /// The message, unless paged out (then it is read back from the store).
+    message: Option<Arc<Message>>,
+    /// Its id in the store, for a persistent message on a durable queue.
+    stored: Option<u64>,
+    redelivered: bool,
+}
+
+#[derive(Debug)]
+struct Consumer {
+    shared: Arc<ConsumerShared>,
+    inbox: mpsc::UnboundedSender<ConnEvent>,
+    /// Deliveries of the dispatch round in progress, sent as one event.
+    pending: Vec<Delivery>,
+}
+
+struct Queue {
+    name: QueueName,
+    id: u64,
+    /// Its virtual host, to leave when deleted.
+    registry: Weak<dyn QueueRegistry>,
+    vhost_name: String,
+    auto_delete: bool,
+    /// The store, for a durable queue.
+    disk: Option<Disk>,
+    /// Stored messages settled in this step, told to the store at its end.
+    settled: Vec<u64>,
+    /// Stored messages delivered for the first time in this step.
+    delivered: Vec<u64>,
+    /// Where the store sends what it reads back.
+    loader: tokio::sync::mpsc::UnboundedSender<Loaded>,
+    /// Whether a read is in flight (one at a time).
+    loading: bool,
+    /// Gets that found the head of the queue on disk, answered once it is read.
+    parked_gets: VecDeque<(bool, oneshot::Sender<Option<GetOk>>)>,
+    /// Ready messages, ordered by id: new ones are appended, requeued ones
+    /// are inserted back where their id puts them.
+    ready: VecDeque<Entry>,
+    /// Delivered, awaiting ack or requeue.
+    unacked: HashMap<u64, Entry>,
+    next_msg_id: u64,
+    /// Round-robin order: the front gets the next message.
+    consumers: VecDeque<Consumer>,
+    exclusive_consumer: bool,
+    /// auto-delete applies only once a queue has had a consumer.
+    had_consumers: bool,
+}
+
+enum Next {
+    Continue,
+    Stop,
+}
+
+/// A message taken for delivery.
+struct Taken {
+    id: u64,
+    message: Arc<Message>,
+    redelivered: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::events::QueueCommand;
+    use crate::gate::{Gate, CREDIT};
+    use crate::vhost::{QueueSpec, VHost};
+
+    #[tokio::test]
+    async fn a_crashed_queue_cancels_its_consumers_and_leaves_the_vhost() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, recovered) = Store::open(dir.path(), 1 << 20).unwrap();
+        let (vhost, _) = VHost::open("/", store, recovered);
+        let arguments = FieldTable::default();
+        let spec = || QueueSpec {
+            name: "q",
+            passive: false,
+            durable: false,
+            exclusive: false,
+            auto_delete: false,
+            arguments: &arguments,
+        };
+        let queue = vhost.declare_queue(spec(), 1).unwrap();
+        let consumer = Arc::new(ConsumerShared {
+            tag: "c".into(),
+            channel: 1,
+            queue: queue.clone(),
+            no_ack: false,
+            prefetch: Gate::new(0),
+            channel_prefetch: Arc::new(Gate::new(0)),
+            credit: Gate::new(CREDIT),
+        });
+        let (inbox, mut events) = mpsc::unbounded_channel();
+        let consumed = queue
+            .ask(|reply| QueueCommand::Consume {
+                consumer: consumer.clone(),
+                exclusive: false,
+                inbox,
+                reply,
+            })
+            .await;
+        assert!(matches!(consumed, Some(Ok(()))));
+        assert!(queue.send(QueueCommand::Panic).await);
+        let event = tokio::time::timeout(std::time::Duration::from_secs(5), events.recv())
+            .await
+            .expect("the consumer hears of the crash");
+        assert!(matches!(event, Some(ConnEvent::Cancelled(c)) if Arc::ptr_eq(&c, &consumer)));
+        // Gone from the vhost, so clients get 404 rather than a dead queue,
+        // and the name can be declared again.
+        assert_eq!(vhost.queue("q", 1).unwrap_err().code(), 404);
+        let again = vhost.declare_queue(spec(), 1).unwrap();
+        assert_ne!(again.id, queue.id);
+        assert_eq!(again.ask(QueueCommand::Stats).await, Some((0, 0)));
+    }
+}
