@@ -156,7 +156,7 @@ pub(crate) fn scan(
         }
         let seg_path = segments::seg_path(dir, n);
         if !seg_files.contains(&n) {
-            let (lost, counted) = lost_without_file(summary, &acks, queues);
+            let (lost, counted) = lost(summary, &HashMap::new(), &HashSet::new(), &acks, queues);
             damage.push(Damage {
                 file: seg_path,
                 what: "the segment file is missing".into(),
@@ -249,7 +249,7 @@ pub(crate) fn scan(
         }
         // A closed segment's summary tells whether records are missing even
         // where nothing looks damaged (a file cut at a record's end).
-        let (lost, counted) = lost_in_damaged(summary, &found, &ids, &acks, queues);
+        let (lost, counted) = lost(summary, &found, &ids, &acks, queues);
         if bad_bytes > 0 || !lost.is_empty() {
             let what = if bad_bytes > 0 {
                 format!("{bad_bytes} octets in {regions} place(s) do not read back as records")
@@ -353,34 +353,10 @@ fn read_acks(path: &Path, damage: &mut Vec<Damage>) -> Result<Acks, StoreError> 
     Ok(acks)
 }
 
-/// Messages lost with a missing segment: its summary's counts less what its
-/// ack file says was settled.
-fn lost_without_file(
-    summary: Option<&Summary>,
-    acks: &Acks,
-    queues: &HashMap<u64, (String, Vec<RecoveredEntry>)>,
-) -> (Vec<(String, u64)>, bool) {
-    let Some(Summary::Closed(counts)) = summary else {
-        return (Vec::new(), false);
-    };
-    let mut settled: HashMap<u64, u64> = HashMap::new();
-    for (_, q) in &acks.settled {
-        *settled.entry(*q).or_default() += 1;
-    }
-    let lost = counts
-        .iter()
-        .filter_map(|(q, n)| {
-            let (name, _) = queues.get(q)?;
-            let lost = n.saturating_sub(settled.get(q).copied().unwrap_or(0));
-            (lost > 0).then(|| (name.clone(), lost))
-        })
-        .collect();
-    (lost, true)
-}
-
-/// Messages lost in a damaged segment: per queue, the records its summary
-/// counted that were not found, less those settled before the damage.
-fn lost_in_damaged(
+/// Messages lost in a damaged (or, with nothing found, missing) segment:
+/// per queue, the records its summary counted that were not found, less
+/// those whose settlement its ack file holds.
+fn lost(
     summary: Option<&Summary>,
     found: &HashMap<u64, u64>,
     ids: &HashSet<u64>,
