@@ -16,6 +16,8 @@
 //!   amq-protocol's parsers, wherever the former answer.
 //! - [`connection`]: a whole connection, handshake and channels, served by
 //!   the real connection task over an in-memory socket.
+//! - [`store_recovery`]: a real store whose segment or ack file holds the
+//!   input, opened, read back and closed.
 
 use std::time::Duration;
 
@@ -212,4 +214,110 @@ pub fn connection(data: &[u8]) {
             .expect("the connection ends once the client has gone");
         drop(shutdown);
     });
+}
+
+/// The queue id of the template store's one durable queue.
+const TEMPLATE_QUEUE: u64 = 1;
+
+/// A store with one durable queue and 20 persistent messages, 5 of them
+/// acked and 5 delivered, closed cleanly; built once per process.
+fn template_store() -> &'static std::path::Path {
+    use std::sync::{mpsc, Arc, OnceLock};
+    static TEMPLATE: OnceLock<tempfile::TempDir> = OnceLock::new();
+
+    #[derive(Debug)]
+    struct Done(mpsc::SyncSender<bool>);
+    impl warren_store::Durable for Done {
+        fn done(&self, ok: bool) {
+            let _ = self.0.send(ok);
+        }
+    }
+
+    TEMPLATE
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let (store, _) = warren_store::Store::open(dir.path(), 1 << 20).expect("a new store opens");
+            let queue = store.new_queue_id();
+            assert_eq!(queue, TEMPLATE_QUEUE);
+            store.put_queue(warren_store::QueueDef {
+                name: "q".into(),
+                id: queue,
+                auto_delete: false,
+                arguments: FieldTable::default(),
+            });
+            let ids: Vec<u64> = (0..20u8)
+                .map(|i| {
+                    let message = warren_codec::Message {
+                        exchange: "".into(),
+                        routing_key: "q".into(),
+                        properties: BasicProperties::default().with_delivery_mode(2),
+                        body: Bytes::from(vec![i; 100]),
+                    };
+                    store.publish(Arc::new(message), vec![queue], None)
+                })
+                .collect();
+            let (tx, rx) = mpsc::sync_channel(1);
+            store.barrier(Arc::new(Done(tx)));
+            assert!(rx.recv().expect("the store answers"));
+            store.settle(queue, ids[..5].to_vec());
+            store.delivered(queue, ids[5..10].to_vec());
+            store.close().expect("the store closes");
+            dir
+        })
+        .path()
+}
+
+/// The first byte picks a file of a copy of the template store (its closed
+/// segment, that segment's ack file, or a segment sled never heard of); the
+/// rest becomes that file's content. Opening must refuse or recover, never
+/// panic; everything it recovers must read back (as a message or an error)
+/// and the store must close.
+pub fn store_recovery(data: &[u8]) {
+    use std::sync::mpsc;
+    let Some((&which, content)) = data.split_first() else {
+        return;
+    };
+    let template = template_store();
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    copy_dir(template, dir.path());
+    let segments = dir.path().join("segments");
+    let file = match which % 3 {
+        0 => "00000000000000000000.seg",
+        1 => "00000000000000000000.ack",
+        _ => "00000000000000000005.seg",
+    };
+    std::fs::write(segments.join(file), content).expect("writing the damaged file");
+    let (store, recovered) = match warren_store::Store::open(dir.path(), 1 << 20) {
+        Ok(opened) => opened,
+        Err(e) => {
+            assert!(e.to_string().contains(&dir.path().display().to_string()), "{e}");
+            return;
+        }
+    };
+    for queue in &recovered.queues {
+        let ids: Vec<u64> = queue.entries.iter().map(|e| e.message).collect();
+        let (tx, rx) = mpsc::sync_channel(1);
+        store.read(
+            ids.clone(),
+            Box::new(move |read| {
+                let _ = tx.send(read.len());
+            }),
+        );
+        let read = rx.recv_timeout(Duration::from_secs(10)).expect("the store reads");
+        assert_eq!(read, ids.len());
+    }
+    store.close().expect("a recovered store closes");
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("a directory");
+    for entry in std::fs::read_dir(from).expect("the template") {
+        let entry = entry.expect("an entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("a type").is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else if entry.file_name() != "lock" {
+            std::fs::copy(entry.path(), target).expect("a copy");
+        }
+    }
 }

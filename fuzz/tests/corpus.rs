@@ -40,3 +40,8 @@ fn fast_decoding() {
 fn connection() {
     replay("connection", warren_fuzz::connection);
 }
+
+#[test]
+fn store_recovery() {
+    replay("store_recovery", warren_fuzz::store_recovery);
+}
