@@ -33,6 +33,8 @@ cleanup() {
     wait "$broker_pid" 2>/dev/null || true
   fi
   if [ -n "$data_dir" ]; then rm -rf "$data_dir"; fi
+  if [ -n "${alarm_pid:-}" ]; then kill -9 "$alarm_pid" 2>/dev/null || true; wait "$alarm_pid" 2>/dev/null || true; fi
+  if [ -n "${alarm_dir:-}" ]; then rm -rf "$alarm_dir"; fi
   rm -f "$log"
 }
 trap cleanup EXIT
@@ -58,9 +60,26 @@ if [ -z "${AMQP_URL:-}" ]; then
 fi
 echo "broker: $AMQP_URL"
 
+# A second broker whose memory alarm is always on, for pika/alarm/*.py.
+alarm_pid=
+alarm_dir=
+if [ -z "${ALARM_URL:-}" ] && [ -n "$data_dir" ]; then
+  alarm_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  alarm_dir=$(mktemp -d)
+  "$bin" --bind "127.0.0.1:$alarm_port" --data-dir "$alarm_dir" --memory-high-watermark 1B >"$alarm_dir/broker.log" 2>&1 &
+  alarm_pid=$!
+  until (exec 3<>"/dev/tcp/127.0.0.1/$alarm_port") 2>/dev/null; do
+    kill -0 "$alarm_pid" 2>/dev/null || { cat "$alarm_dir/broker.log" >&2; exit 1; }
+    sleep 0.1
+  done
+  export ALARM_URL="amqp://guest:guest@127.0.0.1:$alarm_port/"
+fi
+
 passed=0
 failed=0
-for script in pika/*.py amqplib/*.js kombu/*.py celery/run_*.py; do
+scripts="pika/*.py amqplib/*.js kombu/*.py celery/run_*.py"
+if [ -n "${ALARM_URL:-}" ]; then scripts="$scripts pika/alarm/*.py"; fi
+for script in $scripts; do
   case "$script" in
     *.py) runner=.venv/bin/python ;;
     *.js) runner=node ;;

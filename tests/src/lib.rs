@@ -28,6 +28,9 @@ pub struct TestBroker {
     pub url: String,
     /// Host and port, for raw sockets.
     pub addr: SocketAddr,
+    /// The in-process broker, for Warren-only tests that act on it as an
+    /// operator would (e.g. change its memory watermark).
+    pub warren: Option<std::sync::Arc<warren_server::broker::Broker>>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     _data_dir: Option<tempfile::TempDir>,
@@ -67,17 +70,20 @@ pub async fn start_warren_on(
     let (tx, rx) = oneshot::channel::<()>();
     let mut config = warren_server::Config::new(data_dir.path());
     configure(&mut config);
+    let broker = warren_server::broker::Broker::open(config)
+        .await
+        .expect("the store opens");
+    let warren = broker.clone();
     let task = tokio::spawn(async move {
         let shutdown = async move {
             let _ = rx.await;
         };
-        warren_server::run(listener, config, shutdown)
-            .await
-            .expect("the store opens");
+        warren_server::serve(broker, listener, shutdown).await;
     });
     TestBroker {
         url: format!("amqp://guest:guest@{addr}/%2f"),
         addr,
+        warren: Some(warren),
         shutdown: Some(tx),
         task: Some(task),
         _data_dir: Some(data_dir),
@@ -92,6 +98,7 @@ async fn external_broker() -> TestBroker {
     TestBroker {
         url,
         addr,
+        warren: None,
         shutdown: None,
         task: None,
         _data_dir: None,
@@ -119,6 +126,7 @@ impl TestBroker {
     }
 
     async fn shut_down(&mut self) {
+        self.warren = None;
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }

@@ -44,6 +44,7 @@ async fn start_announces_server_properties_and_capabilities() {
             "consumer_cancel_notify",
             "per_consumer_qos",
             "authentication_failure_close",
+            "connection.blocked",
         ] {
             assert_eq!(caps.inner().get(cap), Some(&AMQPValue::Boolean(true)), "{cap}");
         }

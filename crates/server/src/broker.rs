@@ -8,6 +8,7 @@ use std::time::Instant;
 use tracing::{error, info};
 use warren_store::{Store, StoreError};
 
+use crate::alarm::{Alarms, Status};
 use crate::vhost::VHost;
 use crate::Config;
 
@@ -18,6 +19,8 @@ pub struct Broker {
     pub config: Config,
     /// The one virtual host, `/`.
     pub vhost: Arc<VHost>,
+    /// Memory and disk alarms.
+    pub alarms: Arc<Alarms>,
     /// Source of connection ids, which tag logs and own exclusive queues.
     next_connection_id: AtomicU64,
     /// Open connections, for `max_connections`.
@@ -73,12 +76,24 @@ impl Broker {
             data_dir = %config.data_dir.display(),
             "recovered durable state"
         );
+        let alarms = Alarms::start(
+            config.memory_high_watermark,
+            config.disk_free_limit,
+            config.data_dir.clone(),
+        );
         Ok(Arc::new(Self {
             config,
             vhost,
+            alarms,
             next_connection_id: AtomicU64::new(1),
             open_connections: Arc::new(AtomicUsize::new(0)),
         }))
+    }
+
+    /// Memory, disk and alarm state, for operators (the management API
+    /// will read it).
+    pub fn status(&self) -> Status {
+        self.alarms.status()
     }
 
     /// Takes a place for a newly opened connection, unless the limit is reached.

@@ -34,6 +34,12 @@ pub struct Config {
     /// complete, summed over a connection's channels: what one connection
     /// may make the broker buffer.
     pub max_partial_bytes: u64,
+    /// Memory above which publishers are blocked (RabbitMQ's
+    /// `vm_memory_high_watermark`, 0.4 of the memory by default).
+    pub memory_high_watermark: crate::alarm::Watermark,
+    /// Free disk below which publishers are blocked, in octets (RabbitMQ's
+    /// `disk_free_limit`, 50 MB by default).
+    pub disk_free_limit: u64,
 }
 
 impl Config {
@@ -51,6 +57,8 @@ impl Config {
             max_message_size: 128 * 1024 * 1024,
             max_connections: None,
             max_partial_bytes: 256 * 1024 * 1024,
+            memory_high_watermark: crate::alarm::Watermark::Relative(0.4),
+            disk_free_limit: 50_000_000,
         }
     }
 }

@@ -20,9 +20,11 @@
 //!   connections and queues depend on it rather than on each other.
 //! - [`durability`]: how publisher confirms of persistent messages wait for
 //!   the store's group commit.
+//! - [`alarm`]: memory and disk alarms, which block publishing connections.
 //! - [`error`] holds [`AmqpError`], a reply code and text as a value.
 //! - [`config`] holds [`Config`].
 
+pub mod alarm;
 pub mod broker;
 pub mod channel;
 pub mod config;

@@ -44,6 +44,15 @@ struct Args {
     /// progress over all its channels.
     #[arg(long, env = "WARREN_MAX_PARTIAL_BODY_BYTES", default_value_t = 256 * 1024 * 1024)]
     max_partial_body_bytes: u64,
+    /// Memory above which publishing connections are blocked: a fraction of
+    /// the machine's (or the cgroup's) memory, e.g. 0.4, or a size, e.g. 2GB
+    /// or 512MiB (RabbitMQ's vm_memory_high_watermark).
+    #[arg(long, env = "WARREN_MEMORY_HIGH_WATERMARK", default_value = "0.4", value_parser = clap::value_parser!(warren_server::alarm::Watermark))]
+    memory_high_watermark: warren_server::alarm::Watermark,
+    /// Free disk space below which publishing connections are blocked, e.g.
+    /// 50MB or 2GiB (RabbitMQ's disk_free_limit).
+    #[arg(long, env = "WARREN_DISK_FREE_LIMIT", default_value = "50MB", value_parser = warren_server::alarm::parse_size)]
+    disk_free_limit: u64,
 }
 
 #[tokio::main]
@@ -63,6 +72,8 @@ async fn main() -> std::process::ExitCode {
     config.max_message_size = args.max_message_size;
     config.max_connections = args.max_connections;
     config.max_partial_bytes = args.max_partial_body_bytes;
+    config.memory_high_watermark = args.memory_high_watermark;
+    config.disk_free_limit = args.disk_free_limit;
     // Recovery first, then the port: a client never connects to a broker
     // that is still reading its store.
     let broker = match warren_server::broker::Broker::open(config).await {

@@ -35,6 +35,9 @@ pub(crate) struct Negotiated {
     pub heartbeat: u16,
     /// The client handles a server-sent basic.cancel.
     pub consumer_cancel_notify: bool,
+    /// The client announced connection.blocked: it is told when an alarm
+    /// holds its publishes.
+    pub connection_blocked: bool,
     /// This connection's place under the connection limit.
     pub slot: ConnectionSlot,
 }
@@ -76,6 +79,7 @@ fn server_properties() -> FieldTable {
         "consumer_cancel_notify",
         "per_consumer_qos",
         "authentication_failure_close",
+        "connection.blocked",
     ] {
         capabilities.insert(cap.into(), AMQPValue::Boolean(true));
     }
@@ -153,6 +157,7 @@ pub(crate) async fn negotiate(
         _ => false,
     };
     let consumer_cancel_notify = capability("consumer_cancel_notify");
+    let connection_blocked = capability("connection.blocked");
     let mechanism = start_ok.mechanism.as_str();
     let credentials = match mechanism {
         "PLAIN" => plain(start_ok.response.as_bytes()),
@@ -255,6 +260,7 @@ pub(crate) async fn negotiate(
         channel_max,
         heartbeat,
         consumer_cancel_notify,
+        connection_blocked,
         slot,
     })
 }

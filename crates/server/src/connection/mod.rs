@@ -26,11 +26,12 @@ use std::time::Duration;
 use amq_protocol::protocol::{basic, channel, connection, AMQPClass};
 use futures::{FutureExt, StreamExt};
 use tokio::io::AsyncReadExt;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, info, instrument, warn};
 use warren_codec::{CodecError, ContentAssembler, Frame, FrameCodec, Message, Outbound};
 
+use crate::alarm::Alarm;
 use crate::broker::Broker;
 use crate::channel::{Channel, ChannelState, PendingPublishes, QueueBatches, Settle};
 use crate::events::{ConnEvent, Delivery, QueueCommand, QueueHandle};
@@ -73,6 +74,13 @@ pub struct Connection {
     channel_max: u16,
     /// Client announced consumer_cancel_notify.
     pub(crate) consumer_cancel_notify: bool,
+    /// Client announced connection.blocked.
+    connection_blocked: bool,
+    /// The broker's alarm state ([`crate::alarm`]).
+    alarm: watch::Receiver<Option<Alarm>>,
+    /// A basic.publish that arrived during an alarm, held with the socket
+    /// unread until the alarm clears; and whether blocked was sent for it.
+    held: Option<(Frame, bool)>,
     /// Exclusive queues declared here, deleted when the connection closes.
     pub(crate) exclusive_queues: Vec<Arc<QueueHandle>>,
     /// Channels with publisher confirms not yet sent.
@@ -179,6 +187,9 @@ pub async fn serve(
         channels: HashMap::new(),
         channel_max: negotiated.channel_max,
         consumer_cancel_notify: negotiated.consumer_cancel_notify,
+        connection_blocked: negotiated.connection_blocked,
+        alarm: broker.alarms.watch(),
+        held: None,
         exclusive_queues: Vec::new(),
         pending_confirms: Vec::new(),
         pending_acks: QueueBatches::default(),
@@ -258,6 +269,13 @@ async fn finish_writer(mut task: tokio::task::JoinHandle<()>) {
     }
 }
 
+fn is_publish(frame: &Frame) -> bool {
+    matches!(
+        frame,
+        Frame::Method(_, AMQPClass::Basic(basic::AMQPMethod::Publish(_)))
+    )
+}
+
 fn close_method(e: &AmqpError) -> connection::AMQPMethod {
     connection::AMQPMethod::Close(connection::Close {
         reply_code: e.code(),
@@ -277,11 +295,14 @@ impl Connection {
         // The writer task ends on its own when the peer is dead (see
         // [`writer`]); this clone only watches for that.
         let writer = self.writer.clone();
+        let mut alarm = self.alarm.clone();
         loop {
-            // Silence counts only while this task listens (see [`liveness`]).
-            self.activity.busy(false);
+            // Silence counts only while this task listens (see [`liveness`]);
+            // a connection holding a publish for an alarm does not read its
+            // socket, and RabbitMQ stops its heartbeat monitor then too.
+            self.activity.busy(self.held.is_some());
             let result = tokio::select! {
-                frame = reader.next() => {
+                frame = reader.next(), if self.held.is_none() => {
                     self.activity.busy(true);
                     let mut frame = frame;
                     let mut handled = 0;
@@ -296,10 +317,20 @@ impl Connection {
                             }
                             Some(Err(CodecError::ProtocolHeader(_))) => return End::Lost,
                             Some(Err(CodecError::Frame { code, text })) => Err((0, AmqpError::hard(code, text))),
+                            Some(Ok(frame)) if is_publish(&frame) => {
+                                let state = *alarm.borrow_and_update();
+                                match state {
+                                    Some(why) => {
+                                        self.hold(frame, why).await;
+                                        Ok(None)
+                                    }
+                                    None => self.handle_frame(frame).await,
+                                }
+                            }
                             Some(Ok(frame)) => self.handle_frame(frame).await,
                         };
                         handled += 1;
-                        if !matches!(result, Ok(None)) || handled == READ_BATCH {
+                        if !matches!(result, Ok(None)) || handled == READ_BATCH || self.held.is_some() {
                             break;
                         }
                         match reader.next().now_or_never() {
@@ -341,6 +372,15 @@ impl Connection {
                     self.flush_confirms().await;
                     result.map(|_| None).map_err(|e| (0, e))
                 }
+                // A held publish goes on once the alarm clears.
+                changed = alarm.changed(), if self.held.is_some() => {
+                    let cleared = changed.is_err() || alarm.borrow_and_update().is_none();
+                    if cleared {
+                        self.release_held().await
+                    } else {
+                        Ok(None)
+                    }
+                }
                 _ = writer.closed() => return End::Lost,
                 _ = shutdown.recv() => Err((0, AmqpError::connection_forced(
                     "broker forced connection closure with reason 'shutdown'",
@@ -359,6 +399,37 @@ impl Connection {
                 return End::Lost;
             }
         }
+    }
+
+    /// Holds a basic.publish that arrived during an alarm, and tells a
+    /// client that can hear it why (RabbitMQ's words): the socket is not
+    /// read again until the alarm clears. RabbitMQ blocks the same way, at
+    /// the first publish after the alarm, and never a connection that only
+    /// consumes.
+    async fn hold(&mut self, frame: Frame, why: Alarm) {
+        info!(reason = why.reason(), "publishing connection blocked by an alarm");
+        if self.connection_blocked {
+            let blocked = connection::Blocked {
+                reason: why.reason().into(),
+            };
+            self.send(0, AMQPClass::Connection(connection::AMQPMethod::Blocked(blocked)))
+                .await;
+        }
+        self.held = Some((frame, self.connection_blocked));
+    }
+
+    /// The alarm cleared: unblocked to a client that was told, then the
+    /// held publish, and reading resumes.
+    async fn release_held(&mut self) -> Result<Option<End>, (u16, AmqpError)> {
+        let Some((frame, told)) = self.held.take() else {
+            return Ok(None);
+        };
+        info!("publishing connection unblocked");
+        if told {
+            let unblocked = connection::AMQPMethod::Unblocked(connection::Unblocked {});
+            self.send(0, AMQPClass::Connection(unblocked)).await;
+        }
+        self.handle_frame(frame).await
     }
 
     /// Sends one frame to the writer. A gone writer means a gone socket,
