@@ -250,7 +250,7 @@ fn template_store() -> &'static std::path::Path {
                     let message = warren_codec::Message {
                         exchange: "".into(),
                         routing_key: "q".into(),
-                        properties: BasicProperties::default().with_delivery_mode(2),
+                        properties: BasicProperties::default().with_delivery_mode(2).into(),
                         body: Bytes::from(vec![i; 100]),
                     };
                     store.publish(Arc::new(message), vec![queue], None)

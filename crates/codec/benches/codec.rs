@@ -25,7 +25,7 @@ fn publishes(count: usize, size: usize) -> BytesMut {
         let message = Arc::new(Message {
             exchange: "".into(),
             routing_key: "warren-perf-0".into(),
-            properties: BasicProperties::default(),
+            properties: BasicProperties::default().into(),
             body: Bytes::from(vec![b'w'; size]),
         });
         let item = Outbound::Content {
@@ -80,7 +80,7 @@ fn encode(c: &mut Criterion) {
         let message = Arc::new(Message {
             exchange: "".into(),
             routing_key: "warren-perf-0".into(),
-            properties: BasicProperties::default(),
+            properties: BasicProperties::default().into(),
             body: Bytes::from(vec![b'w'; size]),
         });
         let consumer_tag: Arc<str> = Arc::from("amq.ctag-0123456789012345678901");

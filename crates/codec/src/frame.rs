@@ -443,7 +443,7 @@ mod tests {
         let message = Arc::new(Message {
             exchange: "amq.topic".into(),
             routing_key: "a.b".into(),
-            properties: BasicProperties::default().with_delivery_mode(2),
+            properties: BasicProperties::default().with_delivery_mode(2).into(),
             body: Bytes::from(vec![7u8; 300]),
         });
         let mut codec = FrameCodec::new(128);
@@ -602,7 +602,7 @@ mod tests {
         let message = Arc::new(Message {
             exchange: "".into(),
             routing_key: "q".into(),
-            properties: BasicProperties::default(),
+            properties: BasicProperties::default().into(),
             body: Bytes::from(vec![7u8; 10_000]),
         });
         let mut codec = FrameCodec::new(4096);
@@ -634,7 +634,7 @@ mod tests {
         let message = Arc::new(Message {
             exchange: "".into(),
             routing_key: "q".into(),
-            properties: BasicProperties::default(),
+            properties: BasicProperties::default().into(),
             body: Bytes::new(),
         });
         let mut codec = FrameCodec::new(4096);

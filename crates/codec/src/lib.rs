@@ -31,6 +31,6 @@ pub mod nesting;
 
 pub use amq_protocol;
 pub use bytes;
-pub use content::{ContentAssembler, Message, Published};
+pub use content::{shared_properties, ContentAssembler, Message, Published};
 pub use error::CodecError;
 pub use frame::{Frame, FrameCodec, Outbound, PROTOCOL_HEADER};

@@ -40,7 +40,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Message> {
     Some(Message {
         exchange: exchange.into(),
         routing_key: routing_key.into(),
-        properties,
+        properties: warren_codec::shared_properties(properties),
         body: Bytes::copy_from_slice(body),
     })
 }
@@ -56,7 +56,10 @@ mod tests {
             let message = Message {
                 exchange: "x".into(),
                 routing_key: "k".into(),
-                properties: BasicProperties::default().with_delivery_mode(2).with_priority(4),
+                properties: BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_priority(4)
+                    .into(),
                 body: Bytes::from((0..len).map(|i| i as u8).collect::<Vec<_>>()),
             };
             let mut out = vec![9];

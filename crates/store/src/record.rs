@@ -231,7 +231,7 @@ mod tests {
         Message {
             exchange: "x".into(),
             routing_key: "k".into(),
-            properties: BasicProperties::default().with_delivery_mode(2),
+            properties: BasicProperties::default().with_delivery_mode(2).into(),
             body: Bytes::from_static(b"hello"),
         }
     }

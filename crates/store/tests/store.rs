@@ -18,7 +18,7 @@ fn message(body: Vec<u8>) -> Arc<Message> {
     Arc::new(Message {
         exchange: "".into(),
         routing_key: "q".into(),
-        properties: BasicProperties::default().with_delivery_mode(2),
+        properties: BasicProperties::default().with_delivery_mode(2).into(),
         body: Bytes::from(body),
     })
 }

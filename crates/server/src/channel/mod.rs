@@ -413,7 +413,7 @@ mod tests {
             message: Arc::new(Message {
                 exchange: "".into(),
                 routing_key: "k".into(),
-                properties: BasicProperties::default(),
+                properties: BasicProperties::default().into(),
                 body: vec![n].into(),
             }),
             stored: None,
