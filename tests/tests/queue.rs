@@ -479,3 +479,37 @@ async fn redeclaring_with_other_exclusivity_is_405_even_for_the_owner() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_transient_backlog_beyond_memory_is_delivered_whole_and_in_order() {
+    // Past the 10,000 messages a queue keeps in memory, Warren pages bodies
+    // out to its transient log and reads them back before they are due.
+    within(async {
+        let broker = start_broker().await;
+        let (_conn, ch) = broker.channel().await;
+        let q = exclusive_queue(&ch, "paged").await;
+        const N: u32 = 25_000;
+        for i in 0..N {
+            let body = i.to_be_bytes().repeat(64);
+            publish(&ch, "", &q, &body).await;
+        }
+        let mut c = ch
+            .basic_consume(
+                q.as_str().into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        for expected in 0..N {
+            let d = c.next().await.unwrap().unwrap();
+            assert_eq!(d.data.len(), 256);
+            assert_eq!(u32::from_be_bytes(d.data[..4].try_into().unwrap()), expected);
+        }
+    })
+    .await;
+}

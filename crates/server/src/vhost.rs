@@ -152,6 +152,7 @@ impl VHost {
         let disk = Disk {
             store: self.store.clone(),
             queue: def.id,
+            durable: true,
         };
         let new = NewQueue {
             name: def.name.into(),
@@ -398,7 +399,11 @@ impl VHost {
                 exclusive_owner: spec.exclusive.then_some(connection),
                 auto_delete: spec.auto_delete,
                 arguments: spec.arguments.clone(),
-                disk: None,
+                disk: Some(Disk {
+                    store: self.store.clone(),
+                    queue: self.store.new_queue_id(),
+                    durable: false,
+                }),
                 recovered: Vec::new(),
             };
             QueueHandle::spawn(

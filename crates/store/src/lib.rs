@@ -36,6 +36,7 @@ pub mod record;
 pub mod recovery;
 mod segments;
 pub mod store;
+mod transient;
 mod trees;
 pub mod writer;
 

@@ -214,6 +214,7 @@ pub(crate) fn scan(
                                 offset: pos as u32,
                                 len: (next - pos) as u32,
                                 refs,
+                                transient: false,
                             };
                             log.locations.insert(head.id, location);
                         }

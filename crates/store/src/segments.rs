@@ -57,6 +57,8 @@ pub(crate) struct Location {
     pub offset: u32,
     pub len: u32,
     pub refs: u32,
+    /// In the transient log ([`crate::transient`]) rather than this one.
+    pub transient: bool,
 }
 
 /// A live segment.

@@ -116,6 +116,7 @@ impl Store {
             message,
             queues,
             confirm,
+            transient: false,
         };
         if let Err(Op::Publish {
             confirm: Some(confirm),
@@ -124,6 +125,22 @@ impl Store {
         {
             confirm.done(false);
         }
+        id
+    }
+
+    /// Pages a message out of a queue's memory into the transient log (a
+    /// transient message, or any message of a transient queue); the queue
+    /// reads it back with [`Store::read`] and settles it like a stored one.
+    /// Gone at the next start.
+    pub fn page_out(&self, message: Arc<Message>, queue: u64) -> u64 {
+        let id = self.shared.next_message.fetch_add(1, Ordering::SeqCst);
+        let _ = self.send(Op::Publish {
+            id,
+            message,
+            queues: vec![queue],
+            confirm: None,
+            transient: true,
+        });
         id
     }
 
@@ -355,6 +372,7 @@ fn open(path: &Path, cache_bytes: u64) -> Result<(Store, Recovered), StoreError>
         recovered.queues.push(RecoveredQueue { def, entries });
     }
     recover_bindings(&trees, &mut recovered).map_err(sled_err)?;
+    let transient = crate::transient::TransientLog::open(path)?;
     let mut writer = Writer::new(
         path.to_owned(),
         db,
@@ -364,6 +382,7 @@ fn open(path: &Path, cache_bytes: u64) -> Result<(Store, Recovered), StoreError>
         segment_table,
         log.locations,
         active,
+        transient,
     );
     writer.synced_blobs = synced_blobs;
     let (tx, rx) = mpsc::channel();

@@ -36,6 +36,7 @@ use crate::definitions::{BindingDef, DestinationKind, ExchangeDef, QueueDef};
 use crate::io::io_error;
 use crate::record::{self, AckKind, AckRecord, Kind};
 use crate::segments::{self, Active, Location, Segment, Summary, RECLAIM_BYTES, SEGMENT_BYTES};
+use crate::transient::TransientLog;
 use crate::trees::Trees;
 use crate::StoreError;
 
@@ -72,6 +73,9 @@ pub(crate) enum Op {
         message: Arc<Message>,
         queues: Vec<u64>,
         confirm: Option<Arc<dyn Durable>>,
+        /// To the transient log: a body paged out of memory, not kept
+        /// across a restart.
+        transient: bool,
     },
     /// The queue let go of these messages (ack, reject, purge).
     Settle { queue: u64, ids: Vec<u64> },
@@ -109,6 +113,8 @@ struct Pending {
     queues: Vec<u64>,
     /// Queues that delivered it already.
     delivered: Vec<u64>,
+    /// For the transient log.
+    transient: bool,
 }
 
 pub(crate) struct Writer {
@@ -121,6 +127,7 @@ pub(crate) struct Writer {
     pub segments: std::collections::BTreeMap<u64, Segment>,
     pub locations: HashMap<u64, Location>,
     pub active: Active,
+    pub transient: TransientLog,
     pub synced_blobs: std::collections::HashSet<std::ffi::OsString>,
     pending: HashMap<u64, Pending>,
     order: Vec<u64>,
@@ -133,7 +140,8 @@ pub(crate) struct Writer {
     emptied: BTreeSet<u64>,
     /// Settlements beyond a round's chunk: (queue, ids, write ack records).
     deferred: std::collections::VecDeque<(u64, Vec<u64>, bool)>,
-    read_files: HashMap<u64, File>,
+    /// Read handles by (transient, segment).
+    read_files: HashMap<(bool, u64), File>,
     /// Set by the first failed write or sync: the kernel may have dropped
     /// the data, so no later sync can vouch for it, and nothing is
     /// confirmed any more.
@@ -152,6 +160,7 @@ impl Writer {
         segments: std::collections::BTreeMap<u64, Segment>,
         locations: HashMap<u64, Location>,
         active: Active,
+        transient: TransientLog,
     ) -> Self {
         Self {
             dir: segments::dir(&data),
@@ -163,6 +172,7 @@ impl Writer {
             segments,
             locations,
             active,
+            transient,
             synced_blobs: Default::default(),
             pending: HashMap::new(),
             order: Vec::new(),
@@ -246,6 +256,7 @@ impl Writer {
                 message,
                 queues,
                 confirm,
+                transient,
             } => {
                 self.pending.insert(
                     id,
@@ -253,6 +264,7 @@ impl Writer {
                         message,
                         queues,
                         delivered: Vec::new(),
+                        transient,
                     },
                 );
                 self.order.push(id);
@@ -264,7 +276,7 @@ impl Writer {
                 for id in ids {
                     if let Some(pending) = self.pending.get_mut(&id) {
                         pending.delivered.push(queue);
-                    } else if let Some(location) = self.locations.get(&id) {
+                    } else if let Some(location) = self.locations.get(&id).filter(|l| !l.transient) {
                         let segment = location.segment;
                         self.ack_record(segment, id, queue, AckKind::Delivered);
                     }
@@ -283,7 +295,9 @@ impl Writer {
     }
 
     fn has_leftovers(&self) -> bool {
-        !self.deferred.is_empty() || self.emptied.iter().any(|&n| n != self.active.n)
+        !self.deferred.is_empty()
+            || self.emptied.iter().any(|&n| n != self.active.n)
+            || self.transient.has_leftovers()
     }
 
     /// Applies settlements, up to [`SETTLE_CHUNK`] per round, in order.
@@ -318,9 +332,14 @@ impl Writer {
                 continue;
             };
             let segment = location.segment;
+            let transient = location.transient;
             location.refs -= 1;
             if location.refs == 0 {
                 self.locations.remove(&id);
+            }
+            if transient {
+                self.transient.settle(segment);
+                continue;
             }
             if record {
                 self.ack_record(segment, id, queue, AckKind::Settled);
@@ -448,6 +467,11 @@ impl Writer {
             if pending.queues.is_empty() {
                 continue;
             }
+            if pending.transient {
+                let location = self.transient.append(id, &pending.queues, &pending.message)?;
+                self.locations.insert(id, location);
+                continue;
+            }
             if self.active.len + self.buf.len() as u64 >= SEGMENT_BYTES {
                 self.flush_buf()?;
                 self.rotate()?;
@@ -467,6 +491,7 @@ impl Writer {
                     offset: offset as u32,
                     len: (self.buf.len() - before) as u32,
                     refs: pending.queues.len() as u32,
+                    transient: false,
                 },
             );
             for q in pending.delivered {
@@ -477,6 +502,7 @@ impl Writer {
             wrote = true;
             self.flush_buf()?;
         }
+        self.transient.flush()?;
         for n in std::mem::take(&mut self.dirty_acks) {
             let Some(segment) = self.segments.get_mut(&n) else {
                 continue;
@@ -542,6 +568,7 @@ impl Writer {
     /// Deletes the closed segments no queue holds anything in; closes the
     /// active one early if it is large and empty, so its space comes back.
     fn reclaim(&mut self) -> Result<(), StoreError> {
+        self.transient.reclaim_one()?;
         let active = self.active.n;
         if self.emptied.contains(&active) && self.active.len >= RECLAIM_BYTES {
             self.rotate()?;
@@ -557,7 +584,7 @@ impl Writer {
             }
             deleted += 1;
             self.segments.remove(&n);
-            self.read_files.remove(&n);
+            self.read_files.remove(&(false, n));
             self.unsynced_acks.remove(&n);
             self.trees.acks.remove(n.to_be_bytes()).map_err(self.sled_err())?;
             for path in [segments::seg_path(&self.dir, n), segments::ack_path(&self.dir, n)] {
@@ -581,15 +608,21 @@ impl Writer {
                 what: format!("message {id} is not in the store"),
             });
         };
-        let path = segments::seg_path(&self.dir, location.segment);
-        if !self.read_files.contains_key(&location.segment) {
+        let dir = if location.transient {
+            &self.transient.dir
+        } else {
+            &self.dir
+        };
+        let path = segments::seg_path(dir, location.segment);
+        let key = (location.transient, location.segment);
+        if !self.read_files.contains_key(&key) {
             if self.read_files.len() >= READ_FILES {
                 self.read_files.clear();
             }
             let file = File::open(&path).map_err(io_error(&path))?;
-            self.read_files.insert(location.segment, file);
+            self.read_files.insert(key, file);
         }
-        segments::read(&self.read_files[&location.segment], &path, &location)
+        segments::read(&self.read_files[&key], &path, &location)
     }
 
     /// The last round at shutdown: closes the active segment and syncs

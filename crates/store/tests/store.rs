@@ -444,3 +444,37 @@ fn a_message_settled_before_its_commit_is_never_written() {
     let ids: Vec<u64> = r.queues[0].entries.iter().map(|e| e.message).collect();
     assert_eq!(ids, kept);
 }
+
+#[test]
+fn paged_out_messages_read_back_give_their_space_back_and_are_gone_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let transient_dir = dir.path().join("segments-transient");
+    let ids: Vec<u64>;
+    {
+        let (store, _) = open(dir.path());
+        let q = store.new_queue_id();
+        // 40 MiB: several transient segments.
+        ids = (0..40 * 1024u32)
+            .map(|i| store.page_out(message(i.to_be_bytes().repeat(256)), q))
+            .collect();
+        barrier(&store);
+        let full = dir_size(&transient_dir);
+        assert!(full > 40 << 20);
+        let (tx, rx) = mpsc::sync_channel(1);
+        store.read(ids.clone(), Box::new(move |read| tx.send(read).unwrap()));
+        for (i, m) in rx.recv_timeout(WAIT).unwrap().into_iter().enumerate() {
+            assert_eq!(m.unwrap().body[..4], (i as u32).to_be_bytes());
+        }
+        // Nothing of it in the message log: it is not durable.
+        assert!(segments_size(dir.path()) < 1 << 20);
+        store.settle(q, ids[..20 * 1024].to_vec());
+        barrier(&store);
+        // Whole segments go: the first, all settled, is deleted.
+        let half = dir_size(&transient_dir);
+        assert!(half <= full - (16 << 20), "{half} of {full}");
+        // A restart forgets the rest.
+    }
+    let (_store, r) = open(dir.path());
+    assert!(r.queues.is_empty());
+    assert!(dir_size(&transient_dir) < 1 << 20);
+}

@@ -44,9 +44,11 @@ impl Queue {
             }
         }
         // A deleted queue's definition left the store first (forget_queue);
-        // what it held dies with it. A queue that stops because the broker
-        // does, or that crashed, keeps everything stored for the next start.
-        if let (true, Some(disk)) = (deleted, &self.disk) {
+        // what it held dies with it. A durable queue that stops because the
+        // broker does, or that crashed, keeps everything stored for the next
+        // start; a transient one lets go of what it paged out.
+        let transient = self.disk.as_ref().is_some_and(|d| !d.durable);
+        if let (true, Some(disk)) = (deleted || transient, &self.disk) {
             let held = self
                 .ready
                 .iter()

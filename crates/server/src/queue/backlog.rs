@@ -35,9 +35,14 @@ impl Queue {
     pub(super) fn publish(&mut self, message: Arc<Message>, stored: Option<u64>) {
         let id = self.next_msg_id;
         self.next_msg_id += 1;
-        // Beyond the in-memory head, a stored message's body is read back
-        // from the store when its turn comes near.
-        let in_memory = stored.is_none() || self.ready.len() < IN_MEMORY;
+        // Beyond the in-memory head, a body is read back from the store when
+        // its turn comes near: a stored message's from its record, any other
+        // from the transient log, where it is paged now.
+        let in_memory = self.ready.len() < IN_MEMORY || self.disk.is_none();
+        let mut stored = stored;
+        if let (false, None, Some(disk)) = (in_memory, stored, &self.disk) {
+            stored = Some(disk.store.page_out(message.clone(), disk.queue));
+        }
         self.ready.push_back(Entry {
             id,
             message: in_memory.then_some(message),
@@ -66,7 +71,11 @@ impl Queue {
             self.settle_entry(&entry);
             return Some(taken);
         }
-        if let (Some(_), Some(stored), false) = (&self.disk, entry.stored, entry.redelivered) {
+        if let (Some(true), Some(stored), false) = (
+            self.disk.as_ref().map(|d| d.durable),
+            entry.stored,
+            entry.redelivered,
+        ) {
             self.delivered.push(stored);
         }
         if entry.stored.is_some() {
@@ -83,7 +92,9 @@ impl Queue {
         // A no-ack delivery left the store when it was taken; a persistent one
         // that never reached its client goes back into it.
         if let (None, Some(disk), Some(2)) = (stored, &self.disk, *message.properties.delivery_mode()) {
-            stored = Some(disk.store.publish(message.clone(), vec![disk.queue], None));
+            if disk.durable {
+                stored = Some(disk.store.publish(message.clone(), vec![disk.queue], None));
+            }
         }
         self.put_back(Entry {
             id: msg_id,

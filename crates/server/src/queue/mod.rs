@@ -65,7 +65,7 @@ impl QueueHandle {
         let (handle, rx) = QueueHandle::new(
             new.name.clone(),
             id,
-            new.disk.as_ref().map(|d| d.queue),
+            new.disk.as_ref().filter(|d| d.durable).map(|d| d.queue),
             new.exclusive_owner,
             new.auto_delete,
             new.arguments,
@@ -114,18 +114,23 @@ pub(crate) struct NewQueue {
     pub exclusive_owner: Option<u64>,
     pub auto_delete: bool,
     pub arguments: FieldTable,
-    /// The store, for a durable queue.
+    /// Its place in the store.
     pub disk: Option<Disk>,
     /// Messages found at start, in order.
     pub recovered: Vec<RecoveredEntry>,
 }
 
-/// A durable queue's place in the store.
+/// A queue's place in the store: for a durable queue, where its persistent
+/// messages are kept; for every queue, where the bodies beyond its first
+/// [`IN_MEMORY`] ready messages are paged (the transient log, for those
+/// without a durable copy).
 #[derive(Debug)]
 pub(crate) struct Disk {
     pub store: Store,
     /// Its id there.
     pub queue: u64,
+    /// Whether the queue is durable.
+    pub durable: bool,
 }
 
 #[derive(Debug)]
