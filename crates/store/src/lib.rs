@@ -23,6 +23,9 @@
 //! - `segments/<n>.ack`: 24-byte records saying which queue settled (or
 //!   delivered) which message of segment `n`.
 //!
+//! - `segments-transient/<n>.seg`: bodies paged out of long queues that
+//!   have no durable copy ([`transient`]): never synced, emptied at start.
+//!
 //! A segment is deleted when every message in it is settled, so a drained
 //! backlog gives its space back. Why this layout, and its measurements, are
 //! in `docs/durability.md`.
@@ -36,7 +39,7 @@ pub mod record;
 pub mod recovery;
 mod segments;
 pub mod store;
-mod transient;
+pub mod transient;
 mod trees;
 pub mod writer;
 

@@ -569,6 +569,11 @@ impl Writer {
     /// active one early if it is large and empty, so its space comes back.
     fn reclaim(&mut self) -> Result<(), StoreError> {
         self.transient.reclaim_one()?;
+        // A drained backlog of 10M left this table's 370 MB of capacity
+        // behind: give it back once it is mostly empty.
+        if self.locations.capacity() > 4 * self.locations.len() + 4096 {
+            self.locations.shrink_to(2 * self.locations.len());
+        }
         let active = self.active.n;
         if self.emptied.contains(&active) && self.active.len >= RECLAIM_BYTES {
             self.rotate()?;

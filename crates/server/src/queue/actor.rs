@@ -80,6 +80,14 @@ impl Queue {
         self.dispatch();
         self.load_ahead();
         self.flush_store();
+        // A drained backlog leaves its capacity behind (40 octets a message
+        // in `ready`): give it back once mostly empty.
+        if self.ready.capacity() > 4 * self.ready.len() + 4096 {
+            self.ready.shrink_to(2 * self.ready.len());
+        }
+        if self.unacked.capacity() > 4 * self.unacked.len() + 4096 {
+            self.unacked.shrink_to(2 * self.unacked.len());
+        }
         Next::Continue
     }
 
