@@ -12,7 +12,7 @@
 //! | kind | 1 | [`Kind`] |
 //! | payload | length − 1 | |
 //!
-//! An ack file holds fixed-size [`AckRecord`]s for its segment's messages.
+//! An ack file holds fixed-size `AckRecord`s for its segment's messages.
 
 use warren_codec::Message;
 

@@ -1,9 +1,9 @@
 //! The store's thread: the one owner of the disk. Every sled call, every
 //! file write, read and sync of a running broker happens here; the broker's
-//! tasks only send [`Op`]s and never wait on I/O.
+//! tasks only send `Op`s and never wait on I/O.
 //!
 //! The thread works in rounds. A round takes every op already waiting (up
-//! to [`ROUND_OPS`]), applies them in memory, then commits:
+//! to `ROUND_OPS`), applies them in memory, then commits:
 //! 1. definition changes go to sled, which is flushed and its file synced,
 //!    and the new definitions generation is noted in the log;
 //! 2. the round's messages are appended to the active segment, except those
