@@ -485,7 +485,13 @@ async fn a_transient_backlog_beyond_memory_is_delivered_whole_and_in_order() {
     // Past the 10,000 messages a queue keeps in memory, Warren pages bodies
     // out to its transient log and reads them back before they are due.
     within(async {
-        let broker = start_broker().await;
+        // Warren pages only under memory pressure; a paging ratio of 0 makes
+        // it page at once.
+        let broker = if is_warren() {
+            start_warren_with(|c| c.memory_paging_ratio = 0.0).await
+        } else {
+            start_broker().await
+        };
         let (_conn, ch) = broker.channel().await;
         let q = exclusive_queue(&ch, "paged").await;
         const N: u32 = 25_000;

@@ -15,6 +15,7 @@
 
 use std::path::PathBuf;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -123,6 +124,7 @@ pub struct Status {
 struct Settings {
     watermark: Watermark,
     disk_free_limit: u64,
+    paging_ratio: f64,
 }
 
 /// The alarms of one broker: settings, the last status, and the state
@@ -133,6 +135,9 @@ pub struct Alarms {
     status: Mutex<Status>,
     state: watch::Sender<Option<Alarm>>,
     monitor: Mutex<Option<std::thread::Thread>>,
+    /// Memory above `paging_ratio` of the limit: queues page transient
+    /// bodies past their in-memory head out to the store.
+    pressure: Arc<AtomicBool>,
     /// A setting changed: the monitor samples everything at once.
     woken: Mutex<bool>,
 }
@@ -140,12 +145,14 @@ pub struct Alarms {
 impl Alarms {
     /// Starts the monitor thread for the data directory `dir`. It stops once
     /// the returned value is dropped.
-    pub fn start(watermark: Watermark, disk_free_limit: u64, dir: PathBuf) -> Arc<Self> {
+    pub fn start(watermark: Watermark, disk_free_limit: u64, paging_ratio: f64, dir: PathBuf) -> Arc<Self> {
         let alarms = Arc::new(Self {
             settings: Mutex::new(Settings {
                 watermark,
                 disk_free_limit,
+                paging_ratio,
             }),
+            pressure: Arc::new(AtomicBool::new(false)),
             status: Mutex::new(Status::default()),
             state: watch::channel(None).0,
             monitor: Mutex::new(None),
@@ -185,6 +192,13 @@ impl Alarms {
         self.state.subscribe()
     }
 
+    /// Set while memory is above the paging ratio of the limit (RabbitMQ's
+    /// `vm_memory_high_watermark_paging_ratio`): queues read it to decide
+    /// whether to page transient bodies out.
+    pub fn memory_pressure(&self) -> Arc<AtomicBool> {
+        self.pressure.clone()
+    }
+
     /// What the monitor last saw.
     pub fn status(&self) -> Status {
         *lock(&self.status)
@@ -216,9 +230,9 @@ impl Alarms {
     }
 
     fn sample(&self, disk_free: Option<u64>) {
-        let (watermark, disk_free_limit) = {
+        let (watermark, disk_free_limit, paging_ratio) = {
             let s = lock(&self.settings);
-            (s.watermark, s.disk_free_limit)
+            (s.watermark, s.disk_free_limit, s.paging_ratio)
         };
         if lock(&self.status).memory_alarm {
             return_freed_memory();
@@ -229,6 +243,10 @@ impl Alarms {
             Watermark::Relative(f) => (total_memory().unwrap_or(u64::MAX) as f64 * f) as u64,
         };
         let disk_free = disk_free.unwrap_or(u64::MAX);
+        self.pressure.store(
+            memory_used as f64 >= memory_limit as f64 * paging_ratio,
+            Ordering::Relaxed,
+        );
         let new = Status {
             memory_used,
             memory_limit,
@@ -359,7 +377,7 @@ mod tests {
     #[test]
     fn the_monitor_sees_this_process_and_its_disk() {
         let dir = tempfile::tempdir().unwrap();
-        let alarms = Alarms::start(Watermark::Relative(0.4), 0, dir.path().to_owned());
+        let alarms = Alarms::start(Watermark::Relative(0.4), 0, 0.5, dir.path().to_owned());
         let s = alarms.status();
         assert!(s.memory_used > 0 && s.memory_limit > s.memory_used, "{s:?}");
         assert!(s.disk_free > 0 && !s.disk_alarm, "{s:?}");

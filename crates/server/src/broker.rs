@@ -63,7 +63,13 @@ impl Broker {
             }
         }
         let (cleaned, torn, segments) = (recovered.cleaned, recovered.torn, recovered.segments);
-        let (vhost, stats) = VHost::open("/", store, recovered);
+        let alarms = Alarms::start(
+            config.memory_high_watermark,
+            config.disk_free_limit,
+            config.memory_paging_ratio,
+            config.data_dir.clone(),
+        );
+        let (vhost, stats) = VHost::open("/", store, recovered, alarms.memory_pressure());
         info!(
             exchanges = stats.exchanges,
             queues = stats.queues,
@@ -75,11 +81,6 @@ impl Broker {
             elapsed_ms = started.elapsed().as_millis() as u64,
             data_dir = %config.data_dir.display(),
             "recovered durable state"
-        );
-        let alarms = Alarms::start(
-            config.memory_high_watermark,
-            config.disk_free_limit,
-            config.data_dir.clone(),
         );
         Ok(Arc::new(Self {
             config,

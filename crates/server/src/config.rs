@@ -40,6 +40,10 @@ pub struct Config {
     /// Free disk below which publishers are blocked, in octets (RabbitMQ's
     /// `disk_free_limit`, 50 MB by default).
     pub disk_free_limit: u64,
+    /// The fraction of the memory limit above which queues page transient
+    /// bodies past their first 10,000 ready messages out to the store
+    /// (RabbitMQ's `vm_memory_high_watermark_paging_ratio`, 0.5).
+    pub memory_paging_ratio: f64,
 }
 
 impl Config {
@@ -59,6 +63,7 @@ impl Config {
             max_partial_bytes: 256 * 1024 * 1024,
             memory_high_watermark: crate::alarm::Watermark::Relative(0.4),
             disk_free_limit: 50_000_000,
+            memory_paging_ratio: 0.5,
         }
     }
 }

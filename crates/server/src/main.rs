@@ -53,6 +53,11 @@ struct Args {
     /// 50MB or 2GiB (RabbitMQ's disk_free_limit).
     #[arg(long, env = "WARREN_DISK_FREE_LIMIT", default_value = "50MB", value_parser = warren_server::alarm::parse_size)]
     disk_free_limit: u64,
+    /// The fraction of the memory high watermark above which queues page
+    /// transient messages past their first 10,000 out to disk (RabbitMQ's
+    /// vm_memory_high_watermark_paging_ratio).
+    #[arg(long, env = "WARREN_MEMORY_PAGING_RATIO", default_value_t = 0.5)]
+    memory_paging_ratio: f64,
 }
 
 #[tokio::main]
@@ -74,6 +79,7 @@ async fn main() -> std::process::ExitCode {
     config.max_partial_bytes = args.max_partial_body_bytes;
     config.memory_high_watermark = args.memory_high_watermark;
     config.disk_free_limit = args.disk_free_limit;
+    config.memory_paging_ratio = args.memory_paging_ratio;
     // Recovery first, then the port: a client never connects to a broker
     // that is still reading its store.
     let broker = match warren_server::broker::Broker::open(config).await {

@@ -62,6 +62,8 @@ pub struct VHost {
     epoch: AtomicU64,
     /// Where durable things are kept.
     pub(crate) store: Store,
+    /// Set while memory is high enough for queues to page (see [`crate::alarm`]).
+    memory_pressure: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What recovery found, for the start-up log.
@@ -97,7 +99,12 @@ pub struct QueueSpec<'a> {
 impl VHost {
     /// A virtual host with the predeclared exchanges and what the store
     /// recovered. Must run inside the tokio runtime (it starts queue actors).
-    pub fn open(name: &str, store: Store, recovered: Recovered) -> (Arc<Self>, RecoveryStats) {
+    pub fn open(
+        name: &str,
+        store: Store,
+        recovered: Recovered,
+        memory_pressure: Arc<std::sync::atomic::AtomicBool>,
+    ) -> (Arc<Self>, RecoveryStats) {
         let vhost = Arc::new_cyclic(|weak_self| Self {
             name: name.to_owned(),
             state: RwLock::new(Definitions {
@@ -108,6 +115,7 @@ impl VHost {
             next_queue_id: AtomicU64::new(1),
             epoch: AtomicU64::new(0),
             store,
+            memory_pressure,
         });
         let stats = vhost.restore(recovered);
         (vhost, stats)
@@ -153,6 +161,7 @@ impl VHost {
             store: self.store.clone(),
             queue: def.id,
             durable: true,
+            memory_pressure: self.memory_pressure.clone(),
         };
         let new = NewQueue {
             name: def.name.into(),
@@ -403,6 +412,7 @@ impl VHost {
                     store: self.store.clone(),
                     queue: self.store.new_queue_id(),
                     durable: false,
+                    memory_pressure: self.memory_pressure.clone(),
                 }),
                 recovered: Vec::new(),
             };

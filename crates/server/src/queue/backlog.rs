@@ -36,13 +36,21 @@ impl Queue {
         let id = self.next_msg_id;
         self.next_msg_id += 1;
         // Beyond the in-memory head, a body is read back from the store when
-        // its turn comes near: a stored message's from its record, any other
-        // from the transient log, where it is paged now.
-        let in_memory = self.ready.len() < IN_MEMORY || self.disk.is_none();
+        // its turn comes near: a stored message's from its record; any other
+        // from the transient log, where it is paged now if memory is under
+        // pressure (paging is slow while publishers outrun consumers: every
+        // read waits behind the store's rounds of page-outs).
         let mut stored = stored;
-        if let (false, None, Some(disk)) = (in_memory, stored, &self.disk) {
-            stored = Some(disk.store.page_out(message.clone(), disk.queue));
-        }
+        let in_memory = match &self.disk {
+            _ if self.ready.len() < IN_MEMORY => true,
+            None => true,
+            Some(_) if stored.is_some() => false,
+            Some(disk) if disk.memory_pressure.load(std::sync::atomic::Ordering::Relaxed) => {
+                stored = Some(disk.store.page_out(message.clone(), disk.queue));
+                false
+            }
+            Some(_) => true,
+        };
         self.ready.push_back(Entry {
             id,
             message: in_memory.then_some(message),

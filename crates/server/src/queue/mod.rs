@@ -131,6 +131,9 @@ pub(crate) struct Disk {
     pub queue: u64,
     /// Whether the queue is durable.
     pub durable: bool,
+    /// Transient bodies are paged out only while this is set (memory above
+    /// the paging ratio of the watermark, see [`crate::alarm`]).
+    pub memory_pressure: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(Debug)]
@@ -207,7 +210,7 @@ mod tests {
     async fn a_crashed_queue_cancels_its_consumers_and_leaves_the_vhost() {
         let dir = tempfile::tempdir().unwrap();
         let (store, recovered) = Store::open(dir.path(), 1 << 20).unwrap();
-        let (vhost, _) = VHost::open("/", store, recovered);
+        let (vhost, _) = VHost::open("/", store, recovered, Default::default());
         let arguments = FieldTable::default();
         let spec = || QueueSpec {
             name: "q",
