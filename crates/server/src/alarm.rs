@@ -27,7 +27,8 @@ const INTERVAL: Duration = Duration::from_millis(50);
 /// Freed memory is handed back to the system every this many memory
 /// samples (2 s), and at every sample while the memory alarm is on.
 const COLLECT_EVERY: u32 = 40;
-/// Free disk is sampled every this many memory samples (1 s).
+/// Free disk and the machine's memory are read every this many memory
+/// samples (1 s).
 const DISK_EVERY: u32 = 20;
 
 /// Where the memory limit comes from.
@@ -57,6 +58,15 @@ impl FromStr for Watermark {
             }
         }
         parse_size(s).map(Watermark::Absolute)
+    }
+}
+
+/// A paging ratio: a fraction of the memory limit, 0 or more (above 1,
+/// queues never page; RabbitMQ takes the same range).
+pub fn parse_paging_ratio(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(r) if r.is_finite() && r >= 0.0 => Ok(r),
+        _ => Err(format!("a paging ratio is a number, 0 or more: {s}")),
     }
 }
 
@@ -158,9 +168,11 @@ impl Alarms {
             monitor: Mutex::new(None),
             woken: Mutex::new(false),
         });
-        // The first sample before anyone connects.
-        let mut disk_free = free_disk(&dir);
-        alarms.sample(disk_free);
+        // The first sample before anyone connects. The machine's memory and
+        // the free disk are read once a second; the broker's own memory at
+        // every sample.
+        let mut slow = (total_memory(), free_disk(&dir));
+        alarms.sample(slow);
         let weak = Arc::downgrade(&alarms);
         let thread = std::thread::Builder::new()
             .name("warren-alarms".into())
@@ -170,9 +182,9 @@ impl Alarms {
                     round = round.wrapping_add(1);
                     // A woken thread (a setting changed) looks at both.
                     if round.is_multiple_of(DISK_EVERY) || alarms.woken() {
-                        disk_free = free_disk(&dir);
+                        slow = (total_memory(), free_disk(&dir));
                     }
-                    alarms.sample(disk_free);
+                    alarms.sample(slow);
                     drop(alarms);
                     if round.is_multiple_of(COLLECT_EVERY) {
                         return_freed_memory();
@@ -229,7 +241,9 @@ impl Alarms {
         std::mem::take(&mut *lock(&self.woken))
     }
 
-    fn sample(&self, disk_free: Option<u64>) {
+    /// `slow`: the machine's (or cgroup's) memory and the free disk, as
+    /// last read.
+    fn sample(&self, (total, disk_free): (Option<u64>, Option<u64>)) {
         let (watermark, disk_free_limit, paging_ratio) = {
             let s = lock(&self.settings);
             (s.watermark, s.disk_free_limit, s.paging_ratio)
@@ -240,7 +254,7 @@ impl Alarms {
         let memory_used = resident_memory().unwrap_or(0);
         let memory_limit = match watermark {
             Watermark::Absolute(octets) => octets,
-            Watermark::Relative(f) => (total_memory().unwrap_or(u64::MAX) as f64 * f) as u64,
+            Watermark::Relative(f) => (total.unwrap_or(u64::MAX) as f64 * f) as u64,
         };
         let disk_free = disk_free.unwrap_or(u64::MAX);
         self.pressure.store(
@@ -372,6 +386,10 @@ mod tests {
         assert_eq!(parse_size("50MB"), Ok(50_000_000));
         assert_eq!(parse_size("1kB"), Ok(1000));
         assert!(parse_size("").is_err());
+        assert_eq!(parse_paging_ratio("0.5"), Ok(0.5));
+        for bad in ["-0.1", "NaN", "inf", "half"] {
+            assert!(parse_paging_ratio(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -296,6 +296,9 @@ impl Connection {
         // [`writer`]); this clone only watches for that.
         let writer = self.writer.clone();
         let mut alarm = self.alarm.clone();
+        // The alarm state as last seen: a publish checks the channel's
+        // version (one atomic load), not its lock.
+        let mut alarm_state = *alarm.borrow_and_update();
         loop {
             // Silence counts only while this task listens (see [`liveness`]);
             // a connection holding a publish for an alarm does not read its
@@ -318,8 +321,10 @@ impl Connection {
                             Some(Err(CodecError::ProtocolHeader(_))) => return End::Lost,
                             Some(Err(CodecError::Frame { code, text })) => Err((0, AmqpError::hard(code, text))),
                             Some(Ok(frame)) if is_publish(&frame) => {
-                                let state = *alarm.borrow_and_update();
-                                match state {
+                                if alarm.has_changed().unwrap_or(false) {
+                                    alarm_state = *alarm.borrow_and_update();
+                                }
+                                match alarm_state {
                                     Some(why) => {
                                         self.hold(frame, why).await;
                                         Ok(None)
@@ -374,8 +379,8 @@ impl Connection {
                 }
                 // A held publish goes on once the alarm clears.
                 changed = alarm.changed(), if self.held.is_some() => {
-                    let cleared = changed.is_err() || alarm.borrow_and_update().is_none();
-                    if cleared {
+                    alarm_state = *alarm.borrow_and_update();
+                    if changed.is_err() || alarm_state.is_none() {
                         self.release_held().await
                     } else {
                         Ok(None)
