@@ -304,16 +304,18 @@ impl VHost {
         internal: bool,
         arguments: &FieldTable,
     ) -> Result<(), AmqpError> {
-        let mut state = self.write();
         if name.is_empty() {
             return Err(self.router_error(RouterError::DefaultExchange));
         }
+        // A passive declare changes nothing: the read lock, so that it does
+        // not empty every connection's route cache (see `write`).
         if passive {
-            if state.router.exchange(name).is_some() {
+            if self.read().router.exchange(name).is_some() {
                 return Ok(());
             }
             return Err(self.router_error(RouterError::ExchangeNotFound(name.into())));
         }
+        let mut state = self.write();
         let kind = ExchangeKind::from_str(kind).map_err(|e| self.router_error(e))?;
         if !name.is_empty() && state.router.exchange(name).is_none() && name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format!(
@@ -364,14 +366,16 @@ impl VHost {
 
     /// queue.declare. Returns the queue and whether this call created it.
     pub fn declare_queue(&self, spec: QueueSpec<'_>, connection: u64) -> Result<Arc<QueueHandle>, AmqpError> {
-        let mut state = self.write();
         if spec.passive {
+            // Changes nothing: the read lock (see `declare_exchange`).
+            let state = self.read();
             let queue = state
                 .queues
                 .get(spec.name)
                 .ok_or_else(|| self.queue_not_found(spec.name))?;
             return self.check_access(queue, connection).map(|_| queue.clone());
         }
+        let mut state = self.write();
         if let Some(queue) = state.queues.get(spec.name) {
             // Another connection's exclusive queue, or exclusivity that differs
             // from the original declaration, even on the owning connection.
