@@ -69,7 +69,7 @@ pub(crate) fn put(out: &mut Vec<u8>, kind: Kind, payload: impl FnOnce(&mut Vec<u
 pub(crate) fn put_message(out: &mut Vec<u8>, id: u64, queues: &[u64], message: &Message) {
     put(out, Kind::Message, |out| {
         out.extend_from_slice(&id.to_be_bytes());
-        out.extend_from_slice(&(queues.len() as u16).to_be_bytes());
+        out.extend_from_slice(&(queues.len() as u32).to_be_bytes());
         for q in queues {
             out.extend_from_slice(&q.to_be_bytes());
         }
@@ -86,14 +86,16 @@ pub(crate) struct MessageHead<'a> {
 
 pub(crate) fn message_head(payload: &[u8]) -> Option<MessageHead<'_>> {
     let id = u64_at(payload, 0)?;
-    let n = u16::from_be_bytes(payload.get(8..10)?.try_into().ok()?) as usize;
-    let queues = (0..n)
-        .map(|i| u64_at(payload, 10 + 8 * i))
-        .collect::<Option<Vec<_>>>()?;
+    // u32: a message may go to more than 65,535 durable queues (a fanout).
+    let n = u32::from_be_bytes(payload.get(8..12)?.try_into().ok()?) as usize;
+    let ids = payload.get(12..12usize.checked_add(n.checked_mul(8)?)?)?;
     Some(MessageHead {
         id,
-        queues,
-        message: payload.get(10 + 8 * n..)?,
+        queues: ids
+            .chunks_exact(8)
+            .map(|c| u64_at(c, 0).expect("8 bytes"))
+            .collect(),
+        message: &payload[12 + 8 * n..],
     })
 }
 

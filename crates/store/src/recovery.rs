@@ -227,9 +227,15 @@ pub(crate) fn scan(
                         pos = skip;
                     }
                 },
-                At::Torn if Some(n) == newest => {
-                    // The last write before a crash, cut short: it was never
-                    // synced, so nothing in it was confirmed.
+                // The last write before a crash, cut short: it was never
+                // synced, so nothing in it was confirmed. Only if it can be
+                // nothing else: a closed segment was synced whole, and a
+                // whole record after it means a damaged length, not a cut.
+                At::Torn
+                    if Some(n) == newest
+                        && !matches!(summary, Some(Summary::Closed(_)))
+                        && record::resync(&buf, pos + 1).is_none() =>
+                {
                     let cut = (buf.len() - pos) as u64;
                     warn!(file = %seg_path.display(), octets = cut, "cutting off a write a crash left unfinished");
                     std::fs::OpenOptions::new()

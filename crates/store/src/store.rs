@@ -344,15 +344,16 @@ fn open(path: &Path, cache_bytes: u64) -> Result<(Store, Recovered), StoreError>
         trees.acks.remove(n.to_be_bytes()).map_err(sled_err)?;
     }
     let mut segment_table = log.segments;
-    // Segments nothing is held in any more go now.
+    // Segments nothing is held in any more go: sled forgets them here, and
+    // their files go once that is synced, below (see `Writer::reclaim`).
+    let mut drained = Vec::new();
     segment_table.retain(|&n, segment| {
         if segment.live > 0 {
             return true;
         }
-        let _ = std::fs::remove_file(segments::seg_path(&dir, n));
-        let _ = std::fs::remove_file(segments::ack_path(&dir, n));
         let _ = trees.segments.remove(n.to_be_bytes());
         let _ = trees.acks.remove(n.to_be_bytes());
+        drained.push(n);
         false
     });
     recovered.segments = summaries.len().max(segment_table.len());
@@ -367,6 +368,10 @@ fn open(path: &Path, cache_bytes: u64) -> Result<(Store, Recovered), StoreError>
         .map_err(sled_err)?;
     let mut synced_blobs = HashSet::new();
     sync_sled(path, &db, &mut synced_blobs)?;
+    for n in drained {
+        let _ = std::fs::remove_file(segments::seg_path(&dir, n));
+        let _ = std::fs::remove_file(segments::ack_path(&dir, n));
+    }
     for def in defs {
         let (_, entries) = queues.remove(&def.id).unwrap_or_default();
         recovered.queues.push(RecoveredQueue { def, entries });

@@ -118,7 +118,8 @@ impl TransientLog {
 
     /// Deletes one emptied segment (see `writer::RECLAIM_PER_ROUND`), and
     /// closes the active one early if it is emptied and large.
-    pub(crate) fn reclaim_one(&mut self) -> Result<(), StoreError> {
+    /// Returns the deleted segment's number.
+    pub(crate) fn reclaim_one(&mut self) -> Result<Option<u64>, StoreError> {
         if self.emptied.contains(&self.active) && self.len >= RECLAIM_BYTES {
             self.rotate()?;
         }
@@ -129,9 +130,10 @@ impl TransientLog {
             }
             self.live.remove(&n);
             let path = seg_path(&self.dir, n);
-            return std::fs::remove_file(&path).map_err(io_error(&path));
+            std::fs::remove_file(&path).map_err(io_error(&path))?;
+            return Ok(Some(n));
         }
-        Ok(())
+        Ok(None)
     }
 }
 

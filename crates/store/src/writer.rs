@@ -142,11 +142,29 @@ pub(crate) struct Writer {
     deferred: std::collections::VecDeque<(u64, Vec<u64>, bool)>,
     /// Read handles by (transient, segment).
     read_files: HashMap<(bool, u64), File>,
+    /// The active segment has writes no sync covered yet.
+    unsynced: bool,
     /// Set by the first failed write or sync: the kernel may have dropped
     /// the data, so no later sync can vouch for it, and nothing is
     /// confirmed any more.
     poisoned: Option<String>,
     buf: Vec<u8>,
+}
+
+/// Answers an op the store will never carry out.
+fn fail(op: Op) {
+    match op {
+        Op::Publish {
+            confirm: Some(confirm),
+            ..
+        } => confirm.done(false),
+        Op::Barrier(durable) => durable.done(false),
+        Op::Read { ids, reply } => reply(ids.iter().map(|_| Err(StoreError::Closed)).collect()),
+        Op::Close(reply) => {
+            let _ = reply.send(Err(StoreError::Closed));
+        }
+        _ => {}
+    }
 }
 
 impl Writer {
@@ -185,6 +203,7 @@ impl Writer {
             emptied: BTreeSet::new(),
             deferred: Default::default(),
             read_files: HashMap::new(),
+            unsynced: false,
             poisoned: None,
             buf: Vec::new(),
         }
@@ -236,7 +255,13 @@ impl Writer {
                 }
             }
             if let Some(reply) = close {
-                let _ = reply.send(self.close());
+                let closed = self.close();
+                // What was sent after the close is answered, not dropped:
+                // a confirm never told would leave its publisher waiting.
+                for op in rx.try_iter() {
+                    fail(op);
+                }
+                let _ = reply.send(closed);
                 return;
             }
         }
@@ -295,6 +320,10 @@ impl Writer {
     }
 
     fn has_leftovers(&self) -> bool {
+        // A failed store does no more work: nothing would ever drain.
+        if self.poisoned.is_some() {
+            return false;
+        }
         !self.deferred.is_empty()
             || self.emptied.iter().any(|&n| n != self.active.n)
             || self.transient.has_leftovers()
@@ -333,7 +362,7 @@ impl Writer {
             };
             let segment = location.segment;
             let transient = location.transient;
-            location.refs -= 1;
+            location.refs = location.refs.saturating_sub(1);
             if location.refs == 0 {
                 self.locations.remove(&id);
             }
@@ -345,7 +374,7 @@ impl Writer {
                 self.ack_record(segment, id, queue, AckKind::Settled);
             }
             if let Some(s) = self.segments.get_mut(&segment) {
-                s.live -= 1;
+                s.live = s.live.saturating_sub(1);
                 if s.live == 0 {
                     self.emptied.insert(segment);
                 }
@@ -385,7 +414,11 @@ impl Writer {
             }
             Definition::PutQueue(def) => {
                 t.queues.insert(def.name.as_bytes(), def.encode()).map_err(&err)?;
-                let next = (def.id + 1).to_be_bytes();
+                // The highest id given so far, whatever order declares
+                // arrive in: an id is never given twice.
+                let stored = t.meta.get(crate::trees::NEXT_QUEUE).map_err(&err)?;
+                let stored = stored.and_then(|v| record::u64_at(&v, 0)).unwrap_or(0);
+                let next = stored.max(def.id.saturating_add(1)).to_be_bytes();
                 t.meta.insert(crate::trees::NEXT_QUEUE, &next).map_err(&err)?;
             }
             Definition::DeleteQueue(name) => {
@@ -517,7 +550,9 @@ impl Writer {
                 .map_err(io_error(&path))?;
             self.unsynced_acks.insert(n);
         }
-        if wrote && !(self.confirms.is_empty() && self.barriers.is_empty()) {
+        self.unsynced |= wrote;
+        if self.unsynced && !(self.confirms.is_empty() && self.barriers.is_empty()) {
+            self.unsynced = false;
             let path = segments::seg_path(&self.dir, self.active.n);
             self.active.file.sync_data().map_err(io_error(&path))?;
         }
@@ -568,7 +603,10 @@ impl Writer {
     /// Deletes the closed segments no queue holds anything in; closes the
     /// active one early if it is large and empty, so its space comes back.
     fn reclaim(&mut self) -> Result<(), StoreError> {
-        self.transient.reclaim_one()?;
+        if let Some(n) = self.transient.reclaim_one()? {
+            // Its handle would keep the deleted file's space.
+            self.read_files.remove(&(true, n));
+        }
         // A drained backlog of 10M left this table's 370 MB of capacity
         // behind: give it back once it is mostly empty.
         if self.locations.capacity() > 4 * self.locations.len() + 4096 {
@@ -591,17 +629,21 @@ impl Writer {
             self.segments.remove(&n);
             self.read_files.remove(&(false, n));
             self.unsynced_acks.remove(&n);
+            // sled forgets the segment durably before its files go: a crash
+            // between the two must not find a closed summary without files,
+            // which recovery reports as every message of it lost.
             self.trees.acks.remove(n.to_be_bytes()).map_err(self.sled_err())?;
+            self.trees
+                .segments
+                .remove(n.to_be_bytes())
+                .map_err(self.sled_err())?;
+            crate::io::sync_sled(&self.data, &self.db, &mut self.synced_blobs)?;
             for path in [segments::seg_path(&self.dir, n), segments::ack_path(&self.dir, n)] {
                 match std::fs::remove_file(&path) {
                     Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_error(&path)(e)),
                     _ => {}
                 }
             }
-            self.trees
-                .segments
-                .remove(n.to_be_bytes())
-                .map_err(self.sled_err())?;
         }
         Ok(())
     }
