@@ -455,7 +455,7 @@ impl ConfirmTracker {
 
     /// A tx.commit's wait: it starts with one count, the commit's own, which
     /// [`ConfirmTracker::done`] releases once every publish has been handed
-    /// over (each adding its durable writes with [`ConfirmTracker::add`]).
+    /// over (each adding its durable writes with [`ConfirmTracker::add_one`]).
     pub fn commit(done: oneshot::Sender<bool>) -> Arc<Self> {
         Arc::new(Self {
             remaining: AtomicUsize::new(1),
@@ -464,9 +464,9 @@ impl ConfirmTracker {
         })
     }
 
-    /// Waits for `writes` more writes.
-    pub fn add(&self, writes: usize) {
-        self.remaining.fetch_add(writes, Ordering::SeqCst);
+    /// Waits for one more write (a commit's persistent message).
+    pub fn add_one(&self) {
+        self.remaining.fetch_add(1, Ordering::SeqCst);
     }
 
     /// One write is durable (`ok`), or failed. The last one tells.

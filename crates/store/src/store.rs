@@ -110,13 +110,31 @@ impl Store {
     /// ids), once, and returns its id. `confirm` is told once it is durable
     /// (or was settled by every queue before it was written).
     pub fn publish(&self, message: Arc<Message>, queues: Vec<u64>, confirm: Option<Arc<dyn Durable>>) -> u64 {
+        self.store_message(message, queues, confirm, false)
+    }
+
+    /// Pages a message out of a queue's memory into the transient log (a
+    /// transient message, or any message of a transient queue); the queue
+    /// reads it back with [`Store::read`] and settles it like a stored one.
+    /// Gone at the next start.
+    pub fn page_out(&self, message: Arc<Message>, queue: u64) -> u64 {
+        self.store_message(message, vec![queue], None, true)
+    }
+
+    fn store_message(
+        &self,
+        message: Arc<Message>,
+        queues: Vec<u64>,
+        confirm: Option<Arc<dyn Durable>>,
+        transient: bool,
+    ) -> u64 {
         let id = self.shared.next_message.fetch_add(1, Ordering::SeqCst);
         let op = Op::Publish {
             id,
             message,
             queues,
             confirm,
-            transient: false,
+            transient,
         };
         if let Err(Op::Publish {
             confirm: Some(confirm),
@@ -125,22 +143,6 @@ impl Store {
         {
             confirm.done(false);
         }
-        id
-    }
-
-    /// Pages a message out of a queue's memory into the transient log (a
-    /// transient message, or any message of a transient queue); the queue
-    /// reads it back with [`Store::read`] and settles it like a stored one.
-    /// Gone at the next start.
-    pub fn page_out(&self, message: Arc<Message>, queue: u64) -> u64 {
-        let id = self.shared.next_message.fetch_add(1, Ordering::SeqCst);
-        let _ = self.send(Op::Publish {
-            id,
-            message,
-            queues: vec![queue],
-            confirm: None,
-            transient: true,
-        });
         id
     }
 

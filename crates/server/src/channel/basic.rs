@@ -181,7 +181,7 @@ impl Connection {
         };
         let mut tracker: Option<Arc<ConfirmTracker>> = None;
         if let (Some(commit), false) = (commit, durable.is_empty()) {
-            commit.add(1);
+            commit.add_one();
             tracker = Some(commit.clone());
         }
         if let Some(confirms) = self.channels.get_mut(&id).and_then(|c| c.confirms.as_mut()) {
