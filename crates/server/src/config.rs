@@ -6,6 +6,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// What a broker needs to run.
+/// The largest `max_message_size` that can be set: 512 MiB, RabbitMQ's
+/// ceiling. It also lets a queue keep a message's weight in 32 bits.
+pub const MAX_MESSAGE_SIZE: u64 = 512 * 1024 * 1024;
+
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Where durable state lives.
@@ -25,7 +29,8 @@ pub struct Config {
     /// Whether `guest` may log in from a non-loopback address. RabbitMQ
     /// allows it only from loopback (`loopback_users`).
     pub allow_remote_guest: bool,
-    /// The largest message body accepted (RabbitMQ's `max_message_size`).
+    /// The largest message body accepted (RabbitMQ's `max_message_size`), at
+    /// most [`MAX_MESSAGE_SIZE`].
     pub max_message_size: u64,
     /// Open connections allowed at once (RabbitMQ's `connection_max`);
     /// None for no limit.

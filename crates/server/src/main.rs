@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
+use warren_server::config::MAX_MESSAGE_SIZE;
 
 /// mimalloc instead of glibc's malloc: messages are allocated by the
 /// connection that reads them and freed by another task, often on another
@@ -34,8 +35,9 @@ struct Args {
     /// Channels a connection may have open at once (offered in connection.tune).
     #[arg(long, env = "WARREN_CHANNEL_MAX", default_value_t = 2047, value_parser = clap::value_parser!(u16).range(1..))]
     channel_max: u16,
-    /// Largest message body accepted, in bytes.
-    #[arg(long, env = "WARREN_MAX_MESSAGE_SIZE", default_value_t = 128 * 1024 * 1024)]
+    /// Largest message body accepted, in bytes (at most 512 MiB, as in RabbitMQ).
+    #[arg(long, env = "WARREN_MAX_MESSAGE_SIZE", default_value_t = 128 * 1024 * 1024,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_MESSAGE_SIZE))]
     max_message_size: u64,
     /// Connections open at once; unlimited unless set.
     #[arg(long, env = "WARREN_MAX_CONNECTIONS")]

@@ -13,7 +13,7 @@ use crate::AmqpError;
 impl Queue {
     pub(super) async fn run(mut self, mut rx: Inbox) {
         let mut deleted = false;
-        while let Some(command) = rx.recv().await {
+        while let Some(command) = rx.recv(self.paced()).await {
             // A bug here must cost this queue, not leave it silently stuck
             // with its consumers and publishers waiting on it for ever.
             let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(command, &mut rx)));
@@ -21,7 +21,7 @@ impl Queue {
                 // A full step means more is waiting: the consumers'
                 // connections get their turn to take the deliveries and
                 // send acks before the next one.
-                Ok(Next::Continue) if rx.has_waiting() => tokio::task::yield_now().await,
+                Ok(Next::Continue) if rx.has_waiting(self.paced()) => tokio::task::yield_now().await,
                 Ok(Next::Continue) => {}
                 Ok(Next::Stop) => {
                     deleted = true;
@@ -38,7 +38,7 @@ impl Queue {
         // close() fail, and the publishing connection settles those itself.
         rx.close();
         let mut never_held = Vec::new();
-        while let Some(command) = rx.try_recv() {
+        while let Some(command) = rx.try_recv(false) {
             if let QueueCommand::Publish(batch) = command {
                 never_held.extend(batch.into_iter().filter_map(|e| e.stored));
             }
@@ -69,7 +69,7 @@ impl Queue {
             return Next::Stop;
         }
         while handled < BATCH {
-            let Some(command) = rx.try_recv() else {
+            let Some(command) = rx.try_recv(self.paced()) else {
                 break;
             };
             handled += command.weight();
@@ -80,11 +80,7 @@ impl Queue {
         self.dispatch();
         self.load_ahead();
         self.flush_store();
-        // A drained backlog leaves its capacity behind (40 octets a message
-        // in `ready`): give it back once mostly empty.
-        if self.ready.capacity() > 4 * self.ready.len() + 4096 {
-            self.ready.shrink_to(2 * self.ready.len());
-        }
+        self.ready.shrink();
         if self.unacked.capacity() > 4 * self.unacked.len() + 4096 {
             self.unacked.shrink_to(2 * self.unacked.len());
         }
@@ -196,7 +192,7 @@ impl Queue {
             }
             QueueCommand::Purge(reply) => {
                 let n = self.ready.len() as u32;
-                for entry in std::mem::take(&mut self.ready) {
+                for entry in self.ready.take_all() {
                     self.settle_entry(&entry);
                 }
                 let _ = reply.send(n);

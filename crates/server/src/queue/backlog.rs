@@ -1,11 +1,133 @@
 //! The ready messages, in publish order (requeued ones back at their
 //! place), and the unacked ones: taking, requeueing, returning.
 
+use std::collections::VecDeque;
+use std::ops::Deref;
 use std::sync::Arc;
 
 use warren_codec::Message;
 
-use super::{Entry, Queue, Taken, IN_MEMORY};
+use super::{Entry, Queue, Taken, HEAD};
+use crate::events::weight;
+
+/// The ready messages, ordered by id, and what they weigh
+/// ([`crate::events::weight`]): all of them, which paces publishers, and
+/// those whose body is in memory, which the head bounds. Read through
+/// `Deref`; every change goes through a method here, which keeps the sums.
+#[derive(Debug, Default)]
+pub(super) struct Ready {
+    entries: VecDeque<Entry>,
+    weight: usize,
+    in_memory: usize,
+}
+
+impl Deref for Ready {
+    type Target = VecDeque<Entry>;
+
+    fn deref(&self) -> &VecDeque<Entry> {
+        &self.entries
+    }
+}
+
+impl FromIterator<Entry> for Ready {
+    fn from_iter<I: IntoIterator<Item = Entry>>(entries: I) -> Self {
+        let mut ready = Ready::default();
+        for entry in entries {
+            ready.push_back(entry);
+        }
+        ready
+    }
+}
+
+impl Ready {
+    /// What every ready message weighs.
+    pub fn weight(&self) -> usize {
+        self.weight
+    }
+
+    /// What the ready messages held in memory weigh.
+    pub fn in_memory(&self) -> usize {
+        self.in_memory
+    }
+
+    fn count(&mut self, entry: &Entry) {
+        self.weight += entry.weight as usize;
+        if entry.message.is_some() {
+            self.in_memory += entry.weight as usize;
+        }
+    }
+
+    fn uncount(&mut self, entry: &Entry) {
+        self.weight -= entry.weight as usize;
+        if entry.message.is_some() {
+            self.in_memory -= entry.weight as usize;
+        }
+    }
+
+    pub fn push_back(&mut self, entry: Entry) {
+        self.count(&entry);
+        self.entries.push_back(entry);
+    }
+
+    pub fn pop_front(&mut self) -> Option<Entry> {
+        let entry = self.entries.pop_front()?;
+        self.uncount(&entry);
+        Some(entry)
+    }
+
+    /// Inserts an entry where its id places it.
+    pub fn insert_in_order(&mut self, entry: Entry) {
+        let at = self
+            .entries
+            .binary_search_by_key(&entry.id, |e| e.id)
+            .unwrap_or_else(|at| at);
+        self.count(&entry);
+        self.entries.insert(at, entry);
+    }
+
+    pub fn remove(&mut self, at: usize) -> Option<Entry> {
+        let entry = self.entries.remove(at)?;
+        self.uncount(&entry);
+        Some(entry)
+    }
+
+    /// Gives a paged-out entry its body back, and its true weight (an
+    /// entry recovered at start is only estimated).
+    pub fn set_message(&mut self, at: usize, message: Arc<Message>) {
+        let entry = &mut self.entries[at];
+        let old = entry.weight as usize;
+        entry.weight = weight_u32(&message);
+        let new = entry.weight as usize;
+        self.weight = self.weight - old + new;
+        if entry.message.is_some() {
+            self.in_memory -= old;
+        }
+        self.in_memory += new;
+        entry.message = Some(message);
+    }
+
+    /// Empties it (purge).
+    pub fn take_all(&mut self) -> VecDeque<Entry> {
+        self.weight = 0;
+        self.in_memory = 0;
+        std::mem::take(&mut self.entries)
+    }
+
+    /// A drained backlog leaves its capacity behind (40 octets a message):
+    /// give it back once mostly empty.
+    pub fn shrink(&mut self) {
+        if self.entries.capacity() > 4 * self.entries.len() + 4096 {
+            self.entries.shrink_to(2 * self.entries.len());
+        }
+    }
+}
+
+/// A message's weight as an entry keeps it (a message is at most
+/// [`crate::config::MAX_MESSAGE_SIZE`], so this saturates only for a broker
+/// misconfigured through the library).
+fn weight_u32(message: &Message) -> u32 {
+    u32::try_from(weight(message)).unwrap_or(u32::MAX)
+}
 
 impl Queue {
     /// Puts unacked messages back where their ids place them among the ready
@@ -25,11 +147,7 @@ impl Queue {
     /// gives it, so that a message back from a consumer goes out before later
     /// ones, as in RabbitMQ.
     pub(super) fn put_back(&mut self, entry: Entry) {
-        let at = self
-            .ready
-            .binary_search_by_key(&entry.id, |e| e.id)
-            .unwrap_or_else(|at| at);
-        self.ready.insert(at, entry);
+        self.ready.insert_in_order(entry);
     }
 
     pub(super) fn publish(&mut self, message: Arc<Message>, stored: Option<u64>) {
@@ -42,7 +160,7 @@ impl Queue {
         // read waits behind the store's rounds of page-outs).
         let mut stored = stored;
         let in_memory = match &self.disk {
-            _ if self.ready.len() < IN_MEMORY => true,
+            _ if self.ready.in_memory() < HEAD => true,
             None => true,
             Some(_) if stored.is_some() => false,
             Some(disk) if disk.memory_pressure.load(std::sync::atomic::Ordering::Relaxed) => {
@@ -53,6 +171,7 @@ impl Queue {
         };
         self.ready.push_back(Entry {
             id,
+            weight: weight_u32(&message),
             message: in_memory.then_some(message),
             stored,
             redelivered: false,
@@ -106,6 +225,7 @@ impl Queue {
         }
         self.put_back(Entry {
             id: msg_id,
+            weight: weight_u32(&message),
             message: Some(message),
             stored,
             redelivered,

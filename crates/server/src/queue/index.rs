@@ -68,7 +68,7 @@ impl Queue {
                 continue;
             }
             match read {
-                Ok(message) => self.ready[at].message = Some(Arc::new(message)),
+                Ok(message) => self.ready.set_message(at, Arc::new(message)),
                 // The broker is stopping: it stays stored for the next start.
                 Err(warren_store::StoreError::Closed) => {}
                 Err(e) => {

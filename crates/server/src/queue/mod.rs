@@ -11,8 +11,8 @@
 //!   its last consumer goes;
 //! - for a durable queue, tell the store what becomes of its persistent
 //!   messages (the connection stored them, see [`crate::durability`]): first
-//!   deliveries and settlements, batched per step; keep only the first
-//!   [`IN_MEMORY`] ready messages' bodies in memory, and have the store read
+//!   deliveries and settlements, batched per step; keep only a [`HEAD`] of
+//!   ready messages' bodies in memory, and have the store read
 //!   the rest back, a batch ahead of delivery. The store's thread does the
 //!   reading; the actor never waits for it, and a get that finds the head
 //!   of the queue on disk waits for the read in the actor's own queue.
@@ -46,10 +46,15 @@ mod index;
 /// Messages (or other commands) handled before dispatching, so deliveries
 /// go out in batches.
 const BATCH: usize = 256;
-/// Ready persistent messages a durable queue keeps in memory; beyond this
-/// their bodies stay in the store until delivered, so a backlog larger than
-/// memory costs an index entry (~64 bytes) per message, not its body.
-pub const IN_MEMORY: usize = 10_000;
+/// What the ready messages a queue keeps in memory may weigh
+/// ([`crate::events::weight`]). Beyond it, a persistent message's body on a
+/// durable queue stays in the store until its turn comes near, and so does a
+/// transient one's while memory is under pressure (see [`Disk`]), so that a
+/// backlog larger than memory costs an index entry (~64 bytes) per message,
+/// not its body. A queue whose consumers are taking messages also paces its
+/// publishers once its backlog weighs more than this (see
+/// [`crate::events::Inbox`]).
+pub const HEAD: usize = 8 << 20;
 /// How far ahead of delivery a queue has the store read its backlog back,
 /// and how many messages one read asks for.
 const READ_AHEAD: usize = 512;
@@ -77,6 +82,8 @@ impl QueueHandle {
             .zip(0..)
             .map(|(e, position)| Entry {
                 id: position,
+                // Not known until read back.
+                weight: crate::events::MESSAGE_OVERHEAD as u32,
                 message: None,
                 stored: Some(e.message),
                 redelivered: e.delivered,
@@ -121,8 +128,8 @@ pub(crate) struct NewQueue {
 }
 
 /// A queue's place in the store: for a durable queue, where its persistent
-/// messages are kept; for every queue, where the bodies beyond its first
-/// [`IN_MEMORY`] ready messages are paged (the transient log, for those
+/// messages are kept; for every queue, where the bodies beyond its
+/// [`HEAD`] of ready messages are paged (the transient log, for those
 /// without a durable copy).
 #[derive(Debug)]
 pub(crate) struct Disk {
@@ -140,6 +147,9 @@ pub(crate) struct Disk {
 struct Entry {
     /// Position in the queue; also its key in the store's index.
     id: u64,
+    /// What it weighs ([`crate::events::weight`]; a message is at most
+    /// [`crate::config::MAX_MESSAGE_SIZE`]).
+    weight: u32,
     /// The message, unless paged out (then it is read back from the store).
     message: Option<Arc<Message>>,
     /// Its id in the store, for a persistent message on a durable queue.
@@ -176,7 +186,7 @@ struct Queue {
     parked_gets: VecDeque<(bool, oneshot::Sender<Option<GetOk>>)>,
     /// Ready messages, ordered by id: new ones are appended, requeued ones
     /// are inserted back where their id puts them.
-    ready: VecDeque<Entry>,
+    ready: backlog::Ready,
     /// Delivered, awaiting ack or requeue.
     unacked: HashMap<u64, Entry>,
     next_msg_id: u64,
@@ -185,6 +195,14 @@ struct Queue {
     exclusive_consumer: bool,
     /// auto-delete applies only once a queue has had a consumer.
     had_consumers: bool,
+}
+
+impl Queue {
+    /// Whether the queue holds publishes back: it has consumers and its
+    /// backlog weighs more than its head (see [`crate::events::Inbox`]).
+    fn paced(&self) -> bool {
+        !self.consumers.is_empty() && self.ready.weight() > HEAD
+    }
 }
 
 enum Next {
