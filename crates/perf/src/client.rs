@@ -8,7 +8,7 @@
 use std::error::Error;
 
 use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, AMQPClass};
-use amq_protocol::types::FieldTable;
+use amq_protocol::types::{AMQPValue, FieldTable};
 use amq_protocol::uri::AMQPUri;
 use futures::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
@@ -51,7 +51,7 @@ impl Session {
         framed
             .send(method(AMQPClass::Connection(connection::AMQPMethod::StartOk(
                 connection::StartOk {
-                    client_properties: FieldTable::default(),
+                    client_properties: client_properties(),
                     mechanism: "PLAIN".into(),
                     response: format!("\0{}\0{}", user.username, user.password).into(),
                     locale: "en_US".into(),
@@ -236,19 +236,18 @@ impl Session {
 
     /// Starts consuming `queue` with the tag `tag`.
     pub async fn consume(&mut self, id: u16, queue_name: &str, tag: &str, no_ack: bool) -> Result<()> {
-        self.call_ok(
-            id,
-            AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
-                queue: queue_name.into(),
-                consumer_tag: tag.into(),
-                no_local: false,
-                no_ack,
-                exclusive: false,
-                nowait: false,
-                arguments: FieldTable::default(),
-            })),
-        )
-        .await
+        self.call_ok(id, consume_method(queue_name, tag, no_ack, false))
+            .await
+    }
+
+    /// basic.consume with nowait: for a consumer's later queues, whose
+    /// consume-ok could arrive behind deliveries from the first (the
+    /// consumer's loop ignores it, and reports a channel.close).
+    pub async fn consume_nowait(&mut self, id: u16, queue_name: &str, tag: &str, no_ack: bool) -> Result<()> {
+        self.framed
+            .send(Frame::Method(id, consume_method(queue_name, tag, no_ack, true)))
+            .await?;
+        Ok(())
     }
 
     /// The socket and what has been read from it but not yet parsed.
@@ -256,6 +255,29 @@ impl Session {
         let parts = self.framed.into_parts();
         (parts.io, parts.read_buf)
     }
+}
+
+/// Announces `connection.blocked`, so that a producer hears of a broker's
+/// alarm (and a flood run counts them).
+fn client_properties() -> FieldTable {
+    let mut capabilities = FieldTable::default();
+    capabilities.insert("connection.blocked".into(), AMQPValue::Boolean(true));
+    let mut properties = FieldTable::default();
+    properties.insert("product".into(), AMQPValue::LongString("warren-perf".into()));
+    properties.insert("capabilities".into(), AMQPValue::FieldTable(capabilities));
+    properties
+}
+
+fn consume_method(queue_name: &str, tag: &str, no_ack: bool, nowait: bool) -> AMQPClass {
+    AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
+        queue: queue_name.into(),
+        consumer_tag: tag.into(),
+        no_local: false,
+        no_ack,
+        exclusive: false,
+        nowait,
+        arguments: FieldTable::default(),
+    }))
 }
 
 fn bind_method(queue_name: &str, exchange: &str, key: &str, nowait: bool) -> AMQPClass {

@@ -33,14 +33,18 @@ enum State {
     },
 }
 
-/// Reads deliveries until the run aborts it.
-pub async fn run(session: Session, acks: Acks, shared: Arc<Shared>) -> Result<()> {
+/// Reads deliveries until the run aborts it. With `check_order`, each
+/// message's sequence number must be the next one of its producer
+/// ([`wire::body_seq`]); any other counts in `out_of_order`.
+pub async fn run(session: Session, acks: Acks, check_order: bool, shared: Arc<Shared>) -> Result<()> {
     let (mut stream, mut buf) = session.into_raw();
     buf.reserve(256 * 1024);
     let mut out = Vec::with_capacity(4096);
     let mut latencies = Vec::with_capacity(4096);
     let mut state = State::Idle;
     let mut unacked = 0u64;
+    // The next sequence number expected of each producer.
+    let mut expected: Vec<u64> = Vec::new();
     loop {
         if stream.read_buf(&mut buf).await? == 0 {
             return Err("the broker closed a consumer's socket".into());
@@ -63,7 +67,14 @@ pub async fn run(session: Session, acks: Acks, shared: Arc<Shared>) -> Result<()
                 },
                 wire::HEADER => {
                     let State::Header { tag } = state else {
-                        return Err("a content header outside a delivery".into());
+                        let state = match state {
+                            State::Idle => "idle".to_owned(),
+                            State::Body { tag, remaining, .. } => {
+                                format!("body of {tag}, {remaining} octets to come")
+                            }
+                            State::Header { .. } => unreachable!(),
+                        };
+                        return Err(format!("a content header outside a delivery ({state})").into());
                     };
                     match wire::header_body_size(frame.payload).ok_or("malformed content header")? {
                         0 => Some((tag, None)),
@@ -88,6 +99,16 @@ pub async fn run(session: Session, acks: Acks, shared: Arc<Shared>) -> Result<()
                     };
                     if stamp.is_none() {
                         *stamp = wire::body_stamp(frame.payload);
+                        if let (true, Some(seq)) = (check_order, wire::body_seq(frame.payload)) {
+                            let (producer, n) = ((seq >> 48) as usize, seq & ((1 << 48) - 1));
+                            if expected.len() <= producer {
+                                expected.resize(producer + 1, 0);
+                            }
+                            if n != expected[producer] {
+                                shared.counters.out_of_order.fetch_add(1, Ordering::Relaxed);
+                            }
+                            expected[producer] = n + 1;
+                        }
                     }
                     *remaining = remaining.saturating_sub(frame.payload.len() as u64);
                     (*remaining == 0).then_some((*tag, *stamp))

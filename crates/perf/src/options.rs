@@ -108,8 +108,15 @@ pub struct Options {
     /// consume them all; reports fill time, drain time and broker RSS. With
     /// `--consumers 0` it only fills (and keeps the queues); with
     /// `--producers 0` it only drains a backlog left by an earlier fill.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "flood")]
     pub fill: Option<u64>,
+    /// Flood: the producers publish with no consumer for this many seconds
+    /// (with confirms), then stop; once every publish is confirmed or
+    /// nacked, the consumers drain the queues, and each producer's messages
+    /// must arrive whole and in order. Reports the broker's RSS peak and the
+    /// connection.blocked / unblocked the producers saw.
+    #[arg(long)]
+    pub flood: Option<u64>,
     /// The broker's PID, for its CPU and RSS.
     #[arg(long)]
     pub broker_pid: Option<u32>,

@@ -22,6 +22,8 @@ const BATCH_BYTES: usize = 64 * 1024;
 
 /// What one producer sends.
 pub struct Producer {
+    /// Its index, carried in each message's sequence number.
+    pub id: u16,
     /// The messages it cycles through (one per routing key).
     pub templates: Vec<PublishTemplate>,
     /// Unconfirmed messages allowed in flight; 0 = no confirms.
@@ -49,6 +51,10 @@ impl Producer {
         let started = Instant::now();
         loop {
             let mut n = max_batch;
+            if shared.stop.load(Ordering::Relaxed) {
+                // The socket stays open for the confirms, as below.
+                return futures::future::pending().await;
+            }
             if let Some(limit) = self.limit {
                 if sent >= limit {
                     // Done, but the socket stays open: dropping the write
@@ -77,8 +83,9 @@ impl Producer {
                 n = 1 + more;
             }
             let stamp = wire::now_nanos();
-            for _ in 0..n {
-                self.templates[next].write_to(&mut out, stamp);
+            for i in 0..n {
+                let seq = u64::from(self.id) << 48 | (sent + i);
+                self.templates[next].write_to(&mut out, stamp, seq);
                 next = (next + 1) % self.templates.len();
             }
             writer.write_all(&out).await?;
@@ -121,6 +128,12 @@ async fn read_confirms(
                     }
                     Some(wire::CONNECTION_BLOCKED) => {
                         eprintln!("producer: connection.blocked by the broker");
+                        shared.counters.blocked.fetch_add(1, Ordering::Relaxed);
+                        (used, 0)
+                    }
+                    Some(wire::CONNECTION_UNBLOCKED) => {
+                        eprintln!("producer: connection.unblocked by the broker");
+                        shared.counters.unblocked.fetch_add(1, Ordering::Relaxed);
                         (used, 0)
                     }
                     _ => (used, 0),

@@ -47,6 +47,33 @@ pub struct Summary {
     pub idle: Option<IdleReport>,
     /// Fill-then-drain, when asked for.
     pub fill: Option<FillReport>,
+    /// Flood-then-drain, when asked for.
+    pub flood: Option<FloodReport>,
+}
+
+/// Flood-then-drain figures.
+#[derive(Debug, Serialize)]
+pub struct FloodReport {
+    /// Seconds the producers published.
+    pub flood_seconds: f64,
+    /// Messages published, confirmed and nacked.
+    pub published: u64,
+    pub confirmed: u64,
+    pub nacked: u64,
+    /// connection.blocked and connection.unblocked the producers received.
+    pub blocked: u64,
+    pub unblocked: u64,
+    /// Largest broker RSS seen (sampled every 50 ms) while flooding, and
+    /// while draining, in bytes.
+    pub rss_peak_flood: Option<u64>,
+    pub rss_peak_drain: Option<u64>,
+    /// Seconds for the consumers to receive every message published.
+    pub drain_seconds: f64,
+    /// Messages received.
+    pub consumed: u64,
+    /// Messages received that were not the next of their producer: lost,
+    /// repeated or out of order. Must be 0.
+    pub out_of_order: u64,
 }
 
 /// Memory taken by idle connections.
@@ -121,6 +148,18 @@ pub async fn run(opts: Options) -> Result<Summary> {
     if opts.fill.is_some() && opts.producers == 0 && opts.consumers == 0 {
         return Err("--fill needs producers, consumers, or both".into());
     }
+    if opts.flood.is_some()
+        && (opts.confirm_window == 0
+            || opts.size < 16
+            || opts.producers == 0
+            || opts.consumers == 0
+            || opts.exchange_type != ExchangeType::Direct)
+    {
+        return Err(
+            "--flood needs --confirm, --size of at least 16, producers, consumers and a direct exchange"
+                .into(),
+        );
+    }
     if opts.fill.is_some() && opts.exchange_type == ExchangeType::Topic {
         return Err(
             "--fill needs a direct or fanout exchange (a topic's fan-out is not known in advance)".into(),
@@ -142,6 +181,7 @@ pub async fn run(opts: Options) -> Result<Summary> {
     // A fill-only run leaves its backlog for a later drain-only run.
     let keep = opts.keep || (opts.fill.is_some() && opts.consumers == 0);
     let result = match opts.fill {
+        _ if opts.flood.is_some() => flood_then_drain(&uri, &opts, &shared, &mut tasks, &mut summary).await,
         Some(messages) => {
             fill_then_drain(
                 &uri,
@@ -261,20 +301,23 @@ async fn start_consumers(
         true => Acks::Auto,
         false => Acks::Every(opts.multi_ack_every),
     };
+    let check_order = opts.flood.is_some();
     for c in 0..opts.consumers {
         let mut session = Session::connect(uri).await?;
         session.open_channel(1).await?;
         if opts.prefetch > 0 {
             session.qos(1, opts.prefetch).await?;
         }
-        for queue in opts.consumer_queues(c) {
-            session
-                .consume(1, &queue, &format!("warren-perf-{c}-{queue}"), opts.auto_ack)
-                .await?;
+        for (i, queue) in opts.consumer_queues(c).into_iter().enumerate() {
+            let tag = format!("warren-perf-{c}-{queue}");
+            match i {
+                0 => session.consume(1, &queue, &tag, opts.auto_ack).await?,
+                _ => session.consume_nowait(1, &queue, &tag, opts.auto_ack).await?,
+            }
         }
         let shared = shared.clone();
         tasks.spawn(async move {
-            if let Err(e) = consumer::run(session, acks, shared.clone()).await {
+            if let Err(e) = consumer::run(session, acks, check_order, shared.clone()).await {
                 shared.fail(&e.to_string());
             }
         });
@@ -314,6 +357,7 @@ async fn start_producers(
         let limit = total
             .map(|n| n / u64::from(opts.producers) + u64::from(u64::from(p) < n % u64::from(opts.producers)));
         let producer = Producer {
+            id: p as u16,
             templates,
             confirm_window: opts.confirm_window,
             rate: opts.rate,
@@ -550,6 +594,92 @@ async fn fill_then_drain(
     Ok(())
 }
 
+/// Samples the broker's RSS every 50 ms until `stop` is set; returns the
+/// largest.
+fn sample_rss(
+    pid: Option<u32>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<Option<u64>> {
+    tokio::spawn(async move {
+        let pid = pid?;
+        let mut peak = 0;
+        let mut ticker = tokio::time::interval(Duration::from_millis(50));
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            ticker.tick().await;
+            peak = peak.max(procfs::rss_bytes(pid).unwrap_or(0));
+        }
+        Some(peak)
+    })
+}
+
+async fn flood_then_drain(
+    uri: &AMQPUri,
+    opts: &Options,
+    shared: &Arc<Shared>,
+    tasks: &mut JoinSet<()>,
+    summary: &mut Summary,
+) -> Result<()> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let seconds = opts.flood.unwrap_or(0);
+    let started = Instant::now();
+    let mut total = Latency::default();
+    let sampling = Arc::new(AtomicBool::new(false));
+    let sampler = sample_rss(opts.broker_pid, sampling.clone());
+    start_producers(uri, opts, shared, tasks, None).await?;
+    let until = started + Duration::from_secs(seconds);
+    wait_until(opts, shared, started, &mut total, |_| Instant::now() >= until).await?;
+    shared.stop.store(true, Ordering::Relaxed);
+    let flood_seconds = started.elapsed().as_secs_f64();
+    sampling.store(true, Ordering::Relaxed);
+    let rss_peak_flood = sampler.await.ok().flatten();
+    let flooded = shared.counters.snapshot();
+    // Publishes a blocked connection has not had read yet are confirmed
+    // during the drain, once the alarm clears.
+    eprintln!(
+        "flooded {} s: {} published, {} confirmed so far, {} nacked; broker RSS peak {} MB",
+        seconds,
+        thousands(flooded.published as f64),
+        thousands(flooded.confirmed as f64),
+        thousands(flooded.nacked as f64),
+        rss_peak_flood.unwrap_or(0) / 1_000_000
+    );
+    let draining = Instant::now();
+    let sampling = Arc::new(AtomicBool::new(false));
+    let sampler = sample_rss(opts.broker_pid, sampling.clone());
+    start_consumers(uri, opts, shared, tasks).await?;
+    wait_until(opts, shared, started, &mut total, |c| {
+        c.consumed >= c.published && c.confirmed + c.nacked >= c.published
+    })
+    .await?;
+    let drain_seconds = draining.elapsed().as_secs_f64();
+    sampling.store(true, Ordering::Relaxed);
+    let rss_peak_drain = sampler.await.ok().flatten();
+    let counters = &shared.counters;
+    let flooded = counters.snapshot();
+    summary.seconds = flood_seconds + drain_seconds;
+    summary.publish_rate = flooded.published as f64 / flood_seconds;
+    summary.confirm_rate = flooded.confirmed as f64 / flood_seconds;
+    summary.consume_rate = flooded.published as f64 / drain_seconds;
+    summary.nacked = flooded.nacked;
+    summary.latency = total.summary();
+    summary.broker_rss_bytes = opts.broker_pid.and_then(procfs::rss_bytes);
+    summary.broker_rss_peak_bytes = rss_peak_flood.max(rss_peak_drain);
+    summary.flood = Some(FloodReport {
+        flood_seconds,
+        published: flooded.published,
+        confirmed: flooded.confirmed,
+        nacked: flooded.nacked,
+        blocked: counters.blocked.load(Ordering::Relaxed),
+        unblocked: counters.unblocked.load(Ordering::Relaxed),
+        rss_peak_flood,
+        rss_peak_drain,
+        drain_seconds,
+        consumed: counters.consumed.load(Ordering::Relaxed),
+        out_of_order: counters.out_of_order.load(Ordering::Relaxed),
+    });
+    Ok(())
+}
+
 /// The summary for people.
 pub fn print_summary(opts: &Options, s: &Summary) {
     println!("measured {:.1} s", s.seconds);
@@ -595,6 +725,23 @@ pub fn print_summary(opts: &Options, s: &Summary) {
             f.drain_seconds,
             f.rss_full.unwrap_or(0) / 1_000_000,
             f.rss_drained.unwrap_or(0) / 1_000_000
+        );
+    }
+    if let Some(f) = &s.flood {
+        println!(
+            "flood {:.1} s: {} published, {} confirmed, {} nacked; blocked {} / unblocked {}; \
+             RSS peak {} MB flooding, {} MB draining; drained in {:.2} s, {} received, {} out of order",
+            f.flood_seconds,
+            f.published,
+            f.confirmed,
+            f.nacked,
+            f.blocked,
+            f.unblocked,
+            f.rss_peak_flood.unwrap_or(0) / 1_000_000,
+            f.rss_peak_drain.unwrap_or(0) / 1_000_000,
+            f.drain_seconds,
+            f.consumed,
+            f.out_of_order
         );
     }
 }

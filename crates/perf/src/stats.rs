@@ -24,6 +24,13 @@ pub struct Counters {
     pub nacked: AtomicU64,
     /// Deliveries whose body arrived complete.
     pub consumed: AtomicU64,
+    /// connection.blocked received by producers.
+    pub blocked: AtomicU64,
+    /// connection.unblocked received by producers.
+    pub unblocked: AtomicU64,
+    /// Deliveries whose sequence number was not the next one of their
+    /// producer (a message lost, repeated or out of order), when checked.
+    pub out_of_order: AtomicU64,
     /// Latencies since the last report, in nanoseconds.
     interval: Mutex<Histogram<u64>>,
 }
@@ -35,6 +42,8 @@ pub struct Shared {
     pub counters: Counters,
     /// The first failure a task reported; it ends the run.
     error: Mutex<Option<String>>,
+    /// Set to make producers stop publishing (they keep reading confirms).
+    pub stop: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -67,6 +76,9 @@ impl Default for Counters {
             confirmed: AtomicU64::new(0),
             nacked: AtomicU64::new(0),
             consumed: AtomicU64::new(0),
+            blocked: AtomicU64::new(0),
+            unblocked: AtomicU64::new(0),
+            out_of_order: AtomicU64::new(0),
             interval: Mutex::new(histogram()),
         }
     }

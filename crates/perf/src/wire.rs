@@ -138,6 +138,9 @@ pub struct PublishTemplate {
     /// Where the body's first octet sits in `bytes`, if the body has room
     /// for the 8-octet timestamp.
     stamp_at: Option<usize>,
+    /// Where the 8-octet sequence number goes (after the stamp), if the body
+    /// has room for it too.
+    seq_at: Option<usize>,
 }
 
 impl PublishTemplate {
@@ -171,6 +174,7 @@ impl PublishTemplate {
         Self {
             bytes,
             stamp_at: (size >= 8).then_some(body_start),
+            seq_at: (size >= 16).then_some(body_start + 8),
         }
     }
 
@@ -184,12 +188,16 @@ impl PublishTemplate {
         self.bytes.is_empty()
     }
 
-    /// Appends the message with `stamp` as its send time.
-    pub fn write_to(&self, buf: &mut Vec<u8>, stamp: u64) {
+    /// Appends the message with `stamp` as its send time and `seq` as its
+    /// sequence number (see [`body_seq`]).
+    pub fn write_to(&self, buf: &mut Vec<u8>, stamp: u64, seq: u64) {
         let start = buf.len();
         buf.extend_from_slice(&self.bytes);
         if let Some(at) = self.stamp_at {
             buf[start + at..start + at + 8].copy_from_slice(&stamp.to_be_bytes());
+        }
+        if let Some(at) = self.seq_at {
+            buf[start + at..start + at + 8].copy_from_slice(&seq.to_be_bytes());
         }
     }
 }
@@ -269,6 +277,12 @@ pub fn body_stamp(payload: &[u8]) -> Option<u64> {
     be64(payload, 0)
 }
 
+/// The sequence number in the next 8 octets of a first body frame: the
+/// producer's index in the top 16 bits, its count of messages sent below.
+pub fn body_seq(payload: &[u8]) -> Option<u64> {
+    be64(payload, 8)
+}
+
 /// "code text" of a connection.close or channel.close payload.
 pub fn close_reason(payload: &[u8]) -> String {
     let code = payload.get(4..6).map(|b| be16(b, 0)).unwrap_or(0);
@@ -288,10 +302,11 @@ mod tests {
     fn a_template_parses_back_with_its_stamp() {
         let template = PublishTemplate::new(1, "ex", "key", 300, true, 128);
         let mut buf = Vec::new();
-        template.write_to(&mut buf, 0x0102_0304_0506_0708);
+        template.write_to(&mut buf, 0x0102_0304_0506_0708, 0x0003_0000_0000_0009);
         let mut rest = &buf[..];
         let mut kinds = Vec::new();
         let mut stamp = None;
+        let mut seq = None;
         let mut body = 0;
         while let Some((frame, used)) = next_frame(rest).unwrap() {
             kinds.push(frame.kind);
@@ -300,6 +315,7 @@ mod tests {
                 HEADER => assert_eq!(header_body_size(frame.payload), Some(300)),
                 _ => {
                     stamp = stamp.or(body_stamp(frame.payload));
+                    seq = seq.or(body_seq(frame.payload));
                     body += frame.payload.len();
                 }
             }
@@ -310,6 +326,7 @@ mod tests {
         assert_eq!(kinds, [METHOD, HEADER, BODY, BODY, BODY]);
         assert_eq!(body, 300);
         assert_eq!(stamp, Some(0x0102_0304_0506_0708));
+        assert_eq!(seq, Some(0x0003_0000_0000_0009));
     }
 
     #[test]

@@ -172,7 +172,7 @@ impl Alarms {
         // the free disk are read once a second; the broker's own memory at
         // every sample.
         let mut slow = (total_memory(), free_disk(&dir));
-        alarms.sample(slow);
+        alarms.sample(slow, true);
         let weak = Arc::downgrade(&alarms);
         let thread = std::thread::Builder::new()
             .name("warren-alarms".into())
@@ -181,10 +181,11 @@ impl Alarms {
                 while let Some(alarms) = weak.upgrade() {
                     round = round.wrapping_add(1);
                     // A woken thread (a setting changed) looks at both.
-                    if round.is_multiple_of(DISK_EVERY) || alarms.woken() {
+                    let full = round.is_multiple_of(DISK_EVERY) || alarms.woken();
+                    if full {
                         slow = (total_memory(), free_disk(&dir));
                     }
-                    alarms.sample(slow);
+                    alarms.sample(slow, full);
                     drop(alarms);
                     if round.is_multiple_of(COLLECT_EVERY) {
                         return_freed_memory();
@@ -243,7 +244,12 @@ impl Alarms {
 
     /// `slow`: the machine's (or cgroup's) memory and the free disk, as
     /// last read.
-    fn sample(&self, (total, disk_free): (Option<u64>, Option<u64>)) {
+    /// One sample. A memory alarm is set at any sample, but cleared only at
+    /// a `full` one (once a second, as RabbitMQ checks its memory): a broker
+    /// hovering at its watermark while it pages would otherwise block and
+    /// unblock its publishers twenty times a second (460 times in a 20 s
+    /// flood), each time telling every client and writing to the log.
+    fn sample(&self, (total, disk_free): (Option<u64>, Option<u64>), full: bool) {
         let (watermark, disk_free_limit, paging_ratio) = {
             let s = lock(&self.settings);
             (s.watermark, s.disk_free_limit, s.paging_ratio)
@@ -261,10 +267,11 @@ impl Alarms {
             memory_used as f64 >= memory_limit as f64 * paging_ratio,
             Ordering::Relaxed,
         );
+        let was = lock(&self.status).memory_alarm;
         let new = Status {
             memory_used,
             memory_limit,
-            memory_alarm: memory_used > memory_limit,
+            memory_alarm: memory_used > memory_limit || (was && !full),
             disk_free,
             disk_free_limit,
             disk_alarm: disk_free < disk_free_limit,

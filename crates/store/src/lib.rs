@@ -34,6 +34,7 @@
 pub mod definitions;
 pub mod error;
 mod io;
+mod locations;
 mod messages;
 pub mod record;
 pub mod recovery;

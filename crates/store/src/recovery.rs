@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::definitions::{BindingDef, ExchangeDef, QueueDef};
 use crate::io::io_error;
+use crate::locations::Locations;
 use crate::record::{self, AckKind, AckRecord, At, Kind, ACK_RECORD};
 use crate::segments::{self, Location, Segment, Summary};
 use crate::StoreError;
@@ -75,7 +76,7 @@ pub struct Damage {
 #[derive(Debug, Default)]
 pub(crate) struct Log {
     pub segments: BTreeMap<u64, Segment>,
-    pub locations: HashMap<u64, Location>,
+    pub locations: Locations,
     pub next_message: u64,
     /// The highest definitions generation the log mentions.
     pub generation: u64,

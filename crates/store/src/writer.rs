@@ -34,6 +34,7 @@ use warren_codec::Message;
 
 use crate::definitions::{BindingDef, DestinationKind, ExchangeDef, QueueDef};
 use crate::io::io_error;
+use crate::locations::Locations;
 use crate::record::{self, AckKind, AckRecord, Kind};
 use crate::segments::{self, Active, Location, Segment, Summary, RECLAIM_BYTES, SEGMENT_BYTES};
 use crate::transient::TransientLog;
@@ -125,7 +126,7 @@ pub(crate) struct Writer {
     pub generation: u64,
     pub next_message: Arc<AtomicU64>,
     pub segments: std::collections::BTreeMap<u64, Segment>,
-    pub locations: HashMap<u64, Location>,
+    pub locations: Locations,
     pub active: Active,
     pub transient: TransientLog,
     pub synced_blobs: std::collections::HashSet<std::ffi::OsString>,
@@ -176,7 +177,7 @@ impl Writer {
         generation: u64,
         next_message: Arc<AtomicU64>,
         segments: std::collections::BTreeMap<u64, Segment>,
-        locations: HashMap<u64, Location>,
+        locations: Locations,
         active: Active,
         transient: TransientLog,
     ) -> Self {
@@ -301,7 +302,7 @@ impl Writer {
                 for id in ids {
                     if let Some(pending) = self.pending.get_mut(&id) {
                         pending.delivered.push(queue);
-                    } else if let Some(location) = self.locations.get(&id).filter(|l| !l.transient) {
+                    } else if let Some(location) = self.locations.get(id).filter(|l| !l.transient) {
                         let segment = location.segment;
                         self.ack_record(segment, id, queue, AckKind::Delivered);
                     }
@@ -357,14 +358,14 @@ impl Writer {
                 }
                 continue;
             }
-            let Some(location) = self.locations.get_mut(&id) else {
+            let Some(location) = self.locations.get_mut(id) else {
                 continue;
             };
             let segment = location.segment;
             let transient = location.transient;
             location.refs = location.refs.saturating_sub(1);
             if location.refs == 0 {
-                self.locations.remove(&id);
+                self.locations.remove(id);
             }
             if transient {
                 self.transient.settle(segment);
@@ -607,11 +608,6 @@ impl Writer {
             // Its handle would keep the deleted file's space.
             self.read_files.remove(&(true, n));
         }
-        // A drained backlog of 10M left this table's 370 MB of capacity
-        // behind: give it back once it is mostly empty.
-        if self.locations.capacity() > 4 * self.locations.len() + 4096 {
-            self.locations.shrink_to(2 * self.locations.len());
-        }
         let active = self.active.n;
         if self.emptied.contains(&active) && self.active.len >= RECLAIM_BYTES {
             self.rotate()?;
@@ -649,7 +645,7 @@ impl Writer {
     }
 
     fn read(&mut self, id: u64) -> Result<Message, StoreError> {
-        let Some(location) = self.locations.get(&id).copied() else {
+        let Some(location) = self.locations.get(id).copied() else {
             return Err(StoreError::Corrupt {
                 path: self.dir.clone(),
                 what: format!("message {id} is not in the store"),
