@@ -393,6 +393,9 @@ impl Wake for QueueHandle {
 pub struct Delivery {
     /// The consumer.
     pub consumer: Arc<ConsumerShared>,
+    /// The consumer's credit it holds ([`ConsumerShared::credit`]), given
+    /// back once the writer has encoded it.
+    pub credit: u32,
     /// The queue's id for the message.
     pub msg_id: u64,
     /// The message.
@@ -408,7 +411,7 @@ impl Delivery {
     /// too: the channel's global prefetch is shared with its other
     /// consumers, which would otherwise stall.
     pub(crate) async fn hand_back(self) {
-        self.consumer.unreserve();
+        self.consumer.unreserve(self.credit);
         let queue = self.consumer.queue.clone();
         queue
             .send(QueueCommand::Undeliverable {
@@ -457,28 +460,30 @@ pub struct ConsumerShared {
     pub prefetch: Gate,
     /// basic.qos global=true: the limit shared by the channel's consumers.
     pub channel_prefetch: Arc<Gate>,
-    /// Deliveries sent by the queue but not yet handed to the writer.
+    /// Octets of deliveries sent by the queue but not yet encoded by the
+    /// writer ([`crate::gate::CREDIT`]).
     pub credit: Gate,
 }
 
 impl ConsumerShared {
-    /// Takes what one delivery needs: credit always, prefetch slots unless
-    /// no-ack. Gives back what it took if any gate is full.
-    pub fn try_reserve(&self) -> bool {
+    /// Takes what one delivery needs: `credit` (its weight) always,
+    /// prefetch slots unless no-ack. Gives back what it took if any gate is
+    /// full.
+    pub fn try_reserve(&self, credit: u32) -> bool {
         let queue = &self.queue;
-        if !self.credit.acquire_or_wait(queue) {
+        if !self.credit.acquire_n_or_wait(credit, queue) {
             return false;
         }
         if self.no_ack {
             return true;
         }
         if !self.prefetch.acquire_or_wait(queue) {
-            self.credit.release(1);
+            self.credit.release(credit);
             return false;
         }
         if !self.channel_prefetch.acquire_or_wait(queue) {
             self.prefetch.release(1);
-            self.credit.release(1);
+            self.credit.release(credit);
             return false;
         }
         true
@@ -487,8 +492,8 @@ impl ConsumerShared {
     /// Gives back what [`ConsumerShared::try_reserve`] took, when nothing
     /// reached the client after all: the queue found nothing to deliver, or
     /// the delivery came back unseen ([`Delivery::hand_back`]).
-    pub fn unreserve(&self) {
-        self.credit.release(1);
+    pub fn unreserve(&self, credit: u32) {
+        self.credit.release(credit);
         if !self.no_ack {
             self.prefetch.release(1);
             self.channel_prefetch.release(1);

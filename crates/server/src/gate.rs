@@ -28,10 +28,13 @@ pub trait Wake: Debug + Send + Sync {
     fn wake(&self);
 }
 
-/// In-flight deliveries a consumer may have between its queue and the socket
-/// writer. It bounds a connection's inbox when prefetch is unlimited or the
-/// consumer is no-ack, the way RabbitMQ's credit flow does.
-pub const CREDIT: u32 = 1000;
+/// Octets of deliveries (by [`crate::events::weight`]) a consumer may have
+/// between its queue and the socket: in its connection's inbox, in the
+/// writer's queue, until the writer has encoded them. It bounds a
+/// connection's memory when prefetch is unlimited or the consumer is no-ack,
+/// whatever the message size, the way RabbitMQ's credit flow does (in
+/// messages there). A message larger than this goes alone.
+pub const CREDIT: u32 = 1 << 20;
 
 /// A counter with a limit (0 = none) and the queues waiting for a slot.
 #[derive(Debug, Default)]
@@ -62,20 +65,32 @@ impl Gate {
 
     /// Takes a slot if one is free.
     pub fn try_acquire(&self) -> bool {
+        self.try_acquire_n(1)
+    }
+
+    /// Takes `n` slots if they are free, or if none is taken (so that
+    /// something larger than the whole limit can still go, alone).
+    pub fn try_acquire_n(&self, n: u32) -> bool {
         let limit = self.limit.load(Ordering::SeqCst);
         self.used
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
-                (limit == 0 || used < limit).then_some(used + 1)
+                (limit == 0 || used == 0 || used.saturating_add(n) <= limit).then(|| used.saturating_add(n))
             })
             .is_ok()
     }
 
     /// Takes a slot, or puts `queue` on the list of waiters so that the next
     /// release wakes it.
+    pub fn acquire_or_wait<W: Wake + 'static>(&self, queue: &Arc<W>) -> bool {
+        self.acquire_n_or_wait(1, queue)
+    }
+
+    /// Takes `n` slots ([`Gate::try_acquire_n`]), or puts `queue` on the
+    /// list of waiters so that the next release wakes it.
     /// Generic rather than `&Arc<dyn Wake>`, so that the common case (a free
     /// slot) costs no reference count: the handle is cloned only to wait.
-    pub fn acquire_or_wait<W: Wake + 'static>(&self, queue: &Arc<W>) -> bool {
-        if self.try_acquire() {
+    pub fn acquire_n_or_wait<W: Wake + 'static>(&self, n: u32, queue: &Arc<W>) -> bool {
+        if self.try_acquire_n(n) {
             return true;
         }
         {
@@ -88,7 +103,7 @@ impl Gate {
             }
             self.has_waiters.store(true, Ordering::SeqCst);
         }
-        self.try_acquire()
+        self.try_acquire_n(n)
     }
 
     /// Gives back `n` slots and wakes the queues waiting for one.

@@ -66,7 +66,7 @@ pub struct Connection {
     pub(crate) id: u64,
     pub(crate) vhost: Arc<VHost>,
     /// Frames for the writer task; bounded, see [`writer`].
-    writer: mpsc::Sender<Outbound>,
+    writer: mpsc::Sender<writer::Out>,
     /// Given to every queue this connection consumes from. Unbounded so that
     /// a queue never waits on a connection; credit bounds it in practice.
     pub(crate) inbox: mpsc::UnboundedSender<ConnEvent>,
@@ -159,7 +159,7 @@ pub async fn serve(
             if let Some(m) = close {
                 let (writer, task) = writer::spawn(sink, None, shutdown.resubscribe());
                 let _ = writer
-                    .send(Frame::Method(0, AMQPClass::Connection(m)).into())
+                    .send(Outbound::Frame(Frame::Method(0, AMQPClass::Connection(m))).into())
                     .await;
                 drop(writer);
                 finish_writer(task).await;
@@ -440,7 +440,7 @@ impl Connection {
     /// Sends one frame to the writer. A gone writer means a gone socket,
     /// which the read side notices.
     pub(crate) async fn send_frame(&self, frame: Frame) {
-        let _ = self.writer.send(Outbound::Frame(frame)).await;
+        let _ = self.writer.send(Outbound::Frame(frame).into()).await;
     }
 
     /// Sends a method on a channel.
@@ -460,11 +460,14 @@ impl Connection {
     pub(crate) async fn send_content(&self, channel: u16, method: AMQPClass, message: Arc<Message>) {
         let _ = self
             .writer
-            .send(Outbound::Content {
-                channel,
-                method,
-                message,
-            })
+            .send(
+                Outbound::Content {
+                    channel,
+                    method,
+                    message,
+                }
+                .into(),
+            )
             .await;
     }
 
@@ -476,7 +479,7 @@ impl Connection {
             warn!(channel, code = error.code(), error = %error, "closing connection");
             // A peer that stopped reading may never make room for it.
             let close = Outbound::Frame(Frame::Method(0, AMQPClass::Connection(close_method(&error))));
-            let _ = self.writer.send_timeout(close, CLOSE_SEND_TIMEOUT).await;
+            let _ = self.writer.send_timeout(close.into(), CLOSE_SEND_TIMEOUT).await;
             return true;
         }
         warn!(channel, code = error.code(), error = %error, "closing channel");
@@ -729,6 +732,7 @@ impl Connection {
         };
         let Delivery {
             consumer,
+            credit,
             msg_id,
             message,
             redelivered,
@@ -749,8 +753,8 @@ impl Connection {
             redelivered,
             message,
         };
-        let _ = self.writer.send(deliver).await;
-        consumer.credit.release(1);
+        // The credit goes back once the writer has encoded it.
+        let _ = self.writer.send(writer::Out::delivery(deliver, consumer, credit)).await;
     }
 
     /// Hands queues what this connection still holds for them, on the way out.

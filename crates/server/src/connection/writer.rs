@@ -34,6 +34,7 @@ use tracing::{debug, warn};
 use warren_codec::{CodecError, Frame, FrameCodec, Outbound};
 
 use super::liveness::Activity;
+use crate::events::ConsumerShared;
 
 /// Outbound items queued for the socket before the connection task waits.
 const QUEUE: usize = 1024;
@@ -67,6 +68,47 @@ impl Heartbeat {
     }
 }
 
+/// What the connection hands its writer: a frame or a content, and for a
+/// delivery the consumer's credit it holds, given back once it is encoded
+/// (or dropped unwritten), so that credit bounds a consumer's deliveries
+/// all the way to the socket ([`crate::gate::CREDIT`]).
+#[derive(Debug)]
+pub(crate) struct Out {
+    item: Option<Outbound>,
+    credit: Option<(Arc<ConsumerShared>, u32)>,
+}
+
+impl Out {
+    /// A delivery holding `credit` of `consumer`'s.
+    pub fn delivery(item: Outbound, consumer: Arc<ConsumerShared>, credit: u32) -> Self {
+        Self {
+            item: Some(item),
+            credit: Some((consumer, credit)),
+        }
+    }
+
+    fn take(&mut self) -> Outbound {
+        self.item.take().expect("an Out is written once")
+    }
+}
+
+impl From<Outbound> for Out {
+    fn from(item: Outbound) -> Self {
+        Self {
+            item: Some(item),
+            credit: None,
+        }
+    }
+}
+
+impl Drop for Out {
+    fn drop(&mut self) {
+        if let Some((consumer, credit)) = self.credit.take() {
+            consumer.credit.release(credit);
+        }
+    }
+}
+
 /// Why the writer stopped early.
 enum Stop {
     /// The socket failed.
@@ -81,12 +123,12 @@ pub(crate) fn spawn<W>(
     mut sink: FramedWrite<W, FrameCodec>,
     heartbeat: Option<Heartbeat>,
     mut shutdown: broadcast::Receiver<()>,
-) -> (mpsc::Sender<Outbound>, JoinHandle<()>)
+) -> (mpsc::Sender<Out>, JoinHandle<()>)
 where
     W: AsyncWrite + Unpin + Send + 'static,
 {
     sink.set_backpressure_boundary(BUFFER);
-    let (tx, mut rx) = mpsc::channel::<Outbound>(QUEUE);
+    let (tx, mut rx) = mpsc::channel::<Out>(QUEUE);
     let task = tokio::spawn(async move {
         let period = heartbeat.as_ref().map(Heartbeat::period);
         let mut ticker = tokio::time::interval(period.unwrap_or(Duration::from_secs(3600)));
@@ -117,11 +159,12 @@ where
             let written = watch
                 .guarded(async {
                     match batch {
-                        Some(first) => {
-                            sink.feed(first).await?;
+                        Some(mut first) => {
+                            sink.feed(first.take()).await?;
+                            drop(first);
                             for _ in 0..BATCH {
-                                let Ok(item) = rx.try_recv() else { break };
-                                sink.feed(item).await?;
+                                let Ok(mut item) = rx.try_recv() else { break };
+                                sink.feed(item.take()).await?;
                             }
                         }
                         None => sink.feed(Outbound::Frame(Frame::Heartbeat(0))).await?,

@@ -79,6 +79,7 @@ impl Queue {
         }
         self.dispatch();
         self.load_ahead();
+        self.page_out_tail();
         self.flush_store();
         self.ready.shrink();
         if self.unacked.capacity() > 4 * self.unacked.len() + 4096 {

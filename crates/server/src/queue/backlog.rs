@@ -3,11 +3,15 @@
 
 use std::collections::VecDeque;
 use std::ops::Deref;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use warren_codec::Message;
 
 use super::{Entry, Queue, Taken, HEAD};
+
+/// Bodies a queue pages out per step when memory comes under pressure.
+const PAGE_OUT_PER_STEP: usize = 4096;
 use crate::events::weight;
 
 /// The ready messages, ordered by id, and what they weigh
@@ -106,6 +110,15 @@ impl Ready {
         entry.message = Some(message);
     }
 
+    /// Drops an entry's body, now kept by the store as `stored`.
+    pub fn page_out(&mut self, at: usize, stored: u64) {
+        let entry = &mut self.entries[at];
+        if entry.message.take().is_some() {
+            self.in_memory -= entry.weight as usize;
+        }
+        entry.stored = Some(stored);
+    }
+
     /// Empties it (purge).
     pub fn take_all(&mut self) -> VecDeque<Entry> {
         self.weight = 0;
@@ -163,7 +176,7 @@ impl Queue {
             _ if self.ready.in_memory() < HEAD => true,
             None => true,
             Some(_) if stored.is_some() => false,
-            Some(disk) if disk.memory_pressure.load(std::sync::atomic::Ordering::Relaxed) => {
+            Some(disk) if disk.memory_pressure.load(Ordering::Relaxed) => {
                 stored = Some(disk.store.page_out(message.clone(), disk.queue));
                 false
             }
@@ -176,6 +189,42 @@ impl Queue {
             stored,
             redelivered: false,
         });
+    }
+
+    /// Under memory pressure, the bodies past the head that were kept in
+    /// memory (published before the pressure began) go to the store too,
+    /// [`PAGE_OUT_PER_STEP`] at most per step so that the actor stays
+    /// responsive: a durable copy's body is just dropped, a transient one is
+    /// paged out. Without this, a flood kept the half watermark's worth of
+    /// bodies it took in before paging began, and its publishers were
+    /// blocked for good once the queues' index reached the other half.
+    pub(super) fn page_out_tail(&mut self) {
+        let Some(disk) = &self.disk else {
+            return;
+        };
+        if self.ready.in_memory() <= HEAD || !disk.memory_pressure.load(Ordering::Relaxed) {
+            return;
+        }
+        let (store, queue) = (disk.store.clone(), disk.queue);
+        let mut kept = 0;
+        let mut budget = PAGE_OUT_PER_STEP;
+        let mut at = 0;
+        while at < self.ready.len() && budget > 0 && self.ready.in_memory() > HEAD {
+            let entry = &self.ready[at];
+            if let Some(message) = &entry.message {
+                if kept < HEAD {
+                    kept += entry.weight as usize;
+                } else {
+                    let stored = match entry.stored {
+                        Some(stored) => stored,
+                        None => store.page_out(message.clone(), queue),
+                    };
+                    self.ready.page_out(at, stored);
+                    budget -= 1;
+                }
+            }
+            at += 1;
+        }
     }
 
     /// Takes the next ready message for a delivery or a get, unless it is

@@ -14,20 +14,25 @@ impl Queue {
     pub(super) fn dispatch(&mut self) {
         loop {
             let mut skipped = 0;
-            while !self.ready.is_empty() && skipped < self.consumers.len() {
+            while skipped < self.consumers.len() {
+                let Some(front) = self.ready.front() else {
+                    break;
+                };
+                let credit = front.weight;
                 let shared = self.consumers[0].shared.clone();
-                if !shared.try_reserve() {
+                if !shared.try_reserve(credit) {
                     skipped += 1;
                     self.consumers.rotate_left(1);
                     continue;
                 }
                 skipped = 0;
                 let Some(taken) = self.take_next(shared.no_ack) else {
-                    shared.unreserve();
+                    shared.unreserve(credit);
                     break;
                 };
                 self.consumers[0].pending.push(Delivery {
                     consumer: shared,
+                    credit,
                     msg_id: taken.id,
                     message: taken.message,
                     redelivered: taken.redelivered,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tracing::error;
 
-use super::{Entry, Queue, READ_AHEAD};
+use super::{Entry, Queue, HEAD, READ_AHEAD};
 use crate::events::Loaded;
 
 impl Queue {
@@ -29,10 +29,17 @@ impl Queue {
         if self.loading {
             return;
         }
+        // Within the head too, so that what is read back is never paged out
+        // again ([`Queue::page_out_tail`]) before it is delivered.
+        let mut ahead = 0;
         let wanted: Vec<(u64, u64)> = self
             .ready
             .iter()
             .take(READ_AHEAD)
+            .take_while(|e| {
+                ahead += e.weight as usize;
+                ahead <= HEAD || ahead == e.weight as usize
+            })
             .filter(|e| e.message.is_none())
             .filter_map(|e| Some((e.id, e.stored?)))
             .collect();
