@@ -106,6 +106,11 @@ async fn external_broker() -> TestBroker {
 }
 
 impl TestBroker {
+    /// The in-process broker's data directory (Warren-only tests).
+    pub fn data_dir(&self) -> Option<&std::path::Path> {
+        self._data_dir.as_ref().map(|d| d.path())
+    }
+
     /// A lapin connection.
     pub async fn connect(&self) -> Connection {
         Connection::connect(&self.url, ConnectionProperties::default())

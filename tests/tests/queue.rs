@@ -482,8 +482,10 @@ async fn redeclaring_with_other_exclusivity_is_405_even_for_the_owner() {
 
 #[tokio::test]
 async fn a_transient_backlog_beyond_memory_is_delivered_whole_and_in_order() {
-    // Past the 10,000 messages a queue keeps in memory, Warren pages bodies
-    // out to its transient log and reads them back before they are due.
+    // Past the 8 MiB head a queue keeps in memory (by body size and 128
+    // octets a message), Warren pages bodies out to its transient log and
+    // reads them back before they are due: here 40,000 × 384 octets, the
+    // last 6.6 MB paged.
     within(async {
         // Warren pages only under memory pressure; a paging ratio of 0 makes
         // it page at once.
@@ -494,7 +496,7 @@ async fn a_transient_backlog_beyond_memory_is_delivered_whole_and_in_order() {
         };
         let (_conn, ch) = broker.channel().await;
         let q = exclusive_queue(&ch, "paged").await;
-        const N: u32 = 25_000;
+        const N: u32 = 40_000;
         for i in 0..N {
             let body = i.to_be_bytes().repeat(64);
             publish(&ch, "", &q, &body).await;

@@ -46,7 +46,7 @@ pub struct Config {
     /// `disk_free_limit`, 50 MB by default).
     pub disk_free_limit: u64,
     /// The fraction of the memory limit above which queues page transient
-    /// bodies past their first 10,000 ready messages out to the store
+    /// bodies past their 8 MiB head of ready messages out to the store
     /// (RabbitMQ's `vm_memory_high_watermark_paging_ratio`, 0.5).
     pub memory_paging_ratio: f64,
 }

@@ -56,7 +56,7 @@ struct Args {
     #[arg(long, env = "WARREN_DISK_FREE_LIMIT", default_value = "50MB", value_parser = warren_server::alarm::parse_size)]
     disk_free_limit: u64,
     /// The fraction of the memory high watermark above which queues page
-    /// transient messages past their first 10,000 out to disk (RabbitMQ's
+    /// transient messages past their 8 MiB head out to disk (RabbitMQ's
     /// vm_memory_high_watermark_paging_ratio).
     #[arg(long, env = "WARREN_MEMORY_PAGING_RATIO", default_value_t = 0.5, value_parser = warren_server::alarm::parse_paging_ratio)]
     memory_paging_ratio: f64,

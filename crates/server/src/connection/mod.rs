@@ -754,7 +754,10 @@ impl Connection {
             message,
         };
         // The credit goes back once the writer has encoded it.
-        let _ = self.writer.send(writer::Out::delivery(deliver, consumer, credit)).await;
+        let _ = self
+            .writer
+            .send(writer::Out::delivery(deliver, consumer, credit))
+            .await;
     }
 
     /// Hands queues what this connection still holds for them, on the way out.
