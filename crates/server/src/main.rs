@@ -119,3 +119,16 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_message_size_is_at_most_512_mib() {
+        let parse = |size: &str| Args::try_parse_from(["warren", "--max-message-size", size]);
+        assert_eq!(parse("536870912").unwrap().max_message_size, MAX_MESSAGE_SIZE);
+        assert!(parse("536870913").is_err());
+        assert!(parse("0").is_err());
+    }
+}

@@ -39,6 +39,9 @@ struct Shared {
     path: PathBuf,
     next_message: Arc<AtomicU64>,
     next_queue: AtomicU64,
+    /// Octets of message bodies handed to the thread and not yet written
+    /// (or found not to need writing): see [`Store::unwritten`].
+    unwritten: Arc<AtomicU64>,
 }
 
 /// Opens sled, waiting a while if the directory is locked. A store just
@@ -129,6 +132,8 @@ impl Store {
         transient: bool,
     ) -> u64 {
         let id = self.shared.next_message.fetch_add(1, Ordering::SeqCst);
+        let octets = message.body.len() as u64;
+        self.shared.unwritten.fetch_add(octets, Ordering::Relaxed);
         let op = Op::Publish {
             id,
             message,
@@ -136,14 +141,22 @@ impl Store {
             confirm,
             transient,
         };
-        if let Err(Op::Publish {
-            confirm: Some(confirm),
-            ..
-        }) = self.send(op)
-        {
-            confirm.done(false);
+        if let Err(Op::Publish { confirm, .. }) = self.send(op) {
+            self.shared.unwritten.fetch_sub(octets, Ordering::Relaxed);
+            if let Some(confirm) = confirm {
+                confirm.done(false);
+            }
         }
         id
+    }
+
+    /// Octets of message bodies sent to the store's thread that it has not
+    /// written yet. A publisher that finds this high waits for a
+    /// [`Store::barrier`] before sending more, so that a publisher faster
+    /// than the disk is slowed to it rather than filling memory (RabbitMQ's
+    /// message store is credit-flowed too).
+    pub fn unwritten(&self) -> u64 {
+        self.shared.unwritten.load(Ordering::Relaxed)
     }
 
     /// Queue `queue` lets go of messages (ack, reject, purge, or a publish
@@ -392,6 +405,7 @@ fn open(path: &Path, cache_bytes: u64) -> Result<(Store, Recovered), StoreError>
         transient,
     );
     writer.synced_blobs = synced_blobs;
+    let unwritten = writer.unwritten.clone();
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("warren-store".into())
@@ -403,6 +417,7 @@ fn open(path: &Path, cache_bytes: u64) -> Result<(Store, Recovered), StoreError>
             path: path.to_owned(),
             next_message,
             next_queue: AtomicU64::new(next_queue),
+            unwritten,
         }),
     };
     Ok((store, recovered))

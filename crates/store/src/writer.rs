@@ -130,6 +130,11 @@ pub(crate) struct Writer {
     pub active: Active,
     pub transient: TransientLog,
     pub synced_blobs: std::collections::HashSet<std::ffi::OsString>,
+    /// Octets of bodies sent and not yet written ([`crate::Store::unwritten`]).
+    pub unwritten: Arc<AtomicU64>,
+    /// Octets of bodies taken in this round: `unwritten` drops by this once
+    /// the round is committed.
+    round_octets: u64,
     pending: HashMap<u64, Pending>,
     order: Vec<u64>,
     confirms: Vec<Arc<dyn Durable>>,
@@ -194,6 +199,8 @@ impl Writer {
             transient,
             synced_blobs: Default::default(),
             pending: HashMap::new(),
+            unwritten: Arc::new(AtomicU64::new(0)),
+            round_octets: 0,
             order: Vec::new(),
             confirms: Vec::new(),
             barriers: Vec::new(),
@@ -284,6 +291,7 @@ impl Writer {
                 confirm,
                 transient,
             } => {
+                self.round_octets += message.body.len() as u64;
                 self.pending.insert(
                     id,
                     Pending {
@@ -458,6 +466,8 @@ impl Writer {
             self.pending.clear();
             self.order.clear();
         }
+        self.unwritten
+            .fetch_sub(std::mem::take(&mut self.round_octets), Ordering::Relaxed);
         let ok = self.poisoned.is_none();
         for confirm in self.confirms.drain(..) {
             confirm.done(ok);

@@ -15,6 +15,10 @@ use crate::vhost::random_suffix;
 use crate::AmqpError;
 
 const PUBLISH: (u16, u16) = (60, 40);
+/// Octets of message bodies the store's thread may have to write (for all
+/// connections together) before a publishing connection waits for it: two
+/// of its rounds' worth of 1 KiB messages.
+const STORE_CREDIT: u64 = 32 << 20;
 
 impl Connection {
     fn open_channel(&mut self, id: u16) -> &mut super::Channel {
@@ -228,6 +232,15 @@ impl Connection {
                 let ids = returned.into_iter().filter_map(|e| e.stored).collect();
                 self.vhost.store.settle(store_id, ids);
             }
+        }
+        // A publisher faster than the disk waits for the store's thread to
+        // catch up before it reads more: what it sent is in memory until
+        // written. The store never waits on a connection, so this cannot
+        // deadlock.
+        if self.vhost.store.unwritten() > STORE_CREDIT {
+            let (done, written) = tokio::sync::oneshot::channel();
+            self.vhost.store.barrier(ConfirmTracker::commit(done));
+            let _ = written.await;
         }
     }
 
