@@ -127,7 +127,9 @@ pub(crate) type Loaded = Vec<(u64, u64, Result<Message, warren_store::StoreError
 impl Inbox {
     /// The next input, commands first; None once every handle is gone.
     /// `paced`: whether the queue holds publishes back (see [`Inbox`]).
-    pub async fn recv(&mut self, paced: bool) -> Option<QueueCommand> {
+    /// `wake_at`: when the queue has something to do of its own (expire
+    /// its head); it gets a [`QueueCommand::Wake`] then.
+    pub async fn recv(&mut self, paced: bool, wake_at: Option<Instant>) -> Option<QueueCommand> {
         loop {
             if let Some(batch) = self.held.take_if(|b| !paced || b.sent.elapsed() >= HOLD) {
                 return Some(QueueCommand::Publish(batch.messages));
@@ -146,6 +148,9 @@ impl Inbox {
                     },
                 },
                 () = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {}
+                () = tokio::time::sleep_until(wake_at.unwrap_or_else(Instant::now)), if wake_at.is_some() => {
+                    return Some(QueueCommand::Wake);
+                }
                 Some(batch) = self.publishes.recv(), if self.held.is_none() => self.held = Some(batch),
             }
         }
@@ -273,7 +278,8 @@ pub enum QueueCommand {
         /// Its mark before this delivery.
         redelivered: bool,
     },
-    /// A gate this queue was blocked on has a free slot again.
+    /// A gate this queue was blocked on has a free slot again, or the
+    /// queue's own timer fired (see [`Inbox::recv`]).
     Wake,
     /// Ready messages and consumers, for declare-ok.
     Stats(oneshot::Sender<(u32, u32)>),

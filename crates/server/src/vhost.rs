@@ -25,6 +25,7 @@ use warren_router::{Destination, Exchange, ExchangeKind, QueueName, Router, Rout
 use warren_store::{BindingDef, DestinationKind, ExchangeDef, QueueDef, Recovered, RecoveredEntry, Store};
 
 use crate::events::{QueueHandle, QueueRegistry};
+use crate::queue::args::{type_name, QueueArgs};
 use crate::queue::{Disk, NewQueue};
 use crate::AmqpError;
 
@@ -137,7 +138,13 @@ impl VHost {
         for q in recovered.queues {
             stats.queues += 1;
             stats.messages += q.entries.len();
-            let handle = self.spawn_durable_queue(q.def, q.entries);
+            // A queue stored by an earlier version that took arguments it did
+            // not honour keeps working, without them, and says so.
+            let args = QueueArgs::parse(&q.def.arguments, &q.def.name, &self.name).unwrap_or_else(|e| {
+                warn!(queue = %q.def.name, error = %e, "a stored queue's arguments are not honoured");
+                QueueArgs::default()
+            });
+            let handle = self.spawn_durable_queue(q.def, args, q.entries);
             state.queues.insert(handle.name.clone(), handle);
         }
         for b in recovered.bindings {
@@ -156,7 +163,12 @@ impl VHost {
         stats
     }
 
-    fn spawn_durable_queue(&self, def: QueueDef, entries: Vec<RecoveredEntry>) -> Arc<QueueHandle> {
+    fn spawn_durable_queue(
+        &self,
+        def: QueueDef,
+        args: QueueArgs,
+        entries: Vec<RecoveredEntry>,
+    ) -> Arc<QueueHandle> {
         let disk = Disk {
             store: self.store.clone(),
             queue: def.id,
@@ -168,6 +180,7 @@ impl VHost {
             exclusive_owner: None,
             auto_delete: def.auto_delete,
             arguments: def.arguments,
+            args,
             disk: Some(disk),
             recovered: entries,
         };
@@ -375,6 +388,15 @@ impl VHost {
                 .ok_or_else(|| self.queue_not_found(spec.name))?;
             return self.check_access(queue, connection).map(|_| queue.clone());
         }
+        let generated = spec
+            .name
+            .is_empty()
+            .then(|| format!("amq.gen-{}", random_suffix()));
+        let args = QueueArgs::parse(
+            spec.arguments,
+            generated.as_deref().unwrap_or(spec.name),
+            &self.name,
+        )?;
         let mut state = self.write();
         if let Some(queue) = state.queues.get(spec.name) {
             // Another connection's exclusive queue, or exclusivity that differs
@@ -387,8 +409,8 @@ impl VHost {
             self.check_queue_equivalent(queue, &spec)?;
             return Ok(queue.clone());
         }
-        let name = if spec.name.is_empty() {
-            QueueName::from(format!("amq.gen-{}", random_suffix()))
+        let name = if let Some(generated) = generated {
+            QueueName::from(generated)
         } else if spec.name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format!(
                 "queue name '{}' contains reserved prefix 'amq.*'",
@@ -405,13 +427,14 @@ impl VHost {
                 arguments: spec.arguments.clone(),
             };
             self.store.put_queue(def.clone());
-            self.spawn_durable_queue(def, Vec::new())
+            self.spawn_durable_queue(def, args, Vec::new())
         } else {
             let new = NewQueue {
                 name: name.clone(),
                 exclusive_owner: spec.exclusive.then_some(connection),
                 auto_delete: spec.auto_delete,
                 arguments: spec.arguments.clone(),
+                args,
                 disk: Some(Disk {
                     store: self.store.clone(),
                     queue: self.store.new_queue_id(),
@@ -776,22 +799,6 @@ fn show(value: &AMQPValue) -> String {
 }
 
 /// RabbitMQ's name for a field type.
-fn type_name(value: &AMQPValue) -> &'static str {
-    match value {
-        AMQPValue::LongString(_) => "longstr",
-        AMQPValue::ShortString(_) => "shortstr",
-        AMQPValue::Boolean(_) => "bool",
-        AMQPValue::ShortShortInt(_) | AMQPValue::ShortShortUInt(_) => "byte",
-        AMQPValue::ShortInt(_) | AMQPValue::ShortUInt(_) => "short",
-        AMQPValue::LongInt(_) | AMQPValue::LongUInt(_) => "signedint",
-        AMQPValue::LongLongInt(_) => "long",
-        AMQPValue::Timestamp(_) => "timestamp",
-        AMQPValue::FieldTable(_) => "table",
-        AMQPValue::FieldArray(_) => "array",
-        _ => "unknown",
-    }
-}
-
 /// A random suffix for server-chosen names (`amq.gen-…`, `amq.ctag-…`):
 /// 128 bits from std's randomly keyed hasher, in URL-safe base64 as RabbitMQ
 /// writes them. Written by hand because it is ten lines and names need no

@@ -11,6 +11,7 @@ use crate::events::ConfirmTracker;
 use crate::events::ConsumerShared;
 use crate::events::{Enqueue, QueueCommand};
 use crate::gate::{Gate, CREDIT};
+use crate::queue::expiry::parse_expiration;
 use crate::vhost::random_suffix;
 use crate::AmqpError;
 
@@ -135,6 +136,14 @@ impl Connection {
         } = published;
         if immediate {
             return Err(AmqpError::not_implemented("immediate=true").for_method(PUBLISH.0, PUBLISH.1));
+        }
+        if let Some(expiration) = message.properties.expiration() {
+            if let Err(why) = parse_expiration(expiration.as_str()) {
+                return Err(AmqpError::precondition_failed(format!(
+                    "invalid expiration '{expiration}': {why}"
+                ))
+                .for_method(PUBLISH.0, PUBLISH.1));
+            }
         }
         let queues = self
             .vhost

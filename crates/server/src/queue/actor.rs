@@ -13,7 +13,7 @@ use crate::AmqpError;
 impl Queue {
     pub(super) async fn run(mut self, mut rx: Inbox) {
         let mut deleted = false;
-        while let Some(command) = rx.recv(self.paced()).await {
+        while let Some(command) = rx.recv(self.paced(), self.next_expiry()).await {
             // A bug here must cost this queue, not leave it silently stuck
             // with its consumers and publishers waiting on it for ever.
             let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.step(command, &mut rx)));
@@ -77,6 +77,7 @@ impl Queue {
                 return Next::Stop;
             }
         }
+        self.expire_head();
         self.dispatch();
         self.load_ahead();
         self.page_out_tail();

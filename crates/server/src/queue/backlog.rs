@@ -110,6 +110,11 @@ impl Ready {
         entry.message = Some(message);
     }
 
+    /// Sets an entry's expiry (learnt when its body is read back).
+    pub fn set_expiry(&mut self, at: usize, expires: u64) {
+        self.entries[at].expires = expires;
+    }
+
     /// Drops an entry's body, now kept by the store as `stored`.
     pub fn page_out(&mut self, at: usize, stored: u64) {
         let entry = &mut self.entries[at];
@@ -182,9 +187,11 @@ impl Queue {
             }
             Some(_) => true,
         };
+        let expires = self.expiry_of(&message);
         self.ready.push_back(Entry {
             id,
             weight: weight_u32(&message),
+            expires,
             message: in_memory.then_some(message),
             stored,
             redelivered: false,
@@ -233,6 +240,7 @@ impl Queue {
     /// a restart), and moves it to `unacked`, or settles it at once for
     /// no-ack.
     pub(super) fn take_next(&mut self, no_ack: bool) -> Option<Taken> {
+        self.expire_head();
         let Some(message) = self.ready.front()?.message.clone() else {
             self.load_ahead();
             return None;
@@ -264,7 +272,10 @@ impl Queue {
 
     /// A delivery that never reached the client goes back where it was.
     pub(super) fn undeliverable(&mut self, msg_id: u64, message: Arc<Message>, redelivered: bool) {
-        let mut stored = self.unacked.remove(&msg_id).and_then(|e| e.stored);
+        let held = self.unacked.remove(&msg_id);
+        let mut stored = held.as_ref().and_then(|e| e.stored);
+        // A no-ack delivery is no longer held: its expiry is counted again.
+        let expires = held.map_or_else(|| self.expiry_of(&message), |e| e.expires);
         // A no-ack delivery left the store when it was taken; a persistent one
         // that never reached its client goes back into it.
         if let (None, Some(disk), Some(2)) = (stored, &self.disk, *message.properties.delivery_mode()) {
@@ -275,6 +286,7 @@ impl Queue {
         self.put_back(Entry {
             id: msg_id,
             weight: weight_u32(&message),
+            expires,
             message: Some(message),
             stored,
             redelivered,

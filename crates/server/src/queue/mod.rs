@@ -39,8 +39,10 @@ use crate::events::ConsumerShared;
 use crate::events::{ConnEvent, Delivery, GetOk, Loaded, QueueHandle, QueueRegistry};
 
 mod actor;
+pub(crate) mod args;
 mod backlog;
 mod consumers;
+pub(crate) mod expiry;
 mod index;
 
 /// Messages (or other commands) handled before dispatching, so deliveries
@@ -76,6 +78,8 @@ impl QueueHandle {
             new.arguments,
         );
         let next_msg_id = new.recovered.len() as u64;
+        // A recovered message's TTL counts again from now (see `expiry`).
+        let recovered_expiry = new.args.message_ttl.unwrap_or(expiry::NEVER);
         let ready = new
             .recovered
             .into_iter()
@@ -84,6 +88,7 @@ impl QueueHandle {
                 id: position,
                 // Not known until read back.
                 weight: crate::events::MESSAGE_OVERHEAD as u32,
+                expires: recovered_expiry,
                 message: None,
                 stored: Some(e.message),
                 redelivered: e.delivered,
@@ -92,6 +97,8 @@ impl QueueHandle {
         let loader = rx.loader();
         let actor = Queue {
             name: new.name,
+            args: new.args,
+            epoch: tokio::time::Instant::now(),
             id,
             registry,
             vhost_name: vhost_name.to_owned(),
@@ -121,6 +128,8 @@ pub(crate) struct NewQueue {
     pub exclusive_owner: Option<u64>,
     pub auto_delete: bool,
     pub arguments: FieldTable,
+    /// What it makes of them.
+    pub args: args::QueueArgs,
     /// Its place in the store.
     pub disk: Option<Disk>,
     /// Messages found at start, in order.
@@ -150,6 +159,9 @@ struct Entry {
     /// What it weighs ([`crate::events::weight`]; a message is at most
     /// [`crate::config::MAX_MESSAGE_SIZE`]).
     weight: u32,
+    /// When it expires, in milliseconds of the queue's clock, or
+    /// [`expiry::NEVER`].
+    expires: u64,
     /// The message, unless paged out (then it is read back from the store).
     message: Option<Arc<Message>>,
     /// Its id in the store, for a persistent message on a durable queue.
@@ -167,6 +179,10 @@ struct Consumer {
 
 struct Queue {
     name: QueueName,
+    /// What its declare arguments ask of it.
+    args: args::QueueArgs,
+    /// Its clock's zero, for expiries.
+    epoch: tokio::time::Instant,
     id: u64,
     /// Its virtual host, to leave when deleted.
     registry: Weak<dyn QueueRegistry>,

@@ -1,0 +1,167 @@
+//! Message TTL: `x-message-ttl` and the `expiration` property (RabbitMQ's
+//! per-queue and per-message TTL). Every test passes against RabbitMQ
+//! 3.10.8 too (`AMQP_URL`). The waits here are the TTLs being tested, not
+//! synchronisation: a message must outlive, or not, a span of time.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::BasicProperties;
+use warren_tests::*;
+
+fn ttl_args(ms: i32) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-message-ttl".into(), AMQPValue::LongInt(ms));
+    args
+}
+
+async fn queue_with(ch: &lapin::Channel, prefix: &str, args: FieldTable) -> String {
+    let name = unique(prefix);
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    ch.queue_declare(name.as_str().into(), options, args)
+        .await
+        .unwrap();
+    name
+}
+
+async fn publish_expiring(ch: &lapin::Channel, queue: &str, body: &[u8], expiration: &str) {
+    ch.basic_publish(
+        "".into(),
+        queue.into(),
+        BasicPublishOptions::default(),
+        body,
+        BasicProperties::default().with_expiration(ShortString::from(expiration)),
+    )
+    .await
+    .unwrap();
+}
+
+async fn count(ch: &lapin::Channel, queue: &str) -> u32 {
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    ch.queue_declare(queue.into(), passive, FieldTable::default())
+        .await
+        .unwrap()
+        .message_count()
+}
+
+#[tokio::test]
+async fn a_queue_ttl_removes_messages_nobody_reads() {
+    within(async {
+        let broker = start_broker().await;
+        let (_conn, ch) = broker.channel().await;
+        let q = queue_with(&ch, "ttl", ttl_args(100)).await;
+        for body in [b"a", b"b", b"c"] {
+            publish(&ch, "", &q, body).await;
+        }
+        assert_eq!(count(&ch, &q).await, 3);
+        // Gone without anyone reading: the queue's own timer expires them.
+        while count(&ch, &q).await > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(drain(&ch, &q).await, Vec::<String>::new());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_expired_message_is_never_delivered_and_the_lower_ttl_wins() {
+    within(async {
+        let broker = start_broker().await;
+        let (_conn, ch) = broker.channel().await;
+        let q = queue_with(&ch, "ttl", ttl_args(60_000)).await;
+        publish_expiring(&ch, &q, b"short", "50").await;
+        publish(&ch, "", &q, b"queue ttl").await;
+        publish_expiring(&ch, &q, b"long", "60000000").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(drain(&ch, &q).await, ["queue ttl", "long"]);
+        // The queue's TTL wins over a longer expiration.
+        let q = queue_with(&ch, "ttl", ttl_args(50)).await;
+        publish_expiring(&ch, &q, b"long", "60000").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(drain(&ch, &q).await, Vec::<String>::new());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_ttl_of_zero_reaches_a_waiting_consumer_only() {
+    within(async {
+        let broker = start_broker().await;
+        let (_conn, ch) = broker.channel().await;
+        let q = queue_with(&ch, "ttl0", FieldTable::default()).await;
+        publish_expiring(&ch, &q, b"nobody", "0").await;
+        // Published after the first: once it is in, the first was handled.
+        publish(&ch, "", &q, b"marker").await;
+        assert_eq!(drain(&ch, &q).await, ["marker"]);
+        let mut consumer = ch
+            .basic_consume(
+                q.as_str().into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        publish_expiring(&ch, &q, b"waiting", "0").await;
+        let d = consumer.next().await.unwrap().unwrap();
+        assert_eq!(d.data, b"waiting");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_requeued_message_keeps_its_expiry() {
+    within(async {
+        let broker = start_broker().await;
+        let (_conn, ch) = broker.channel().await;
+        let q = queue_with(&ch, "ttl", ttl_args(150)).await;
+        publish(&ch, "", &q, b"held").await;
+        let got = get(&ch, &q).await.expect("the message");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        got.delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(drain(&ch, &q).await, Vec::<String>::new());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_invalid_expiration_is_406_as_in_rabbitmq() {
+    within(async {
+        let broker = start_broker().await;
+        let conn = broker.connect().await;
+        // RabbitMQ 3.10.8's texts.
+        for (expiration, why) in [
+            ("abc", "no_integer"),
+            ("-1", "{value_negative,-1}"),
+            ("1.5", "{leftover_string,\".5\"}"),
+        ] {
+            let ch = conn.create_channel().await.unwrap();
+            let q = queue_with(&ch, "exp", FieldTable::default()).await;
+            publish_expiring(&ch, &q, b"x", expiration).await;
+            let err = ch.basic_qos(1, BasicQosOptions::default()).await.unwrap_err();
+            assert_eq!(reply_code(&err), 406);
+            assert_eq!(
+                reply_text(&err),
+                format!("PRECONDITION_FAILED - invalid expiration '{expiration}': {why}")
+            );
+        }
+    })
+    .await;
+}
