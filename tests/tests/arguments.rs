@@ -103,7 +103,6 @@ async fn arguments_warren_does_not_honour_yet_are_refused_not_ignored() {
             ("x-max-length-bytes", i(1000)),
             ("x-single-active-consumer", AMQPValue::Boolean(true)),
             ("x-queue-type", s("quorum")),
-            ("x-dead-letter-exchange", s("dlx")),
         ] {
             let q = unique("unsupported");
             let text = declare(&conn, &q, &[(key, value)]).await.expect("refused");

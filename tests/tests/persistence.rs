@@ -321,3 +321,67 @@ async fn a_backlog_beyond_memory_is_delivered_whole_and_in_order() {
     };
     tokio::time::timeout(limit, body).await.expect("test timed out");
 }
+
+#[tokio::test]
+async fn a_persistent_message_dead_lettered_to_a_durable_queue_survives_a_restart() {
+    if !is_warren() {
+        return; // restarts the broker
+    }
+    within(async {
+        let broker = start_broker().await;
+        let (conn, ch) = broker.channel().await;
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.queue_declare("dl-target".into(), durable, FieldTable::default())
+            .await
+            .unwrap();
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            lapin::types::AMQPValue::LongString("".into()),
+        );
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            lapin::types::AMQPValue::LongString("dl-target".into()),
+        );
+        ch.queue_declare("dl-source".into(), durable, args).await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        publish_with(&ch, "", "dl-source", "dead", persistent()).await;
+        let got = ch
+            .basic_get("dl-source".into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+            .expect("the message");
+        got.delivery
+            .reject(BasicRejectOptions { requeue: false })
+            .await
+            .unwrap();
+        // The dead-lettered copy is in the target before the restart.
+        while passive_queue(&ch, "dl-target").await.unwrap().message_count() == 0 {
+            tokio::task::yield_now().await;
+        }
+        drop(conn);
+        let broker = broker.restart().await;
+        let (_conn, ch) = broker.channel().await;
+        assert_eq!(passive_queue(&ch, "dl-source").await.unwrap().message_count(), 0);
+        let got = ch
+            .basic_get("dl-target".into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+            .expect("the dead-lettered message survived");
+        assert_eq!(got.delivery.data, b"dead");
+        let reason = got
+            .delivery
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("x-first-death-reason").cloned());
+        assert_eq!(
+            reason,
+            Some(lapin::types::AMQPValue::LongString("rejected".into()))
+        );
+    })
+    .await;
+}

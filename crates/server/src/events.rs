@@ -33,6 +33,10 @@ pub trait QueueRegistry: Send + Sync {
     /// The queue's actor crashed: forget it in memory only, keeping what is
     /// stored for the next start.
     fn drop_crashed_queue(&self, name: &QueueName, id: u64);
+    /// Routes messages a queue dead-lettered (each already addressed to its
+    /// dead-letter exchange and routing key) and hands them to their queues
+    /// without waiting ([`crate::queue::dead_letter`]).
+    fn dead_letter(&self, messages: Vec<Arc<Message>>);
 }
 
 /// Commands a queue accepts before it makes their senders wait.
@@ -88,7 +92,9 @@ pub(crate) struct PublishBatch {
     messages: Vec<Enqueue>,
     /// When it entered the inbox.
     sent: Instant,
-    _credit: OwnedSemaphorePermit,
+    /// None for dead-lettered messages, which a queue sends without
+    /// waiting ([`QueueHandle::send_dead_lettered`]).
+    _credit: Option<OwnedSemaphorePermit>,
 }
 
 /// What a queue actor reads. Publishes come on an inbox of their own, so
@@ -258,8 +264,10 @@ pub enum QueueCommand {
         /// The message, or None if the queue is empty.
         reply: oneshot::Sender<Option<GetOk>>,
     },
-    /// Forget acked (or rejected without requeue) messages.
+    /// Forget acked messages.
     Ack(Vec<u64>),
+    /// Rejected without requeue: dead-lettered, or forgotten.
+    Reject(Vec<u64>),
     /// Put unacked messages back at their original positions.
     Requeue {
         /// Message ids.
@@ -372,7 +380,20 @@ impl QueueHandle {
             .send(PublishBatch {
                 messages: batch,
                 sent: Instant::now(),
-                _credit: credit,
+                _credit: Some(credit),
+            })
+            .map_err(|mpsc::error::SendError(batch)| batch.messages)
+    }
+
+    /// Hands over messages another queue dead-lettered, without waiting for
+    /// credit: a queue actor never waits on another queue. Gives them back
+    /// if this queue is gone.
+    pub fn send_dead_lettered(&self, batch: Vec<Enqueue>) -> Result<(), Vec<Enqueue>> {
+        self.publish_tx
+            .send(PublishBatch {
+                messages: batch,
+                sent: Instant::now(),
+                _credit: None,
             })
             .map_err(|mpsc::error::SendError(batch)| batch.messages)
     }

@@ -24,10 +24,12 @@ use tracing::warn;
 use warren_router::{Destination, Exchange, ExchangeKind, QueueName, Router, RouterError};
 use warren_store::{BindingDef, DestinationKind, ExchangeDef, QueueDef, Recovered, RecoveredEntry, Store};
 
-use crate::events::{QueueHandle, QueueRegistry};
+use crate::events::{Enqueue, QueueHandle, QueueRegistry};
 use crate::queue::args::{type_name, QueueArgs};
+use crate::queue::dead_letter::is_cycle;
 use crate::queue::{Disk, NewQueue};
 use crate::AmqpError;
+use warren_codec::Message;
 
 /// Queue arguments RabbitMQ compares when a queue is redeclared.
 const EQUIVALENCE_ARGS: &[&str] = &[
@@ -776,6 +778,52 @@ impl QueueRegistry for VHost {
         if state.queues.get(name).is_some_and(|q| q.id == id) {
             state.queues.remove(name);
             state.router.unbind_queue(name);
+        }
+    }
+
+    /// Routes dead-lettered messages as a publish would be (a missing
+    /// dead-letter exchange drops them, as in RabbitMQ), leaving out the
+    /// queues that would close a cycle, and stores a persistent one once for
+    /// its durable queues.
+    fn dead_letter(&self, messages: Vec<Arc<Message>>) {
+        for message in messages {
+            let queues: Vec<Arc<QueueHandle>> = {
+                let state = self.read();
+                let routing = state.router.route_detail(
+                    message.exchange.as_str(),
+                    message.routing_key.as_str(),
+                    message.properties.headers().as_ref(),
+                );
+                routing
+                    .queues
+                    .iter()
+                    .filter(|name| {
+                        let cycle = is_cycle(&message, name);
+                        if cycle {
+                            warn!(queue = %name, "dead-letter cycle: message dropped");
+                        }
+                        !cycle
+                    })
+                    .filter_map(|name| state.queues.get(*name).cloned())
+                    .collect()
+            };
+            let durable: Vec<u64> = match *message.properties.delivery_mode() {
+                Some(2) => queues.iter().filter_map(|q| q.store_id).collect(),
+                _ => Vec::new(),
+            };
+            let stored = (!durable.is_empty()).then(|| self.store.publish(message.clone(), durable, None));
+            for queue in queues {
+                let enqueue = Enqueue {
+                    message: message.clone(),
+                    stored: stored.filter(|_| queue.store_id.is_some()),
+                };
+                if let (Err(returned), Some(store_id)) =
+                    (queue.send_dead_lettered(vec![enqueue]), queue.store_id)
+                {
+                    self.store
+                        .settle(store_id, returned.into_iter().filter_map(|e| e.stored).collect());
+                }
+            }
         }
     }
 }

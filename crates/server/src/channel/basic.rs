@@ -305,7 +305,7 @@ impl Connection {
         }
         match how {
             Settle::Remove => self.defer_acks(entries),
-            Settle::Requeue => self.settle(entries, how).await,
+            Settle::Reject | Settle::Requeue => self.settle(entries, how).await,
         }
         Ok(())
     }

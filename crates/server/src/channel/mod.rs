@@ -60,8 +60,10 @@ pub(crate) struct Routed {
 /// What to do with settled messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Settle {
-    /// ack, or reject/nack without requeue: the queue forgets them.
+    /// ack: the queue forgets them.
     Remove,
+    /// reject/nack without requeue: the queue dead-letters or forgets them.
+    Reject,
     /// reject/nack with requeue: back to their positions, redelivered.
     Requeue,
 }
@@ -281,7 +283,7 @@ impl Connection {
                 let how = if m.requeue {
                     Settle::Requeue
                 } else {
-                    Settle::Remove
+                    Settle::Reject
                 };
                 self.handle_basic_settle(id, m.delivery_tag, false, how).await
             }
@@ -289,7 +291,7 @@ impl Connection {
                 let how = if m.requeue {
                     Settle::Requeue
                 } else {
-                    Settle::Remove
+                    Settle::Reject
                 };
                 self.handle_basic_settle(id, m.delivery_tag, m.multiple, how)
                     .await
@@ -366,6 +368,7 @@ impl Connection {
         for (queue, ids) in by_queue.take() {
             let command = match how {
                 Settle::Remove => QueueCommand::Ack(ids),
+                Settle::Reject => QueueCommand::Reject(ids),
                 Settle::Requeue => QueueCommand::Requeue {
                     ids,
                     redelivered: true,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::sync::oneshot;
 use tracing::{debug, error};
 
+use super::dead_letter::Reason;
 use super::{Consumer, Next, Queue, BATCH};
 use crate::events::{ConnEvent, Enqueue, GetOk, Inbox, QueueCommand};
 use crate::AmqpError;
@@ -81,6 +82,7 @@ impl Queue {
         self.dispatch();
         self.load_ahead();
         self.page_out_tail();
+        self.flush_dead_letters();
         self.flush_store();
         self.ready.shrink();
         if self.unacked.capacity() > 4 * self.unacked.len() + 4096 {
@@ -177,6 +179,13 @@ impl Queue {
                 for id in ids {
                     if let Some(entry) = self.unacked.remove(&id) {
                         self.settle_entry(&entry);
+                    }
+                }
+            }
+            QueueCommand::Reject(ids) => {
+                for id in ids {
+                    if let Some(entry) = self.unacked.remove(&id) {
+                        self.discard(entry, Reason::Rejected);
                     }
                 }
             }

@@ -197,9 +197,6 @@ impl QueueArgs {
         if max_length_bytes.is_some() {
             return Err(unsupported("x-max-length-bytes", "a length limit"));
         }
-        if dead_letter_exchange.is_some() {
-            return Err(unsupported("x-dead-letter-exchange", "dead-lettering"));
-        }
         Ok(Self {
             message_ttl,
             max_length,

@@ -262,8 +262,9 @@ impl Queue {
         ) {
             self.delivered.push(stored);
         }
-        if entry.stored.is_some() {
-            // The store has it; the delivery carries it to the client.
+        if entry.stored.is_some() && !self.dead_letters() {
+            // The store has it; the delivery carries it to the client. A
+            // queue that dead-letters keeps it, to republish it if rejected.
             entry.message = None;
         }
         self.unacked.insert(entry.id, entry);

@@ -14,6 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 use warren_codec::Message;
 
+use super::dead_letter::Reason;
 use super::{Entry, Queue};
 
 /// An entry that never expires.
@@ -73,15 +74,21 @@ impl Queue {
         entry.expires != NEVER && now > entry.expires
     }
 
-    /// Removes the expired messages at the head of the queue.
+    /// Removes the expired messages at the head of the queue, dead-lettering
+    /// them if the queue does. One whose body is on disk waits to be read
+    /// back first (it is at the head, so it is being read).
     pub(super) fn expire_head(&mut self) {
         if self.ready.front().is_none_or(|e| e.expires == NEVER) {
             return;
         }
         let now = self.now_ms();
-        while self.ready.front().is_some_and(|e| self.expired(e, now)) {
+        while let Some(front) = self.ready.front().filter(|e| self.expired(e, now)) {
+            if self.dead_letters() && front.message.is_none() {
+                self.load_ahead();
+                return;
+            }
             let entry = self.ready.pop_front().expect("a front entry");
-            self.settle_entry(&entry);
+            self.discard(entry, Reason::Expired);
         }
     }
 

@@ -42,6 +42,7 @@ mod actor;
 pub(crate) mod args;
 mod backlog;
 mod consumers;
+pub(crate) mod dead_letter;
 pub(crate) mod expiry;
 mod index;
 
@@ -106,6 +107,7 @@ impl QueueHandle {
             disk: new.disk,
             settled: Vec::new(),
             delivered: Vec::new(),
+            dead: Vec::new(),
             loader,
             loading: false,
             parked_gets: VecDeque::new(),
@@ -194,6 +196,8 @@ struct Queue {
     settled: Vec<u64>,
     /// Stored messages delivered for the first time in this step.
     delivered: Vec<u64>,
+    /// Messages dead-lettered in this step, routed at its end.
+    dead: Vec<Arc<Message>>,
     /// Where the store sends what it reads back.
     loader: tokio::sync::mpsc::UnboundedSender<Loaded>,
     /// Whether a read is in flight (one at a time).
