@@ -266,6 +266,14 @@ pub async fn drain(ch: &lapin::Channel, queue: &str) -> Vec<String> {
 /// A consumer started on the channel first is what learns the reason: lapin
 /// ends every consumer of a closed channel with the server's error.
 pub async fn closed_code<T>(ch: &lapin::Channel, method: impl Future<Output = lapin::Result<T>>) -> u16 {
+    closed_reply(ch, method).await.0
+}
+
+/// [`closed_code`], with the close's reply text.
+pub async fn closed_reply<T>(
+    ch: &lapin::Channel,
+    method: impl Future<Output = lapin::Result<T>>,
+) -> (u16, String) {
     use futures::StreamExt;
     let probe_queue = exclusive_queue(ch, "probe").await;
     let mut probe = ch
@@ -279,7 +287,7 @@ pub async fn closed_code<T>(ch: &lapin::Channel, method: impl Future<Output = la
         .unwrap();
     method.await.expect("the method itself should be sent");
     match probe.next().await {
-        Some(Err(err)) => reply_code(&err),
+        Some(Err(err)) => (reply_code(&err), reply_text(&err)),
         other => panic!("expected the channel to close, got {other:?}"),
     }
 }

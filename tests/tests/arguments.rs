@@ -99,8 +99,6 @@ async fn arguments_warren_does_not_honour_yet_are_refused_not_ignored() {
         for (key, value) in [
             ("x-max-priority", i(10)),
             ("x-expires", i(1000)),
-            ("x-max-length", i(10)),
-            ("x-max-length-bytes", i(1000)),
             ("x-single-active-consumer", AMQPValue::Boolean(true)),
             ("x-queue-type", s("quorum")),
         ] {

@@ -154,11 +154,17 @@ async fn an_invalid_expiration_is_406_as_in_rabbitmq() {
         ] {
             let ch = conn.create_channel().await.unwrap();
             let q = queue_with(&ch, "exp", FieldTable::default()).await;
-            publish_expiring(&ch, &q, b"x", expiration).await;
-            let err = ch.basic_qos(1, BasicQosOptions::default()).await.unwrap_err();
-            assert_eq!(reply_code(&err), 406);
+            let publishing = ch.basic_publish(
+                "".into(),
+                q.as_str().into(),
+                BasicPublishOptions::default(),
+                b"x",
+                BasicProperties::default().with_expiration(ShortString::from(expiration)),
+            );
+            let (code, text) = closed_reply(&ch, publishing).await;
+            assert_eq!(code, 406);
             assert_eq!(
-                reply_text(&err),
+                text,
                 format!("PRECONDITION_FAILED - invalid expiration '{expiration}': {why}")
             );
         }

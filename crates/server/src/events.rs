@@ -79,6 +79,10 @@ pub struct QueueHandle {
     pub auto_delete: bool,
     /// Declare arguments.
     pub arguments: FieldTable,
+    /// Whether it refuses publishes when full (`x-overflow` `reject-publish`
+    /// or `reject-publish-dlx` with a length limit): its publishers'
+    /// confirms then wait for its decision.
+    pub rejects_publish: bool,
     tx: mpsc::Sender<QueueCommand>,
     /// Unbounded: [`QueueHandle::publish_credit`] bounds what it holds.
     publish_tx: mpsc::UnboundedSender<PublishBatch>,
@@ -221,6 +225,9 @@ pub struct Enqueue {
     pub message: Arc<Message>,
     /// Its id in the store, if persistent and this queue is durable.
     pub stored: Option<u64>,
+    /// For a queue that may refuse it ([`QueueHandle::rejects_publish`]) and
+    /// a publisher that waits for a confirm: told whether it was taken.
+    pub confirm: Option<Arc<ConfirmTracker>>,
 }
 
 /// A message handed out by basic.get.
@@ -326,6 +333,7 @@ impl QueueHandle {
         exclusive_owner: Option<u64>,
         auto_delete: bool,
         arguments: FieldTable,
+        rejects_publish: bool,
     ) -> (Arc<QueueHandle>, Inbox) {
         let (tx, commands) = mpsc::channel(INBOX);
         let (publish_tx, publishes) = mpsc::unbounded_channel();
@@ -339,6 +347,7 @@ impl QueueHandle {
             exclusive_owner,
             auto_delete,
             arguments,
+            rejects_publish,
             tx,
             publish_tx,
             publish_credit: publish_credit.clone(),
@@ -364,7 +373,15 @@ impl QueueHandle {
     /// A handle with no actor behind it, and the receiving end of its inbox.
     #[cfg(test)]
     pub(crate) fn detached(name: &str) -> (Arc<QueueHandle>, Inbox) {
-        Self::new(QueueName::from(name), 0, None, None, false, FieldTable::default())
+        Self::new(
+            QueueName::from(name),
+            0,
+            None,
+            None,
+            false,
+            FieldTable::default(),
+            false,
+        )
     }
 
     /// Sends a batch of messages once the queue has credit for them (all
@@ -459,7 +476,8 @@ pub enum ConnEvent {
     Deliver(Vec<Delivery>),
     /// The consumer's queue was deleted.
     Cancelled(Arc<ConsumerShared>),
-    /// A publish's writes are durable (`ok`) or failed; see [`crate::durability`].
+    /// A publish is settled: its writes durable and its queues' decisions
+    /// made; see [`crate::durability`].
     Confirmed {
         /// The publishing channel.
         channel: u16,
@@ -467,9 +485,21 @@ pub enum ConnEvent {
         epoch: u64,
         /// The publish's sequence number.
         seq: u64,
-        /// Whether every write and the sync succeeded.
-        ok: bool,
+        /// What to tell the publisher.
+        outcome: Outcome,
     },
+}
+
+/// How a publish ends, for its publisher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// basic.ack: every write durable, every queue took it.
+    Ack,
+    /// basic.nack: a queue refused it (a full queue with `x-overflow`
+    /// `reject-publish`).
+    Nack,
+    /// A write or a sync failed: the connection closes with 541.
+    Failed,
 }
 
 /// One consumer as both its queue and its channel see it.
@@ -536,6 +566,8 @@ pub struct ConfirmTracker {
     remaining: AtomicUsize,
     /// Whether any write or sync failed: then nothing is confirmed.
     failed: AtomicBool,
+    /// Whether a queue refused the message: it is nacked.
+    rejected: AtomicBool,
     /// Who is told when the last write is durable.
     notify: Notify,
 }
@@ -554,11 +586,13 @@ enum Notify {
 }
 
 impl ConfirmTracker {
-    /// A publisher confirm waiting for its message's one write.
+    /// A publisher confirm waiting for one write or queue decision; more
+    /// are added with [`ConfirmTracker::add_one`].
     pub fn new((channel, epoch, seq): (u16, u64, u64), inbox: mpsc::UnboundedSender<ConnEvent>) -> Arc<Self> {
         Arc::new(Self {
             remaining: AtomicUsize::new(1),
             failed: AtomicBool::new(false),
+            rejected: AtomicBool::new(false),
             notify: Notify::Confirm {
                 channel,
                 epoch,
@@ -575,6 +609,7 @@ impl ConfirmTracker {
         Arc::new(Self {
             remaining: AtomicUsize::new(1),
             failed: AtomicBool::new(false),
+            rejected: AtomicBool::new(false),
             notify: Notify::Commit(Mutex::new(Some(done))),
         })
     }
@@ -584,7 +619,14 @@ impl ConfirmTracker {
         self.remaining.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// One write is durable (`ok`), or failed. The last one tells.
+    /// A queue refused the message (and counts as one decision made).
+    pub fn reject(&self) {
+        self.rejected.store(true, Ordering::SeqCst);
+        self.done(true);
+    }
+
+    /// One write is durable, or one queue took the message (`ok`), or a
+    /// write failed. The last one tells.
     pub fn done(&self, ok: bool) {
         if !ok {
             self.failed.store(true, Ordering::SeqCst);
@@ -593,6 +635,11 @@ impl ConfirmTracker {
             return;
         }
         let ok = !self.failed.load(Ordering::SeqCst);
+        let outcome = match (ok, self.rejected.load(Ordering::SeqCst)) {
+            (false, _) => Outcome::Failed,
+            (true, true) => Outcome::Nack,
+            (true, false) => Outcome::Ack,
+        };
         match &self.notify {
             Notify::Confirm {
                 channel,
@@ -604,7 +651,7 @@ impl ConfirmTracker {
                     channel: *channel,
                     epoch: *epoch,
                     seq: *seq,
-                    ok,
+                    outcome,
                 });
             }
             Notify::Commit(done) => {

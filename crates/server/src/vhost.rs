@@ -816,6 +816,7 @@ impl QueueRegistry for VHost {
                 let enqueue = Enqueue {
                     message: message.clone(),
                     stored: stored.filter(|_| queue.store_id.is_some()),
+                    confirm: None,
                 };
                 if let (Err(returned), Some(store_id)) =
                     (queue.send_dead_lettered(vec![enqueue]), queue.store_id)

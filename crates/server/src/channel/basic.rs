@@ -197,14 +197,22 @@ impl Connection {
             commit.add_one();
             tracker = Some(commit.clone());
         }
+        // A publisher confirm waits for the store's write, and for the
+        // decision of every queue that may refuse the message.
+        let mut deciding: Option<Arc<ConfirmTracker>> = None;
         if let Some(confirms) = self.channels.get_mut(&id).and_then(|c| c.confirms.as_mut()) {
             confirms.published += 1;
-            if !durable.is_empty() {
+            let decisions = queues.iter().filter(|q| q.rejects_publish).count();
+            let waits = usize::from(!durable.is_empty()) + decisions;
+            if waits > 0 {
                 confirms.outstanding.insert(confirms.published);
-                tracker = Some(ConfirmTracker::new(
-                    (id, confirms.epoch, confirms.published),
-                    self.inbox.clone(),
-                ));
+                let confirm =
+                    ConfirmTracker::new((id, confirms.epoch, confirms.published), self.inbox.clone());
+                for _ in 1..waits {
+                    confirm.add_one();
+                }
+                deciding = (decisions > 0).then(|| confirm.clone());
+                tracker = (!durable.is_empty()).then_some(confirm);
             }
             if !self.pending_confirms.contains(&id) {
                 self.pending_confirms.push(id);
@@ -220,6 +228,7 @@ impl Connection {
             let enqueue = Enqueue {
                 message: message.clone(),
                 stored: stored.filter(|_| queue.store_id.is_some()),
+                confirm: deciding.clone().filter(|_| queue.rejects_publish),
             };
             self.pending_publishes.push(queue, enqueue);
         }
@@ -237,8 +246,14 @@ impl Connection {
             };
             // Deleted meanwhile: it will never hold them (RabbitMQ confirms
             // a message whose queue is deleted; the store does).
+            let mut ids = Vec::new();
+            for enqueue in returned {
+                if let Some(confirm) = enqueue.confirm {
+                    confirm.done(true);
+                }
+                ids.extend(enqueue.stored);
+            }
             if let Some(store_id) = queue.store_id {
-                let ids = returned.into_iter().filter_map(|e| e.stored).collect();
                 self.vhost.store.settle(store_id, ids);
             }
         }
@@ -340,8 +355,9 @@ impl Connection {
         }
     }
 
-    /// Acks every publish confirmed since the last flush, with one
-    /// `multiple` ack when there are several.
+    /// Settles every publish confirmed since the last flush, in order:
+    /// runs of acks as one `multiple` basic.ack each, and a basic.nack for
+    /// each message a queue refused.
     pub(crate) async fn flush_channel_confirms(&mut self, id: u16) {
         let Some(channel) = self.channels.get_mut(&id) else {
             return;
@@ -356,16 +372,34 @@ impl Connection {
         if confirmable <= confirms.acked {
             return;
         }
-        let multiple = confirmable - confirms.acked > 1;
+        let mut replies = Vec::new();
+        let mut from = confirms.acked;
+        let nacked: Vec<u64> = confirms.nacked.range(..=confirmable).copied().collect();
+        for seq in nacked {
+            confirms.nacked.remove(&seq);
+            if seq > from + 1 {
+                replies.push(ack(seq - 1, seq - 1 - from > 1));
+            }
+            replies.push(AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
+                delivery_tag: seq,
+                multiple: false,
+                requeue: false,
+            })));
+            from = seq;
+        }
+        if confirmable > from {
+            replies.push(ack(confirmable, confirmable - from > 1));
+        }
         confirms.acked = confirmable;
-        let delivery_tag = confirmable;
-        self.send(
-            id,
-            AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
-                delivery_tag,
-                multiple,
-            })),
-        )
-        .await;
+        for reply in replies {
+            self.send(id, reply).await;
+        }
     }
+}
+
+fn ack(delivery_tag: u64, multiple: bool) -> AMQPClass {
+    AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+        delivery_tag,
+        multiple,
+    }))
 }

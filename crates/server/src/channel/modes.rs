@@ -21,8 +21,11 @@ pub(crate) struct Confirms {
     /// Messages enqueued since confirm.select: the last sequence number given.
     /// Messages complete in publish order, so this is also the publish count.
     pub published: u64,
-    /// Sequence numbers waiting for the group commit of their writes.
+    /// Sequence numbers waiting for the group commit of their writes, or
+    /// for a queue's decision.
     pub outstanding: BTreeSet<u64>,
+    /// Sequence numbers a queue refused, not yet told: basic.nack.
+    pub nacked: BTreeSet<u64>,
     /// Highest sequence number acked to the client.
     pub acked: u64,
 }

@@ -34,7 +34,7 @@ use warren_codec::{CodecError, ContentAssembler, Frame, FrameCodec, Message, Out
 use crate::alarm::Alarm;
 use crate::broker::Broker;
 use crate::channel::{Channel, ChannelState, PendingPublishes, QueueBatches, Settle};
-use crate::events::{ConnEvent, Delivery, QueueCommand, QueueHandle};
+use crate::events::{ConnEvent, Delivery, Outcome, QueueCommand, QueueHandle};
 use crate::vhost::{RouteCache, VHost};
 use crate::AmqpError;
 
@@ -671,9 +671,9 @@ impl Connection {
                 channel,
                 epoch,
                 seq,
-                ok,
+                outcome,
             } => {
-                if !ok {
+                if outcome == Outcome::Failed {
                     // Never confirm what may not be on disk; the log says why.
                     return Err(AmqpError::internal_error("cannot store a persistent message"));
                 }
@@ -684,6 +684,9 @@ impl Connection {
                     .filter(|c| c.epoch == epoch);
                 if let Some(confirms) = confirms {
                     confirms.outstanding.remove(&seq);
+                    if outcome == Outcome::Nack {
+                        confirms.nacked.insert(seq);
+                    }
                     if !self.pending_confirms.contains(&channel) {
                         self.pending_confirms.push(channel);
                     }

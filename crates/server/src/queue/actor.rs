@@ -41,7 +41,14 @@ impl Queue {
         let mut never_held = Vec::new();
         while let Some(command) = rx.try_recv(false) {
             if let QueueCommand::Publish(batch) = command {
-                never_held.extend(batch.into_iter().filter_map(|e| e.stored));
+                for enqueue in batch {
+                    // A message whose queue is deleted is confirmed, as in
+                    // RabbitMQ.
+                    if let Some(confirm) = enqueue.confirm {
+                        confirm.done(true);
+                    }
+                    never_held.extend(enqueue.stored);
+                }
             }
         }
         // A deleted queue's definition left the store first (forget_queue);
@@ -80,6 +87,7 @@ impl Queue {
         }
         self.expire_head();
         self.dispatch();
+        self.enforce_max_length();
         self.load_ahead();
         self.page_out_tail();
         self.flush_dead_letters();
@@ -126,6 +134,11 @@ impl Queue {
             while let Some(batch) = rx.try_recv_publish() {
                 self.handle(QueueCommand::Publish(batch));
             }
+            // And sees the queue as the step would leave it: waiting
+            // consumers served, then the limits applied.
+            self.expire_head();
+            self.dispatch();
+            self.enforce_max_length();
         }
         self.handle(command)
     }
@@ -133,8 +146,13 @@ impl Queue {
     pub(super) fn handle(&mut self, command: QueueCommand) -> Next {
         match command {
             QueueCommand::Publish(batch) => {
-                for Enqueue { message, stored } in batch {
-                    self.publish(message, stored);
+                for Enqueue {
+                    message,
+                    stored,
+                    confirm,
+                } in batch
+                {
+                    self.publish(message, stored, confirm);
                 }
             }
             QueueCommand::Loaded(batch) => self.loaded(batch),

@@ -52,6 +52,12 @@ const QUORUM_ONLY: &[&str] = &[
 ];
 
 impl QueueArgs {
+    /// Whether the queue refuses publishes when full (rather than dropping
+    /// its oldest message).
+    pub fn rejects_publish(&self) -> bool {
+        (self.max_length.is_some() || self.max_length_bytes.is_some()) && self.overflow != Overflow::DropHead
+    }
+
     /// Parses and checks `table` for queue `queue` in `vhost`.
     pub fn parse(table: &FieldTable, queue: &str, vhost: &str) -> Result<Self, AmqpError> {
         let invalid = |key: &str, why: String| {
@@ -190,12 +196,6 @@ impl QueueArgs {
                     format!("{{unacceptable_type,{}}}", type_name(other)),
                 ))
             }
-        }
-        if max_length.is_some() {
-            return Err(unsupported("x-max-length", "a length limit"));
-        }
-        if max_length_bytes.is_some() {
-            return Err(unsupported("x-max-length-bytes", "a length limit"));
         }
         Ok(Self {
             message_ttl,

@@ -8,11 +8,13 @@ use std::sync::Arc;
 
 use warren_codec::Message;
 
+use super::dead_letter::Reason;
+use super::expiry::NEVER;
 use super::{Entry, Queue, Taken, HEAD};
 
 /// Bodies a queue pages out per step when memory comes under pressure.
 const PAGE_OUT_PER_STEP: usize = 4096;
-use crate::events::weight;
+use crate::events::{weight, ConfirmTracker};
 
 /// The ready messages, ordered by id, and what they weigh
 /// ([`crate::events::weight`]): all of them, which paces publishers, and
@@ -23,6 +25,8 @@ pub(super) struct Ready {
     entries: VecDeque<Entry>,
     weight: usize,
     in_memory: usize,
+    /// Body octets of every ready message (`x-max-length-bytes`).
+    body: u64,
 }
 
 impl Deref for Ready {
@@ -49,12 +53,18 @@ impl Ready {
         self.weight
     }
 
+    /// The body octets of every ready message.
+    pub fn body_bytes(&self) -> u64 {
+        self.body
+    }
+
     /// What the ready messages held in memory weigh.
     pub fn in_memory(&self) -> usize {
         self.in_memory
     }
 
     fn count(&mut self, entry: &Entry) {
+        self.body += u64::from(entry.body);
         self.weight += entry.weight as usize;
         if entry.message.is_some() {
             self.in_memory += entry.weight as usize;
@@ -62,6 +72,7 @@ impl Ready {
     }
 
     fn uncount(&mut self, entry: &Entry) {
+        self.body -= u64::from(entry.body);
         self.weight -= entry.weight as usize;
         if entry.message.is_some() {
             self.in_memory -= entry.weight as usize;
@@ -100,6 +111,8 @@ impl Ready {
     pub fn set_message(&mut self, at: usize, message: Arc<Message>) {
         let entry = &mut self.entries[at];
         let old = entry.weight as usize;
+        self.body = self.body - u64::from(entry.body) + message.body.len() as u64;
+        entry.body = message.body.len() as u32;
         entry.weight = weight_u32(&message);
         let new = entry.weight as usize;
         self.weight = self.weight - old + new;
@@ -126,6 +139,7 @@ impl Ready {
 
     /// Empties it (purge).
     pub fn take_all(&mut self) -> VecDeque<Entry> {
+        self.body = 0;
         self.weight = 0;
         self.in_memory = 0;
         std::mem::take(&mut self.entries)
@@ -168,9 +182,44 @@ impl Queue {
         self.ready.insert_in_order(entry);
     }
 
-    pub(super) fn publish(&mut self, message: Arc<Message>, stored: Option<u64>) {
+    /// A message routed here. A publisher waiting for a confirm is told
+    /// whether it was taken (a full queue may refuse it, see
+    /// [`super::limits`]).
+    pub(super) fn publish(
+        &mut self,
+        message: Arc<Message>,
+        stored: Option<u64>,
+        confirm: Option<Arc<ConfirmTracker>>,
+    ) {
+        if self.args.rejects_publish() && self.would_overflow(message.body.len()) {
+            self.refuse(message, stored);
+            if let Some(confirm) = confirm {
+                confirm.reject();
+            }
+            return;
+        }
+        if let Some(confirm) = confirm {
+            confirm.done(true);
+        }
         let id = self.next_msg_id;
         self.next_msg_id += 1;
+        let expires = self.expiry_of(&message);
+        if expires != NEVER && expires <= self.now_ms() && self.consumers.is_empty() {
+            // A TTL of 0 and no consumer to take it: expired on arrival, as
+            // in RabbitMQ (with a consumer, the step's dispatch may still
+            // deliver it within the millisecond).
+            let entry = Entry {
+                id,
+                weight: weight_u32(&message),
+                body: message.body.len() as u32,
+                expires,
+                message: Some(message),
+                stored,
+                redelivered: false,
+            };
+            self.discard(entry, Reason::Expired);
+            return;
+        }
         // Beyond the in-memory head, a body is read back from the store when
         // its turn comes near: a stored message's from its record; any other
         // from the transient log, where it is paged now if memory is under
@@ -187,10 +236,10 @@ impl Queue {
             }
             Some(_) => true,
         };
-        let expires = self.expiry_of(&message);
         self.ready.push_back(Entry {
             id,
             weight: weight_u32(&message),
+            body: message.body.len() as u32,
             expires,
             message: in_memory.then_some(message),
             stored,
@@ -287,6 +336,7 @@ impl Queue {
         self.put_back(Entry {
             id: msg_id,
             weight: weight_u32(&message),
+            body: message.body.len() as u32,
             expires,
             message: Some(message),
             stored,

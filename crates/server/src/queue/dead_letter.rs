@@ -1,5 +1,6 @@
 //! Dead-lettering (`x-dead-letter-exchange`, `x-dead-letter-routing-key`):
-//! a message rejected without requeue, or expired, leaves its queue and is
+//! a message rejected without requeue, expired, or pushed out by a length
+//! limit ([`super::limits`]) leaves its queue and is
 //! republished to the dead-letter exchange, with the headers RabbitMQ 3.10
 //! writes (compared with the reference in `dead_letter` tests):
 //!
@@ -35,6 +36,8 @@ pub(crate) enum Reason {
     Rejected,
     /// Its TTL passed.
     Expired,
+    /// A length limit pushed it out, or refused it (`reject-publish-dlx`).
+    Maxlen,
 }
 
 impl Reason {
@@ -42,6 +45,7 @@ impl Reason {
         match self {
             Reason::Rejected => "rejected",
             Reason::Expired => "expired",
+            Reason::Maxlen => "maxlen",
         }
     }
 }

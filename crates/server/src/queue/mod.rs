@@ -45,6 +45,7 @@ mod consumers;
 pub(crate) mod dead_letter;
 pub(crate) mod expiry;
 mod index;
+mod limits;
 
 /// Messages (or other commands) handled before dispatching, so deliveries
 /// go out in batches.
@@ -77,6 +78,7 @@ impl QueueHandle {
             new.exclusive_owner,
             new.auto_delete,
             new.arguments,
+            new.args.rejects_publish(),
         );
         let next_msg_id = new.recovered.len() as u64;
         // A recovered message's TTL counts again from now (see `expiry`).
@@ -90,6 +92,8 @@ impl QueueHandle {
                 // Not known until read back.
                 weight: crate::events::MESSAGE_OVERHEAD as u32,
                 expires: recovered_expiry,
+                // Not known until read back; the limit counts it as empty.
+                body: 0,
                 message: None,
                 stored: Some(e.message),
                 redelivered: e.delivered,
@@ -168,6 +172,8 @@ struct Entry {
     message: Option<Arc<Message>>,
     /// Its id in the store, for a persistent message on a durable queue.
     stored: Option<u64>,
+    /// Its body's length, for `x-max-length-bytes`.
+    body: u32,
     redelivered: bool,
 }
 
