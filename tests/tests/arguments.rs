@@ -98,7 +98,6 @@ async fn arguments_warren_does_not_honour_yet_are_refused_not_ignored() {
         let conn = broker.connect().await;
         for (key, value) in [
             ("x-max-priority", i(10)),
-            ("x-expires", i(1000)),
             ("x-single-active-consumer", AMQPValue::Boolean(true)),
             ("x-queue-type", s("quorum")),
         ] {

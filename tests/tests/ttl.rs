@@ -171,3 +171,61 @@ async fn an_invalid_expiration_is_406_as_in_rabbitmq() {
     })
     .await;
 }
+
+fn expires_args(ms: i32) -> FieldTable {
+    let mut args = FieldTable::default();
+    args.insert("x-expires".into(), AMQPValue::LongInt(ms));
+    args
+}
+
+/// Declares a queue another connection may see (x-expires queues are not
+/// exclusive in practice).
+async fn shared_queue_with(ch: &lapin::Channel, prefix: &str, args: FieldTable) -> String {
+    let name = unique(prefix);
+    ch.queue_declare(name.as_str().into(), QueueDeclareOptions::default(), args)
+        .await
+        .unwrap();
+    name
+}
+
+#[tokio::test]
+async fn a_queue_unused_past_x_expires_is_deleted_and_one_in_use_is_not() {
+    within(async {
+        let broker = start_broker().await;
+        let (conn, ch) = broker.channel().await;
+        let unused = shared_queue_with(&ch, "expires", expires_args(200)).await;
+        publish(&ch, "", &unused, b"publishing does not count as use").await;
+        let consumed = shared_queue_with(&ch, "expires-used", expires_args(200)).await;
+        let consumer = ch
+            .basic_consume(
+                consumed.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        // The span the queue must stay unused for (a passive declare would
+        // count as a use, so nothing looks at it meanwhile).
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let probe = conn.create_channel().await.unwrap();
+        let err = probe
+            .queue_declare(unused.as_str().into(), passive, FieldTable::default())
+            .await
+            .unwrap_err();
+        assert_eq!(reply_code(&err), 404);
+        // The consumed one is still there.
+        assert_eq!(count(&ch, &consumed).await, 0);
+        ch.basic_cancel(consumer.tag(), BasicCancelOptions::default())
+            .await
+            .unwrap();
+        ch.queue_delete(consumed.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .unwrap();
+    })
+    .await;
+}

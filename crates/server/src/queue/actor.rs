@@ -85,6 +85,13 @@ impl Queue {
                 return Next::Stop;
             }
         }
+        if self.unused_too_long() {
+            debug!(queue = %self.name, "x-expires: unused too long");
+            if let Some(vhost) = self.registry.upgrade() {
+                vhost.forget_queue(&self.name, self.id);
+            }
+            return Next::Stop;
+        }
         self.expire_head();
         self.dispatch();
         self.enforce_max_length();
@@ -162,6 +169,7 @@ impl Queue {
                 inbox,
                 reply,
             } => {
+                self.used();
                 if self.exclusive_consumer || (exclusive && !self.consumers.is_empty()) {
                     let _ = reply.send(Err(AmqpError::access_refused(format!(
                         "queue '{}' in vhost '{}' in exclusive use",
@@ -179,6 +187,8 @@ impl Queue {
                 }
             }
             QueueCommand::Cancel(consumer) => {
+                // The x-expires lease starts when the last consumer goes.
+                self.used();
                 let before = self.consumers.len();
                 self.consumers.retain(|c| !Arc::ptr_eq(&c.shared, &consumer));
                 if self.consumers.len() < before {
@@ -192,7 +202,10 @@ impl Queue {
                     return Next::Stop;
                 }
             }
-            QueueCommand::Get { no_ack, reply } => self.get(no_ack, reply),
+            QueueCommand::Get { no_ack, reply } => {
+                self.used();
+                self.get(no_ack, reply);
+            }
             QueueCommand::Ack(ids) => {
                 for id in ids {
                     if let Some(entry) = self.unacked.remove(&id) {
@@ -217,6 +230,8 @@ impl Queue {
             #[cfg(test)]
             QueueCommand::Panic => panic!("asked to"),
             QueueCommand::Stats(reply) => {
+                // Asked for by queue.declare (passive or not).
+                self.used();
                 let _ = reply.send((self.ready.len() as u32, self.consumers.len() as u32));
             }
             QueueCommand::Purge(reply) => {

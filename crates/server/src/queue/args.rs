@@ -30,6 +30,9 @@ pub enum Overflow {
 pub struct QueueArgs {
     /// `x-message-ttl`, in milliseconds.
     pub message_ttl: Option<u64>,
+    /// `x-expires`: the queue is deleted once unused this long, in
+    /// milliseconds.
+    pub expires: Option<u64>,
     /// `x-max-length`, in messages.
     pub max_length: Option<u64>,
     /// `x-max-length-bytes`, in body octets.
@@ -110,13 +113,11 @@ impl QueueArgs {
             }
         }
         let message_ttl = non_negative("x-message-ttl")?;
-        if let Some(n) = integer("x-expires")? {
-            match n {
-                ..0 => return Err(invalid("x-expires", format!("{{value_negative,{n}}}"))),
-                0 => return Err(invalid("x-expires", "{value_zero,0}".into())),
-                _ => return Err(unsupported("x-expires", "queue expiry")),
-            }
-        }
+        let expires = match integer("x-expires")? {
+            Some(n @ ..0) => return Err(invalid("x-expires", format!("{{value_negative,{n}}}"))),
+            Some(0) => return Err(invalid("x-expires", "{value_zero,0}".into())),
+            n => n.map(|n| n as u64),
+        };
         let max_length = non_negative("x-max-length")?;
         let max_length_bytes = non_negative("x-max-length-bytes")?;
         match non_negative("x-max-priority")? {
@@ -199,6 +200,7 @@ impl QueueArgs {
         }
         Ok(Self {
             message_ttl,
+            expires,
             max_length,
             max_length_bytes,
             overflow,

@@ -8,6 +8,11 @@
 //! message recovered at start gets its TTL counted again from the start
 //! (its time in the queue before is not stored), so it may live longer than
 //! its TTL, never shorter.
+//!
+//! Also the queue's own expiry, `x-expires`: a queue nobody has used for
+//! that long (no consumer, no basic.get, no declare) deletes itself, as an
+//! auto-delete queue does, messages and all. The lease starts again at
+//! every start of the broker.
 
 use std::time::Duration;
 
@@ -92,10 +97,38 @@ impl Queue {
         }
     }
 
-    /// When the actor must wake to expire the head of the queue, if ever.
+    /// When the actor must wake to expire the head of the queue, or the
+    /// queue itself, if ever.
     pub(super) fn next_expiry(&self) -> Option<Instant> {
-        let expires = self.ready.front()?.expires;
-        (expires != NEVER).then(|| self.epoch + Duration::from_millis(expires.saturating_add(1)))
+        let head = self
+            .ready
+            .front()
+            .filter(|e| e.expires != NEVER)
+            .map(|e| self.epoch + Duration::from_millis(e.expires.saturating_add(1)));
+        match (head, self.unused_until()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// `x-expires`: when the queue is deleted if nobody uses it meanwhile.
+    /// A queue with consumers is in use; so is one that gets a basic.get or
+    /// a declare (RabbitMQ's rule: publishing does not count).
+    pub(super) fn unused_until(&self) -> Option<Instant> {
+        let expires = self.args.expires?;
+        self.consumers
+            .is_empty()
+            .then(|| self.last_used + Duration::from_millis(expires))
+    }
+
+    /// A client used the queue: its `x-expires` lease starts again.
+    pub(super) fn used(&mut self) {
+        self.last_used = Instant::now();
+    }
+
+    /// Whether its `x-expires` lease ran out.
+    pub(super) fn unused_too_long(&self) -> bool {
+        self.unused_until().is_some_and(|at| Instant::now() >= at)
     }
 }
 

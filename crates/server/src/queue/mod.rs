@@ -104,6 +104,7 @@ impl QueueHandle {
             name: new.name,
             args: new.args,
             epoch: tokio::time::Instant::now(),
+            last_used: tokio::time::Instant::now(),
             id,
             registry,
             vhost_name: vhost_name.to_owned(),
@@ -191,6 +192,8 @@ struct Queue {
     args: args::QueueArgs,
     /// Its clock's zero, for expiries.
     epoch: tokio::time::Instant,
+    /// When a client last used it (`x-expires`, see [`expiry`]).
+    last_used: tokio::time::Instant,
     id: u64,
     /// Its virtual host, to leave when deleted.
     registry: Weak<dyn QueueRegistry>,
