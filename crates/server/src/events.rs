@@ -257,6 +257,8 @@ pub enum QueueCommand {
         consumer: Arc<ConsumerShared>,
         /// basic.consume exclusive flag.
         exclusive: bool,
+        /// Its `x-priority`: higher ones are served first.
+        priority: i64,
         /// The consuming connection's inbox.
         inbox: mpsc::UnboundedSender<ConnEvent>,
         /// Ok, or 403 ACCESS_REFUSED.

@@ -11,6 +11,7 @@ use crate::events::ConfirmTracker;
 use crate::events::ConsumerShared;
 use crate::events::{Enqueue, QueueCommand};
 use crate::gate::{Gate, CREDIT};
+use crate::queue::args::consumer_priority;
 use crate::queue::expiry::parse_expiration;
 use crate::vhost::random_suffix;
 use crate::AmqpError;
@@ -46,6 +47,7 @@ impl Connection {
     pub(crate) async fn handle_basic_consume(&mut self, id: u16, m: basic::Consume) -> Result<(), AmqpError> {
         let queue_name = self.queue_name(id, m.queue.as_str())?;
         let queue = self.vhost.queue(&queue_name, self.id)?;
+        let priority = consumer_priority(&m.arguments, queue_name.as_str(), &self.vhost.name)?;
         let channel = self.open_channel(id);
         let tag = match m.consumer_tag.as_str() {
             "" => format!("amq.ctag-{}", random_suffix()),
@@ -73,6 +75,7 @@ impl Connection {
             .ask(|reply| QueueCommand::Consume {
                 consumer: consumer.clone(),
                 exclusive: m.exclusive,
+                priority,
                 inbox,
                 reply,
             })

@@ -77,6 +77,7 @@ fn server_properties() -> FieldTable {
         "exchange_exchange_bindings",
         "basic.nack",
         "consumer_cancel_notify",
+        "consumer_priorities",
         "per_consumer_qos",
         "authentication_failure_close",
         "connection.blocked",

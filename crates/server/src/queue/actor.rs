@@ -166,6 +166,7 @@ impl Queue {
             QueueCommand::Consume {
                 consumer,
                 exclusive,
+                priority,
                 inbox,
                 reply,
             } => {
@@ -178,8 +179,9 @@ impl Queue {
                 } else {
                     self.exclusive_consumer = exclusive;
                     self.had_consumers = true;
-                    self.consumers.push_back(Consumer {
+                    self.add_consumer(Consumer {
                         shared: consumer,
+                        priority,
                         inbox,
                         pending: Vec::new(),
                     });

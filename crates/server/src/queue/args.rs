@@ -43,6 +43,22 @@ pub struct QueueArgs {
     pub dead_letter_exchange: Option<String>,
     /// `x-dead-letter-routing-key`.
     pub dead_letter_routing_key: Option<String>,
+    /// `x-single-active-consumer`: only the first consumer gets messages.
+    pub single_active_consumer: bool,
+}
+
+/// basic.consume's `x-priority`: any integer, 0 by default, checked with
+/// RabbitMQ's text.
+pub fn consumer_priority(table: &FieldTable, queue: &str, vhost: &str) -> Result<i64, AmqpError> {
+    match table.inner().get("x-priority") {
+        None => Ok(0),
+        Some(value) => as_integer(value).ok_or_else(|| {
+            AmqpError::precondition_failed(format!(
+                "invalid arg 'x-priority' for queue '{queue}' in vhost '{vhost}': \"expected integer, got {}\"",
+                type_name(value)
+            ))
+        }),
+    }
 }
 
 /// Arguments only quorum queues take: RabbitMQ 3.10 refuses them on a
@@ -183,24 +199,20 @@ impl QueueArgs {
                 ));
             }
         }
-        match get("x-single-active-consumer") {
-            None | Some(AMQPValue::Boolean(false)) => {}
-            Some(AMQPValue::Boolean(true)) => {
-                return Err(unsupported(
-                    "x-single-active-consumer",
-                    "a single active consumer",
-                ))
-            }
+        let single_active_consumer = match get("x-single-active-consumer") {
+            None => false,
+            Some(AMQPValue::Boolean(b)) => *b,
             Some(other) => {
                 return Err(invalid(
                     "x-single-active-consumer",
                     format!("{{unacceptable_type,{}}}", type_name(other)),
                 ))
             }
-        }
+        };
         Ok(Self {
             message_ttl,
             expires,
+            single_active_consumer,
             max_length,
             max_length_bytes,
             overflow,

@@ -181,6 +181,8 @@ struct Entry {
 #[derive(Debug)]
 struct Consumer {
     shared: Arc<ConsumerShared>,
+    /// `x-priority`.
+    priority: i64,
     inbox: mpsc::UnboundedSender<ConnEvent>,
     /// Deliveries of the dispatch round in progress, sent as one event.
     pending: Vec<Delivery>,
@@ -282,6 +284,7 @@ mod tests {
             .ask(|reply| QueueCommand::Consume {
                 consumer: consumer.clone(),
                 exclusive: false,
+                priority: 0,
                 inbox,
                 reply,
             })
