@@ -136,3 +136,73 @@ async fn a_non_integer_consumer_priority_is_406_as_in_rabbitmq() {
     })
     .await;
 }
+
+async fn publish_priority(ch: &lapin::Channel, queue: &str, body: &str, priority: Option<u8>) {
+    let mut properties = lapin::BasicProperties::default();
+    if let Some(p) = priority {
+        properties = properties.with_priority(p);
+    }
+    ch.basic_publish(
+        "".into(),
+        queue.into(),
+        BasicPublishOptions::default(),
+        body.as_bytes(),
+        properties,
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_priority_queue_delivers_higher_priorities_first_and_fifo_within_one() {
+    within(async {
+        let broker = start_broker().await;
+        let (_conn, ch) = broker.channel().await;
+        let q = unique("prioq");
+        let options = QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        };
+        ch.queue_declare(
+            q.as_str().into(),
+            options,
+            table(&[("x-max-priority", AMQPValue::LongInt(10))]),
+        )
+        .await
+        .unwrap();
+        for (body, priority) in [
+            ("none", None),
+            ("5a", Some(5)),
+            ("10", Some(10)),
+            ("5b", Some(5)),
+            ("0", Some(0)),
+            // Above the maximum: counts as 10, after the other 10.
+            ("200", Some(200)),
+        ] {
+            publish_priority(&ch, &q, body, priority).await;
+        }
+        // The first two, taken and given back: they return to their places.
+        let a = get(&ch, &q).await.expect("the first");
+        let b = get(&ch, &q).await.expect("the second");
+        assert_eq!(
+            (a.delivery.data.as_slice(), b.delivery.data.as_slice()),
+            (&b"10"[..], &b"200"[..])
+        );
+        b.delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        a.delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(drain(&ch, &q).await, ["10", "200", "5a", "5b", "none", "0"]);
+    })
+    .await;
+}

@@ -131,8 +131,9 @@ pub(crate) struct Inbox {
     loader: mpsc::UnboundedSender<Loaded>,
 }
 
-/// Messages read back from the store: (queue position, store id, message).
-pub(crate) type Loaded = Vec<(u64, u64, Result<Message, warren_store::StoreError>)>;
+/// Messages read back from the store: (lane, queue position, store id,
+/// message).
+pub(crate) type Loaded = Vec<(u8, u64, u64, Result<Message, warren_store::StoreError>)>;
 
 impl Inbox {
     /// The next input, commands first; None once every handle is gone.

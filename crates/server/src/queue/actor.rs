@@ -60,6 +60,7 @@ impl Queue {
             let held = self
                 .ready
                 .iter()
+                .map(|(_, e)| e)
                 .chain(self.unacked.values())
                 .filter_map(|e| e.stored);
             disk.store.forget(disk.queue, held.chain(never_held).collect());

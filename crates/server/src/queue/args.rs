@@ -45,6 +45,8 @@ pub struct QueueArgs {
     pub dead_letter_routing_key: Option<String>,
     /// `x-single-active-consumer`: only the first consumer gets messages.
     pub single_active_consumer: bool,
+    /// `x-max-priority`: the highest message priority the queue orders by.
+    pub max_priority: Option<u8>,
 }
 
 /// basic.consume's `x-priority`: any integer, 0 by default, checked with
@@ -136,13 +138,12 @@ impl QueueArgs {
         };
         let max_length = non_negative("x-max-length")?;
         let max_length_bytes = non_negative("x-max-length-bytes")?;
-        match non_negative("x-max-priority")? {
+        let max_priority = match non_negative("x-max-priority")? {
             Some(n) if n > 255 => {
                 return Err(invalid("x-max-priority", format!("{{max_value_exceeded,{n}}}")))
             }
-            Some(_) => return Err(unsupported("x-max-priority", "a priority queue")),
-            None => {}
-        }
+            n => n.map(|n| n as u8),
+        };
         let overflow = match string("x-overflow")?.as_deref() {
             None | Some("drop-head") => Overflow::DropHead,
             Some("reject-publish") => Overflow::RejectPublish,
@@ -212,6 +213,7 @@ impl QueueArgs {
         Ok(Self {
             message_ttl,
             expires,
+            max_priority,
             single_active_consumer,
             max_length,
             max_length_bytes,

@@ -1,8 +1,6 @@
 //! The ready messages, in publish order (requeued ones back at their
 //! place), and the unacked ones: taking, requeueing, returning.
 
-use std::collections::VecDeque;
-use std::ops::Deref;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -10,156 +8,12 @@ use warren_codec::Message;
 
 use super::dead_letter::Reason;
 use super::expiry::NEVER;
+use super::ready::weight_u32;
 use super::{Entry, Queue, Taken, HEAD};
 
 /// Bodies a queue pages out per step when memory comes under pressure.
 const PAGE_OUT_PER_STEP: usize = 4096;
-use crate::events::{weight, ConfirmTracker};
-
-/// The ready messages, ordered by id, and what they weigh
-/// ([`crate::events::weight`]): all of them, which paces publishers, and
-/// those whose body is in memory, which the head bounds. Read through
-/// `Deref`; every change goes through a method here, which keeps the sums.
-#[derive(Debug, Default)]
-pub(super) struct Ready {
-    entries: VecDeque<Entry>,
-    weight: usize,
-    in_memory: usize,
-    /// Body octets of every ready message (`x-max-length-bytes`).
-    body: u64,
-}
-
-impl Deref for Ready {
-    type Target = VecDeque<Entry>;
-
-    fn deref(&self) -> &VecDeque<Entry> {
-        &self.entries
-    }
-}
-
-impl FromIterator<Entry> for Ready {
-    fn from_iter<I: IntoIterator<Item = Entry>>(entries: I) -> Self {
-        let mut ready = Ready::default();
-        for entry in entries {
-            ready.push_back(entry);
-        }
-        ready
-    }
-}
-
-impl Ready {
-    /// What every ready message weighs.
-    pub fn weight(&self) -> usize {
-        self.weight
-    }
-
-    /// The body octets of every ready message.
-    pub fn body_bytes(&self) -> u64 {
-        self.body
-    }
-
-    /// What the ready messages held in memory weigh.
-    pub fn in_memory(&self) -> usize {
-        self.in_memory
-    }
-
-    fn count(&mut self, entry: &Entry) {
-        self.body += u64::from(entry.body);
-        self.weight += entry.weight as usize;
-        if entry.message.is_some() {
-            self.in_memory += entry.weight as usize;
-        }
-    }
-
-    fn uncount(&mut self, entry: &Entry) {
-        self.body -= u64::from(entry.body);
-        self.weight -= entry.weight as usize;
-        if entry.message.is_some() {
-            self.in_memory -= entry.weight as usize;
-        }
-    }
-
-    pub fn push_back(&mut self, entry: Entry) {
-        self.count(&entry);
-        self.entries.push_back(entry);
-    }
-
-    pub fn pop_front(&mut self) -> Option<Entry> {
-        let entry = self.entries.pop_front()?;
-        self.uncount(&entry);
-        Some(entry)
-    }
-
-    /// Inserts an entry where its id places it.
-    pub fn insert_in_order(&mut self, entry: Entry) {
-        let at = self
-            .entries
-            .binary_search_by_key(&entry.id, |e| e.id)
-            .unwrap_or_else(|at| at);
-        self.count(&entry);
-        self.entries.insert(at, entry);
-    }
-
-    pub fn remove(&mut self, at: usize) -> Option<Entry> {
-        let entry = self.entries.remove(at)?;
-        self.uncount(&entry);
-        Some(entry)
-    }
-
-    /// Gives a paged-out entry its body back, and its true weight (an
-    /// entry recovered at start is only estimated).
-    pub fn set_message(&mut self, at: usize, message: Arc<Message>) {
-        let entry = &mut self.entries[at];
-        let old = entry.weight as usize;
-        self.body = self.body - u64::from(entry.body) + message.body.len() as u64;
-        entry.body = message.body.len() as u32;
-        entry.weight = weight_u32(&message);
-        let new = entry.weight as usize;
-        self.weight = self.weight - old + new;
-        if entry.message.is_some() {
-            self.in_memory -= old;
-        }
-        self.in_memory += new;
-        entry.message = Some(message);
-    }
-
-    /// Sets an entry's expiry (learnt when its body is read back).
-    pub fn set_expiry(&mut self, at: usize, expires: u64) {
-        self.entries[at].expires = expires;
-    }
-
-    /// Drops an entry's body, now kept by the store as `stored`.
-    pub fn page_out(&mut self, at: usize, stored: u64) {
-        let entry = &mut self.entries[at];
-        if entry.message.take().is_some() {
-            self.in_memory -= entry.weight as usize;
-        }
-        entry.stored = Some(stored);
-    }
-
-    /// Empties it (purge).
-    pub fn take_all(&mut self) -> VecDeque<Entry> {
-        self.body = 0;
-        self.weight = 0;
-        self.in_memory = 0;
-        std::mem::take(&mut self.entries)
-    }
-
-    /// A drained backlog leaves its capacity behind (40 octets a message):
-    /// give it back once mostly empty.
-    pub fn shrink(&mut self) {
-        if self.entries.capacity() > 4 * self.entries.len() + 4096 {
-            self.entries.shrink_to(2 * self.entries.len());
-        }
-    }
-}
-
-/// A message's weight as an entry keeps it (a message is at most
-/// [`crate::config::MAX_MESSAGE_SIZE`], so this saturates only for a broker
-/// misconfigured through the library).
-fn weight_u32(message: &Message) -> u32 {
-    u32::try_from(weight(message)).unwrap_or(u32::MAX)
-}
+use crate::events::ConfirmTracker;
 
 impl Queue {
     /// Puts unacked messages back where their ids place them among the ready
@@ -203,6 +57,7 @@ impl Queue {
         }
         let id = self.next_msg_id;
         self.next_msg_id += 1;
+        let priority = self.ready.lane_of(*message.properties.priority());
         let expires = self.expiry_of(&message);
         if expires != NEVER && expires <= self.now_ms() && self.consumers.is_empty() {
             // A TTL of 0 and no consumer to take it: expired on arrival, as
@@ -215,6 +70,7 @@ impl Queue {
                 expires,
                 message: Some(message),
                 stored,
+                priority,
                 redelivered: false,
             };
             self.discard(entry, Reason::Expired);
@@ -243,6 +99,7 @@ impl Queue {
             expires,
             message: in_memory.then_some(message),
             stored,
+            priority,
             redelivered: false,
         });
     }
@@ -263,23 +120,25 @@ impl Queue {
         }
         let (store, queue) = (disk.store.clone(), disk.queue);
         let mut kept = 0;
-        let mut budget = PAGE_OUT_PER_STEP;
-        let mut at = 0;
-        while at < self.ready.len() && budget > 0 && self.ready.in_memory() > HEAD {
-            let entry = &self.ready[at];
-            if let Some(message) = &entry.message {
-                if kept < HEAD {
-                    kept += entry.weight as usize;
-                } else {
-                    let stored = match entry.stored {
-                        Some(stored) => stored,
-                        None => store.page_out(message.clone(), queue),
-                    };
-                    self.ready.page_out(at, stored);
-                    budget -= 1;
-                }
+        let mut over = self.ready.in_memory() - HEAD;
+        let mut chosen = Vec::new();
+        for (pos, entry) in self.ready.iter() {
+            if chosen.len() >= PAGE_OUT_PER_STEP || over == 0 {
+                break;
             }
-            at += 1;
+            let Some(message) = &entry.message else {
+                continue;
+            };
+            if kept < HEAD {
+                kept += entry.weight as usize;
+                continue;
+            }
+            over = over.saturating_sub(entry.weight as usize);
+            chosen.push((pos, entry.stored, message.clone()));
+        }
+        for (pos, stored, message) in chosen {
+            let stored = stored.unwrap_or_else(|| store.page_out(message, queue));
+            self.ready.page_out(pos, stored);
         }
     }
 
@@ -333,8 +192,10 @@ impl Queue {
                 stored = Some(disk.store.publish(message.clone(), vec![disk.queue], None));
             }
         }
+        let priority = self.ready.lane_of(*message.properties.priority());
         self.put_back(Entry {
             id: msg_id,
+            priority,
             weight: weight_u32(&message),
             body: message.body.len() as u32,
             expires,

@@ -82,17 +82,26 @@ impl Queue {
     /// Removes the expired messages at the head of the queue, dead-lettering
     /// them if the queue does. One whose body is on disk waits to be read
     /// back first (it is at the head, so it is being read).
+    /// (In a priority queue, the head of each priority's lane.)
     pub(super) fn expire_head(&mut self) {
-        if self.ready.front().is_none_or(|e| e.expires == NEVER) {
+        if self.ready.lane_fronts().all(|e| e.expires == NEVER) {
             return;
         }
         let now = self.now_ms();
-        while let Some(front) = self.ready.front().filter(|e| self.expired(e, now)) {
-            if self.dead_letters() && front.message.is_none() {
+        loop {
+            let next = self
+                .ready
+                .lane_fronts()
+                .find(|e| self.expired(e, now))
+                .map(|e| (e.priority, e.message.is_none()));
+            let Some((lane, on_disk)) = next else {
+                return;
+            };
+            if self.dead_letters() && on_disk {
                 self.load_ahead();
                 return;
             }
-            let entry = self.ready.pop_front().expect("a front entry");
+            let entry = self.ready.pop_lane(lane).expect("a front entry");
             self.discard(entry, Reason::Expired);
         }
     }
@@ -102,9 +111,11 @@ impl Queue {
     pub(super) fn next_expiry(&self) -> Option<Instant> {
         let head = self
             .ready
-            .front()
-            .filter(|e| e.expires != NEVER)
-            .map(|e| self.epoch + Duration::from_millis(e.expires.saturating_add(1)));
+            .lane_fronts()
+            .map(|e| e.expires)
+            .filter(|&expires| expires != NEVER)
+            .min()
+            .map(|expires| self.epoch + Duration::from_millis(expires.saturating_add(1)));
         match (head, self.unused_until()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),

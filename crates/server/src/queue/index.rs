@@ -32,30 +32,31 @@ impl Queue {
         // Within the head too, so that what is read back is never paged out
         // again ([`Queue::page_out_tail`]) before it is delivered.
         let mut ahead = 0;
-        let wanted: Vec<(u64, u64)> = self
+        let wanted: Vec<(u8, u64, u64)> = self
             .ready
             .iter()
+            .map(|(_, e)| e)
             .take(READ_AHEAD)
             .take_while(|e| {
                 ahead += e.weight as usize;
                 ahead <= HEAD || ahead == e.weight as usize
             })
             .filter(|e| e.message.is_none())
-            .filter_map(|e| Some((e.id, e.stored?)))
+            .filter_map(|e| Some((e.priority, e.id, e.stored?)))
             .collect();
         if wanted.is_empty() {
             return;
         }
         self.loading = true;
         let loader = self.loader.clone();
-        let ids = wanted.iter().map(|&(_, id)| id).collect();
+        let ids = wanted.iter().map(|&(_, _, id)| id).collect();
         disk.store.read(
             ids,
             Box::new(move |read| {
                 let batch = wanted
                     .into_iter()
                     .zip(read)
-                    .map(|((position, id), message)| (position, id, message))
+                    .map(|((lane, position, id), message)| (lane, position, id, message))
                     .collect();
                 // A queue gone meanwhile no longer needs them.
                 let _ = loader.send(batch);
@@ -67,18 +68,18 @@ impl Queue {
     /// that cannot be read is lost, and said so.
     pub(super) fn loaded(&mut self, batch: Loaded) {
         self.loading = false;
-        for (position, id, read) in batch {
-            let Ok(at) = self.ready.binary_search_by_key(&position, |e| e.id) else {
+        for (lane, position, id, read) in batch {
+            let Some(at) = self.ready.find(lane, position) else {
                 continue;
             };
-            if self.ready[at].stored != Some(id) || self.ready[at].message.is_some() {
+            if self.ready.get(at).stored != Some(id) || self.ready.get(at).message.is_some() {
                 continue;
             }
             match read {
                 Ok(message) => {
                     // A message recovered at start: its own expiration is
                     // known now (see `expiry`).
-                    if self.ready[at].expires == super::expiry::NEVER {
+                    if self.ready.get(at).expires == super::expiry::NEVER {
                         let expires = self.expiry_of(&message);
                         self.ready.set_expiry(at, expires);
                     }

@@ -43,6 +43,7 @@ impl Queue {
             body: 0,
             message: Some(message),
             stored,
+            priority: 0,
             redelivered: false,
         };
         if self.args.overflow == Overflow::RejectPublishDlx {

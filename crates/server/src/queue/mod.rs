@@ -46,6 +46,7 @@ pub(crate) mod dead_letter;
 pub(crate) mod expiry;
 mod index;
 mod limits;
+mod ready;
 
 /// Messages (or other commands) handled before dispatching, so deliveries
 /// go out in batches.
@@ -83,22 +84,24 @@ impl QueueHandle {
         let next_msg_id = new.recovered.len() as u64;
         // A recovered message's TTL counts again from now (see `expiry`).
         let recovered_expiry = new.args.message_ttl.unwrap_or(expiry::NEVER);
-        let ready = new
-            .recovered
-            .into_iter()
-            .zip(0..)
-            .map(|(e, position)| Entry {
-                id: position,
-                // Not known until read back.
-                weight: crate::events::MESSAGE_OVERHEAD as u32,
-                expires: recovered_expiry,
-                // Not known until read back; the limit counts it as empty.
-                body: 0,
-                message: None,
-                stored: Some(e.message),
-                redelivered: e.delivered,
-            })
-            .collect();
+        let mut ready = ready::Ready::new(new.args.max_priority.unwrap_or(0));
+        let recovered = new.recovered.into_iter().zip(0..).map(|(e, position)| Entry {
+            id: position,
+            // Not known until read back.
+            weight: crate::events::MESSAGE_OVERHEAD as u32,
+            expires: recovered_expiry,
+            // Not known until read back; the limit counts it as empty.
+            body: 0,
+            message: None,
+            stored: Some(e.message),
+            // Not known until read back: recovered messages wait in
+            // the lowest lane, in their stored order.
+            priority: 0,
+            redelivered: e.delivered,
+        });
+        for entry in recovered {
+            ready.push_back(entry);
+        }
         let loader = rx.loader();
         let actor = Queue {
             name: new.name,
@@ -173,6 +176,8 @@ struct Entry {
     message: Option<Arc<Message>>,
     /// Its id in the store, for a persistent message on a durable queue.
     stored: Option<u64>,
+    /// Its lane ([`ready`]): its priority, capped at the queue's maximum.
+    priority: u8,
     /// Its body's length, for `x-max-length-bytes`.
     body: u32,
     redelivered: bool,
@@ -217,7 +222,7 @@ struct Queue {
     parked_gets: VecDeque<(bool, oneshot::Sender<Option<GetOk>>)>,
     /// Ready messages, ordered by id: new ones are appended, requeued ones
     /// are inserted back where their id puts them.
-    ready: backlog::Ready,
+    ready: ready::Ready,
     /// Delivered, awaiting ack or requeue.
     unacked: HashMap<u64, Entry>,
     next_msg_id: u64,
