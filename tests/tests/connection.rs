@@ -45,6 +45,8 @@ async fn start_announces_server_properties_and_capabilities() {
             "per_consumer_qos",
             "authentication_failure_close",
             "connection.blocked",
+            "consumer_priorities",
+            "direct_reply_to",
         ] {
             assert_eq!(caps.inner().get(cap), Some(&AMQPValue::Boolean(true)), "{cap}");
         }

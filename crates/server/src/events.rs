@@ -493,6 +493,14 @@ pub enum ConnEvent {
     },
 }
 
+/// A channel's direct reply-to consumer, as its virtual host finds it by
+/// reply address ([`crate::channel::reply_to`]).
+#[derive(Debug, Clone)]
+pub(crate) struct ReplyConsumer {
+    pub consumer: Arc<ConsumerShared>,
+    pub inbox: mpsc::UnboundedSender<ConnEvent>,
+}
+
 /// How a publish ends, for its publisher.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {

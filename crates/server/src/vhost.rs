@@ -24,7 +24,7 @@ use tracing::warn;
 use warren_router::{Destination, Exchange, ExchangeKind, QueueName, Router, RouterError};
 use warren_store::{BindingDef, DestinationKind, ExchangeDef, QueueDef, Recovered, RecoveredEntry, Store};
 
-use crate::events::{Enqueue, QueueHandle, QueueRegistry};
+use crate::events::{Enqueue, QueueHandle, QueueRegistry, ReplyConsumer};
 use crate::queue::args::{type_name, QueueArgs};
 use crate::queue::dead_letter::is_cycle;
 use crate::queue::{Disk, NewQueue};
@@ -67,6 +67,9 @@ pub struct VHost {
     pub(crate) store: Store,
     /// Set while memory is high enough for queues to page (see [`crate::alarm`]).
     memory_pressure: Arc<std::sync::atomic::AtomicBool>,
+    /// Direct reply-to addresses and their consumers
+    /// ([`crate::channel::reply_to`]).
+    replies: std::sync::Mutex<HashMap<String, ReplyConsumer>>,
 }
 
 /// What recovery found, for the start-up log.
@@ -119,6 +122,7 @@ impl VHost {
             epoch: AtomicU64::new(0),
             store,
             memory_pressure,
+            replies: Default::default(),
         });
         let stats = vhost.restore(recovered);
         (vhost, stats)
@@ -292,6 +296,11 @@ impl VHost {
             }
             RouterError::InvalidArgument(text) => AmqpError::precondition_failed(text),
         }
+    }
+
+    /// The direct reply-to addresses in use.
+    pub(crate) fn replies(&self) -> std::sync::MutexGuard<'_, HashMap<String, ReplyConsumer>> {
+        self.replies.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn queue_not_found(&self, name: &str) -> AmqpError {

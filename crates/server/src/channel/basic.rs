@@ -5,6 +5,7 @@ use std::sync::Arc;
 use amq_protocol::protocol::{basic, AMQPClass};
 use warren_codec::Published;
 
+use super::reply_to::REPLY_TO;
 use super::{ChannelState, Routed, Settle};
 use crate::connection::Connection;
 use crate::events::ConfirmTracker;
@@ -45,6 +46,9 @@ impl Connection {
     }
 
     pub(crate) async fn handle_basic_consume(&mut self, id: u16, m: basic::Consume) -> Result<(), AmqpError> {
+        if m.queue.as_str() == REPLY_TO {
+            return self.consume_reply_to(id, m).await;
+        }
         let queue_name = self.queue_name(id, m.queue.as_str())?;
         let queue = self.vhost.queue(&queue_name, self.id)?;
         let priority = consumer_priority(&m.arguments, queue_name.as_str(), &self.vhost.name)?;
@@ -104,6 +108,7 @@ impl Connection {
     pub(crate) async fn handle_basic_cancel(&mut self, id: u16, m: basic::Cancel) -> Result<(), AmqpError> {
         // Cancelling an unknown tag is not an error (RabbitMQ replies cancel-ok).
         if let Some(consumer) = self.open_channel(id).consumers.remove(m.consumer_tag.as_str()) {
+            self.forget_reply_to(id, &consumer.tag);
             consumer.queue.send(QueueCommand::Cancel(consumer.clone())).await;
         }
         self.reply(
@@ -131,11 +136,11 @@ impl Connection {
     /// has arrived (immediate, exchange exists, not internal), and the queues
     /// it goes to. In a transaction this happens at publish time too; only
     /// the hand-over to the queues waits for commit.
-    pub(crate) fn route(&mut self, published: Published) -> Result<Routed, AmqpError> {
+    pub(crate) fn route(&mut self, id: u16, published: Published) -> Result<Routed, AmqpError> {
         let Published {
             mandatory,
             immediate,
-            message,
+            mut message,
         } = published;
         if immediate {
             return Err(AmqpError::not_implemented("immediate=true").for_method(PUBLISH.0, PUBLISH.1));
@@ -148,6 +153,16 @@ impl Connection {
                 .for_method(PUBLISH.0, PUBLISH.1));
             }
         }
+        self.address_reply_to(id, &mut message)
+            .map_err(|e| e.for_method(PUBLISH.0, PUBLISH.1))?;
+        let message = Arc::new(message);
+        if self.deliver_reply(&message) {
+            return Ok(Routed {
+                mandatory: false,
+                message,
+                queues: Vec::new().into(),
+            });
+        }
         let queues = self
             .vhost
             .route(
@@ -159,7 +174,7 @@ impl Connection {
             .map_err(|e| e.for_method(PUBLISH.0, PUBLISH.1))?;
         Ok(Routed {
             mandatory,
-            message: Arc::new(message),
+            message,
             queues,
         })
     }

@@ -11,6 +11,7 @@ mod basic;
 mod exchange;
 mod modes;
 mod queue;
+pub(crate) mod reply_to;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -94,6 +95,8 @@ pub struct Channel {
     /// The queue most recently declared on this channel, which an empty
     /// queue name stands for (an AMQP 0-9-1 shortcut RabbitMQ keeps).
     pub(crate) last_queue: Option<String>,
+    /// Its direct reply-to consumer: the reply address and the tag.
+    pub(crate) reply_to: Option<(String, Arc<str>)>,
 }
 
 impl Channel {
@@ -108,6 +111,7 @@ impl Channel {
             consumers: HashMap::new(),
             consumer_prefetch: 0,
             channel_prefetch: Arc::new(Gate::new(0)),
+            reply_to: None,
             confirms: None,
             tx: None,
             last_queue: None,
@@ -397,7 +401,7 @@ impl Connection {
     }
 
     pub(crate) async fn handle_published(&mut self, id: u16, published: Published) -> Result<(), AmqpError> {
-        let routed = self.route(published)?;
+        let routed = self.route(id, published)?;
         match self.channels.get_mut(&id).and_then(|c| c.tx.as_mut()) {
             Some(tx) => tx.publishes.push(routed),
             None => self.enqueue(id, routed, None).await?,

@@ -9,6 +9,20 @@ use crate::AmqpError;
 
 impl Connection {
     pub(crate) async fn handle_queue_declare(&mut self, id: u16, m: queue::Declare) -> Result<(), AmqpError> {
+        // The direct reply-to pseudo-queue exists for every client that asks.
+        if m.queue.as_str() == super::reply_to::REPLY_TO {
+            self.reply(
+                id,
+                m.nowait,
+                AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                    queue: m.queue,
+                    message_count: 0,
+                    consumer_count: 0,
+                })),
+            )
+            .await;
+            return Ok(());
+        }
         let handle = self.vhost.declare_queue(
             QueueSpec {
                 name: m.queue.as_str(),

@@ -78,6 +78,7 @@ fn server_properties() -> FieldTable {
         "basic.nack",
         "consumer_cancel_notify",
         "consumer_priorities",
+        "direct_reply_to",
         "per_consumer_qos",
         "authentication_failure_close",
         "connection.blocked",

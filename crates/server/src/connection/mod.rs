@@ -778,6 +778,12 @@ impl Connection {
         let Some(channel) = self.channels.get_mut(&id) else {
             return;
         };
+        if let Some((key, _)) = channel.reply_to.take() {
+            self.vhost.replies().remove(&key);
+        }
+        let Some(channel) = self.channels.get_mut(&id) else {
+            return;
+        };
         let consumers: Vec<_> = channel.consumers.drain().map(|(_, c)| c).collect();
         let mut unacked = channel.take_all_unacked();
         // Acks of a transaction never committed are void: those messages
