@@ -9,6 +9,10 @@
 //! The keys live in the virtual host ([`crate::vhost::VHost::replies`]); a
 //! reply to a key that is gone (its channel closed) is dropped, as in
 //! RabbitMQ. The reply is delivered at once, also from inside a transaction.
+//! A reply consumer has a consumer's credit (1 MiB of replies on their way
+//! to its socket); a reply past it is dropped, since replies are not
+//! queued anywhere and a requester that stops reading must not grow the
+//! broker.
 
 use std::sync::Arc;
 
@@ -17,9 +21,11 @@ use warren_codec::Message;
 
 use crate::connection::Connection;
 use crate::events::{ConnEvent, ConsumerShared, Delivery, QueueHandle, ReplyConsumer};
-use crate::gate::Gate;
+use crate::gate::{Gate, CREDIT};
+use crate::queue::weight_u32;
 use crate::vhost::random_suffix;
 use crate::AmqpError;
+use tracing::debug;
 
 /// The pseudo-queue's name, and the prefix of every reply address.
 pub(crate) const REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -58,7 +64,7 @@ impl Connection {
             no_ack: true,
             prefetch: Gate::new(0),
             channel_prefetch: channel.channel_prefetch.clone(),
-            credit: Gate::new(0),
+            credit: Gate::new(CREDIT),
         });
         let key = format!("{REPLY_TO}.{}", random_suffix());
         channel.consumers.insert(tag.clone(), consumer.clone());
@@ -122,15 +128,23 @@ impl Connection {
             return false;
         }
         let target = self.vhost.replies().get(message.routing_key.as_str()).cloned();
-        if let Some(ReplyConsumer { consumer, inbox }) = target {
-            let _ = inbox.send(ConnEvent::Deliver(vec![Delivery {
-                consumer,
-                credit: 0,
-                msg_id: 0,
-                message: message.clone(),
-                redelivered: false,
-            }]));
+        let Some(ReplyConsumer { consumer, inbox }) = target else {
+            return true;
+        };
+        // Bounded like any consumer's deliveries: a requester that does not
+        // read its replies loses them rather than growing the broker.
+        let credit = weight_u32(message);
+        if !consumer.credit.try_acquire_n(credit) {
+            debug!(address = %message.routing_key, "direct reply dropped: its consumer is not reading");
+            return true;
         }
+        let _ = inbox.send(ConnEvent::Deliver(vec![Delivery {
+            consumer,
+            credit,
+            msg_id: 0,
+            message: message.clone(),
+            redelivered: false,
+        }]));
         true
     }
 }

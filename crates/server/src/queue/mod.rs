@@ -48,6 +48,8 @@ mod index;
 mod limits;
 mod ready;
 
+pub(crate) use ready::weight_u32;
+
 /// Messages (or other commands) handled before dispatching, so deliveries
 /// go out in batches.
 const BATCH: usize = 256;

@@ -218,6 +218,6 @@ impl Ready {
 /// A message's weight as an entry keeps it (a message is at most
 /// [`crate::config::MAX_MESSAGE_SIZE`], so this saturates only for a broker
 /// misconfigured through the library).
-pub(super) fn weight_u32(message: &Message) -> u32 {
+pub(crate) fn weight_u32(message: &Message) -> u32 {
     u32::try_from(weight(message)).unwrap_or(u32::MAX)
 }
