@@ -77,7 +77,7 @@ fi
 
 passed=0
 failed=0
-scripts="pika/*.py amqplib/*.js kombu/*.py celery/run_*.py"
+scripts="pika/*.py pika/work_queues/*.py amqplib/*.js kombu/*.py celery/run_*.py"
 if [ -n "${ALARM_URL:-}" ]; then scripts="$scripts pika/alarm/*.py"; fi
 for script in $scripts; do
   case "$script" in

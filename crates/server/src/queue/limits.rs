@@ -1,9 +1,11 @@
 //! Length limits: `x-max-length` (ready messages) and `x-max-length-bytes`
 //! (their body octets), with `x-overflow`, as RabbitMQ 3.10 applies them:
 //!
-//! - `drop-head` (the default): a new message goes in, and the oldest ready
-//!   messages leave (dead-lettered with reason `maxlen` if the queue has a
-//!   dead-letter exchange) until the queue is within its limits. Consumers
+//! - `drop-head` (the default): a new message goes in, and messages leave
+//!   from the head (the next to deliver: in a priority queue, the oldest of
+//!   the highest priority, as RabbitMQ drops them), dead-lettered with
+//!   reason `maxlen` if the queue has a dead-letter exchange, until the
+//!   queue is within its limits. Consumers
 //!   are served first, so a consumer waiting on a queue limited to 0 still
 //!   gets each message.
 //! - `reject-publish`: a message that would take the queue over a limit is
