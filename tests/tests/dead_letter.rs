@@ -260,3 +260,84 @@ async fn an_automatic_cycle_is_cut_and_the_message_dropped() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_republished_death_count_of_any_integer_type_counts_up() {
+    within(async {
+        let broker = start_broker().await;
+        let (_conn, ch) = broker.channel().await;
+        let (src, dlq) = (unique("src"), unique("dlq"));
+        declare(&ch, &dlq, FieldTable::default()).await;
+        declare(&ch, &src, dlx_args("", Some(&dlq))).await;
+        // As a client republishes a dead-lettered message: pika writes a
+        // small count as a 32-bit integer.
+        let mut death = FieldTable::default();
+        death.insert("count".into(), AMQPValue::LongInt(2));
+        death.insert("reason".into(), AMQPValue::LongString("rejected".into()));
+        death.insert("queue".into(), AMQPValue::LongString(src.as_str().into()));
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "x-death".into(),
+            AMQPValue::FieldArray(vec![AMQPValue::FieldTable(death)].into()),
+        );
+        ch.basic_publish(
+            "".into(),
+            src.as_str().into(),
+            BasicPublishOptions::default(),
+            b"again",
+            BasicProperties::default().with_headers(headers),
+        )
+        .await
+        .unwrap();
+        let got = get(&ch, &src).await.expect("the message");
+        got.delivery
+            .reject(BasicRejectOptions { requeue: false })
+            .await
+            .unwrap();
+        let got = get_eventually(&ch, &dlq).await;
+        let deaths = deaths(&got.delivery);
+        assert_eq!(field(&deaths[0], "count"), Some(&AMQPValue::LongLongInt(3)));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_message_rejected_just_before_its_auto_delete_queue_goes_is_dead_lettered() {
+    within(async {
+        let broker = start_broker().await;
+        let (_conn, ch) = broker.channel().await;
+        let (src, dlq) = (unique("src"), unique("dlq"));
+        declare(&ch, &dlq, FieldTable::default()).await;
+        ch.queue_declare(
+            src.as_str().into(),
+            QueueDeclareOptions {
+                auto_delete: true,
+                ..Default::default()
+            },
+            dlx_args("", Some(&dlq)),
+        )
+        .await
+        .unwrap();
+        publish(&ch, "", &src, b"last").await;
+        let consumer_ch = broker.connect().await.create_channel().await.unwrap();
+        let mut consumer = consumer_ch
+            .basic_consume(
+                src.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let d = consumer.next().await.unwrap().unwrap();
+        // The reject and the cancel that deletes the queue, back to back.
+        d.reject(BasicRejectOptions { requeue: false }).await.unwrap();
+        consumer_ch
+            .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+            .await
+            .unwrap();
+        let got = get_eventually(&ch, &dlq).await;
+        assert_eq!(got.delivery.data, b"last");
+    })
+    .await;
+}

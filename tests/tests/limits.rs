@@ -208,3 +208,57 @@ async fn a_consumer_waiting_on_a_queue_limited_to_zero_gets_each_message() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn reject_publish_counts_a_queue_its_consumer_keeps_empty() {
+    within(async {
+        let broker = start_broker().await;
+        let (_conn, ch) = broker.channel().await;
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        let q = unique("reject-busy");
+        declare(
+            &ch,
+            &q,
+            args(&[
+                ("x-max-length", AMQPValue::LongInt(1)),
+                ("x-overflow", s("reject-publish")),
+            ]),
+        )
+        .await;
+        let mut consumer = ch
+            .basic_consume(
+                q.as_str().into(),
+                "".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        // Ten at once: each is taken by the consumer as it arrives, so the
+        // queue never holds more than one and none is refused.
+        let mut confirms = Vec::new();
+        for i in 0..10u8 {
+            confirms.push(
+                ch.basic_publish(
+                    "".into(),
+                    q.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &[i],
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap(),
+            );
+        }
+        for confirm in confirms {
+            assert!(confirm.await.unwrap().is_ack());
+        }
+        for i in 0..10u8 {
+            assert_eq!(consumer.next().await.unwrap().unwrap().data, [i]);
+        }
+    })
+    .await;
+}

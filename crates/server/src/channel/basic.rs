@@ -240,6 +240,7 @@ impl Connection {
         // it: what a queue later tells the store about it comes after.
         let stored = (!durable.is_empty()).then(|| {
             let confirm = tracker.map(|t| t as Arc<dyn warren_store::Durable>);
+            self.stored_since_flush = true;
             self.vhost.store.publish(message.clone(), durable, confirm)
         });
         for queue in queues.iter() {
@@ -277,9 +278,10 @@ impl Connection {
         }
         // A publisher faster than the disk waits for the store's thread to
         // catch up before it reads more: what it sent is in memory until
-        // written. The store never waits on a connection, so this cannot
-        // deadlock.
-        if self.vhost.store.unwritten() > STORE_CREDIT {
+        // written. Only a connection that stored something waits (consumers
+        // keep draining). The store never waits on a connection, so this
+        // cannot deadlock.
+        if std::mem::take(&mut self.stored_since_flush) && self.vhost.store.unwritten() > STORE_CREDIT {
             let (done, written) = tokio::sync::oneshot::channel();
             self.vhost.store.barrier(ConfirmTracker::commit(done));
             let _ = written.await;

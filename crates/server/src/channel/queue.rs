@@ -42,8 +42,9 @@ impl Connection {
         {
             self.exclusive_queues.push(handle.clone());
         }
+        // Asked even with nowait: a declare renews an x-expires lease.
+        let (message_count, consumer_count) = handle.ask(QueueCommand::Stats).await.unwrap_or((0, 0));
         if !m.nowait {
-            let (message_count, consumer_count) = handle.ask(QueueCommand::Stats).await.unwrap_or((0, 0));
             self.send(
                 id,
                 AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {

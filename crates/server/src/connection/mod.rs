@@ -90,6 +90,9 @@ pub struct Connection {
     /// Routed messages not yet handed to their queues
     /// ([`Connection::flush_publishes`]).
     pub(crate) pending_publishes: PendingPublishes,
+    /// Whether it handed the store a message since the last flush: only
+    /// then does it wait for the store to catch up ([`Connection::flush_publishes`]).
+    pub(crate) stored_since_flush: bool,
     /// When the peer was last heard from; paused while this task is busy.
     activity: Arc<Activity>,
     /// Body octets announced by content headers and not yet complete, over
@@ -194,6 +197,7 @@ pub async fn serve(
         pending_confirms: Vec::new(),
         pending_acks: QueueBatches::default(),
         pending_publishes: PendingPublishes::default(),
+        stored_since_flush: false,
         activity,
         partial_bytes: 0,
         route_cache: RouteCache::default(),

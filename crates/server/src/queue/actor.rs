@@ -34,6 +34,9 @@ impl Queue {
                 }
             }
         }
+        // A step that stopped the queue (delete, auto-delete, x-expires)
+        // ended before its dead letters were handed on.
+        self.flush_dead_letters();
         self.flush_store();
         // Publishes already in the inbox will never be held. Sends after
         // close() fail, and the publishing connection settles those itself.

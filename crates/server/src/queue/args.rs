@@ -224,7 +224,8 @@ impl QueueArgs {
     }
 }
 
-fn as_integer(value: &AMQPValue) -> Option<i64> {
+/// An integer field value of any width, as RabbitMQ takes them.
+pub(crate) fn as_integer(value: &AMQPValue) -> Option<i64> {
     Some(match *value {
         AMQPValue::ShortShortInt(i) => i.into(),
         AMQPValue::ShortShortUInt(i) => i.into(),

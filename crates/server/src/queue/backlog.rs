@@ -45,6 +45,15 @@ impl Queue {
         stored: Option<u64>,
         confirm: Option<Arc<ConfirmTracker>>,
     ) {
+        // RabbitMQ checks the limit against a queue its consumers have
+        // already taken what they can from: publishes of one batch arrive
+        // together, before the step's dispatch.
+        if self.args.rejects_publish()
+            && self.would_overflow(message.body.len())
+            && !self.consumers.is_empty()
+        {
+            self.dispatch();
+        }
         if self.args.rejects_publish() && self.would_overflow(message.body.len()) {
             self.refuse(message, stored);
             if let Some(confirm) = confirm {

@@ -30,7 +30,13 @@ impl Queue {
     /// queue).
     pub(super) fn dispatch(&mut self) {
         loop {
-            while let Some(front) = self.ready.front() {
+            loop {
+                // Expired first, so that the credit taken is the weight of
+                // the message that goes.
+                self.expire_head();
+                let Some(front) = self.ready.front() else {
+                    break;
+                };
                 let credit = front.weight;
                 let Some(at) = self.next_consumer(credit) else {
                     break;

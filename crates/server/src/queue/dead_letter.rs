@@ -27,6 +27,7 @@ use amq_protocol::protocol::BasicProperties;
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use warren_codec::Message;
 
+use super::args::as_integer;
 use super::{Entry, Queue};
 
 /// Why a message was dead-lettered, in RabbitMQ's words.
@@ -108,11 +109,10 @@ fn rewrite(
             let AMQPValue::FieldTable(mut table) = deaths.remove(at) else {
                 unreachable!("matched a table")
             };
-            let count = match table.inner().get("count") {
-                Some(AMQPValue::LongLongInt(n)) => *n,
-                _ => 0,
-            };
-            table.insert("count".into(), AMQPValue::LongLongInt(count + 1));
+            // Whatever integer type a client republished it with, as
+            // RabbitMQ counts it.
+            let count = table.inner().get("count").and_then(as_integer).unwrap_or(0);
+            table.insert("count".into(), AMQPValue::LongLongInt(count.saturating_add(1)));
             table
         }
         None => {

@@ -80,38 +80,52 @@ impl Queue {
     }
 
     /// Removes the expired messages at the head of the queue, dead-lettering
-    /// them if the queue does. One whose body is on disk waits to be read
-    /// back first (it is at the head, so it is being read).
-    /// (In a priority queue, the head of each priority's lane.)
+    /// them if the queue does (in a priority queue, at the head of each
+    /// priority's lane). One that must be dead-lettered while its body is on
+    /// disk is read back first: the queue expires it once it is in, and
+    /// goes on with the other lanes meanwhile.
     pub(super) fn expire_head(&mut self) {
         if self.ready.lane_fronts().all(|e| e.expires == NEVER) {
             return;
         }
         let now = self.now_ms();
+        let dead_letters = self.dead_letters();
+        let mut on_disk = None;
         loop {
             let next = self
                 .ready
                 .lane_fronts()
-                .find(|e| self.expired(e, now))
-                .map(|e| (e.priority, e.message.is_none()));
-            let Some((lane, on_disk)) = next else {
-                return;
+                .filter(|e| self.expired(e, now))
+                .find(|e| {
+                    let waits = dead_letters && e.message.is_none();
+                    if waits && on_disk.is_none() {
+                        on_disk = e.stored.map(|stored| (e.priority, e.id, stored));
+                    }
+                    !waits
+                })
+                .map(|e| e.priority);
+            let Some(lane) = next else {
+                break;
             };
-            if self.dead_letters() && on_disk {
-                self.load_ahead();
-                return;
-            }
             let entry = self.ready.pop_lane(lane).expect("a front entry");
             self.discard(entry, Reason::Expired);
+        }
+        if let Some(wanted) = on_disk {
+            self.read_back(vec![wanted]);
         }
     }
 
     /// When the actor must wake to expire the head of the queue, or the
     /// queue itself, if ever.
     pub(super) fn next_expiry(&self) -> Option<Instant> {
+        // An expired head waiting to be read back is expired when it comes
+        // in (the read wakes the queue), not by a timer.
+        let now = self.now_ms();
+        let dead_letters = self.dead_letters();
         let head = self
             .ready
             .lane_fronts()
+            .filter(|e| !(dead_letters && e.message.is_none() && self.expired(e, now)))
             .map(|e| e.expires)
             .filter(|&expires| expires != NEVER)
             .min()

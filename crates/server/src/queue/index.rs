@@ -23,10 +23,7 @@ impl Queue {
     /// Has the store read back the paged-out messages near the head of the
     /// queue, one batch at a time.
     pub(super) fn load_ahead(&mut self) {
-        let Some(disk) = &self.disk else {
-            return;
-        };
-        if self.loading {
+        if self.disk.is_none() || self.loading {
             return;
         }
         // Within the head too, so that what is read back is never paged out
@@ -44,7 +41,16 @@ impl Queue {
             .filter(|e| e.message.is_none())
             .filter_map(|e| Some((e.priority, e.id, e.stored?)))
             .collect();
-        if wanted.is_empty() {
+        self.read_back(wanted);
+    }
+
+    /// Has the store read these (lane, position, store id) back, unless a
+    /// read is already in flight (its answer wakes the queue to ask again).
+    pub(super) fn read_back(&mut self, wanted: Vec<(u8, u64, u64)>) {
+        let Some(disk) = &self.disk else {
+            return;
+        };
+        if wanted.is_empty() || self.loading {
             return;
         }
         self.loading = true;
