@@ -228,7 +228,45 @@ pub struct Enqueue {
     pub stored: Option<u64>,
     /// For a queue that may refuse it ([`QueueHandle::rejects_publish`]) and
     /// a publisher that waits for a confirm: told whether it was taken.
-    pub confirm: Option<Arc<ConfirmTracker>>,
+    pub confirm: Option<Decision>,
+}
+
+/// A queue's decision on a message, which its publisher's confirm waits for:
+/// taken ([`Decision::accept`]) or refused ([`Decision::refuse`]). Dropped
+/// undecided (a queue actor that crashed mid-batch), it counts as a failure,
+/// so that the publisher is neither left waiting for ever nor told that a
+/// lost message is safe.
+#[derive(Debug)]
+pub struct Decision(Option<Arc<ConfirmTracker>>);
+
+impl Decision {
+    /// The decision `confirm` waits for.
+    pub fn new(confirm: Arc<ConfirmTracker>) -> Self {
+        Self(Some(confirm))
+    }
+
+    /// The queue took the message (or is gone: RabbitMQ confirms a message
+    /// whose queue was deleted).
+    pub fn accept(mut self) {
+        if let Some(confirm) = self.0.take() {
+            confirm.done(true);
+        }
+    }
+
+    /// The queue refused it: basic.nack.
+    pub fn refuse(mut self) {
+        if let Some(confirm) = self.0.take() {
+            confirm.reject();
+        }
+    }
+}
+
+impl Drop for Decision {
+    fn drop(&mut self) {
+        if let Some(confirm) = self.0.take() {
+            confirm.done(false);
+        }
+    }
 }
 
 /// A message handed out by basic.get.
@@ -671,5 +709,27 @@ impl ConfirmTracker {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(decide: impl FnOnce(Decision)) -> Outcome {
+        let (inbox, mut events) = mpsc::unbounded_channel();
+        decide(Decision::new(ConfirmTracker::new((1, 1, 1), inbox)));
+        match events.try_recv() {
+            Ok(ConnEvent::Confirmed { outcome, .. }) => outcome,
+            other => panic!("expected a confirm, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_decision_dropped_undecided_fails_its_confirm() {
+        assert_eq!(outcome(Decision::accept), Outcome::Ack);
+        assert_eq!(outcome(Decision::refuse), Outcome::Nack);
+        // A queue that crashed mid-batch: neither left waiting nor acked.
+        assert_eq!(outcome(drop), Outcome::Failed);
     }
 }

@@ -10,7 +10,7 @@ use super::{ChannelState, Routed, Settle};
 use crate::connection::Connection;
 use crate::events::ConfirmTracker;
 use crate::events::ConsumerShared;
-use crate::events::{Enqueue, QueueCommand};
+use crate::events::{Decision, Enqueue, QueueCommand};
 use crate::gate::{Gate, CREDIT};
 use crate::queue::args::consumer_priority;
 use crate::queue::expiry::parse_expiration;
@@ -247,7 +247,10 @@ impl Connection {
             let enqueue = Enqueue {
                 message: message.clone(),
                 stored: stored.filter(|_| queue.store_id.is_some()),
-                confirm: deciding.clone().filter(|_| queue.rejects_publish),
+                confirm: deciding
+                    .clone()
+                    .filter(|_| queue.rejects_publish)
+                    .map(Decision::new),
             };
             self.pending_publishes.push(queue, enqueue);
         }
@@ -268,7 +271,7 @@ impl Connection {
             let mut ids = Vec::new();
             for enqueue in returned {
                 if let Some(confirm) = enqueue.confirm {
-                    confirm.done(true);
+                    confirm.accept();
                 }
                 ids.extend(enqueue.stored);
             }

@@ -48,7 +48,7 @@ impl Queue {
                     // A message whose queue is deleted is confirmed, as in
                     // RabbitMQ.
                     if let Some(confirm) = enqueue.confirm {
-                        confirm.done(true);
+                        confirm.accept();
                     }
                     never_held.extend(enqueue.stored);
                 }

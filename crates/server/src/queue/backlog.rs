@@ -13,7 +13,7 @@ use super::{Entry, Queue, Taken, HEAD};
 
 /// Bodies a queue pages out per step when memory comes under pressure.
 const PAGE_OUT_PER_STEP: usize = 4096;
-use crate::events::ConfirmTracker;
+use crate::events::Decision;
 
 impl Queue {
     /// Puts unacked messages back where their ids place them among the ready
@@ -39,12 +39,7 @@ impl Queue {
     /// A message routed here. A publisher waiting for a confirm is told
     /// whether it was taken (a full queue may refuse it, see
     /// [`super::limits`]).
-    pub(super) fn publish(
-        &mut self,
-        message: Arc<Message>,
-        stored: Option<u64>,
-        confirm: Option<Arc<ConfirmTracker>>,
-    ) {
+    pub(super) fn publish(&mut self, message: Arc<Message>, stored: Option<u64>, confirm: Option<Decision>) {
         // RabbitMQ checks the limit against a queue its consumers have
         // already taken what they can from: publishes of one batch arrive
         // together, before the step's dispatch.
@@ -57,12 +52,12 @@ impl Queue {
         if self.args.rejects_publish() && self.would_overflow(message.body.len()) {
             self.refuse(message, stored);
             if let Some(confirm) = confirm {
-                confirm.reject();
+                confirm.refuse();
             }
             return;
         }
         if let Some(confirm) = confirm {
-            confirm.done(true);
+            confirm.accept();
         }
         let id = self.next_msg_id;
         self.next_msg_id += 1;
