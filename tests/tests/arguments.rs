@@ -96,7 +96,7 @@ async fn arguments_warren_does_not_honour_yet_are_refused_not_ignored() {
     within(async {
         let broker = start_broker().await;
         let conn = broker.connect().await;
-        for (key, value) in [("x-queue-type", s("quorum")), ("x-queue-type", s("stream"))] {
+        for (key, value) in [("x-queue-type", s("stream"))] {
             let q = unique("unsupported");
             let text = declare(&conn, &q, &[(key, value)]).await.expect("refused");
             assert!(

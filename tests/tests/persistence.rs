@@ -385,3 +385,37 @@ async fn a_persistent_message_dead_lettered_to_a_durable_queue_survives_a_restar
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_quorum_queue_keeps_transient_messages_across_a_restart() {
+    if !is_warren() {
+        return; // restarts the broker
+    }
+    within(async {
+        let broker = start_broker().await;
+        let (conn, ch) = broker.channel().await;
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            lapin::types::AMQPValue::LongString("quorum".into()),
+        );
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.queue_declare("qq-kept".into(), durable, args).await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        // No delivery mode: a quorum queue stores it anyway, as RabbitMQ's do.
+        publish_with(&ch, "", "qq-kept", "transient", BasicProperties::default()).await;
+        drop(conn);
+        let broker = broker.restart().await;
+        let (_conn, ch) = broker.channel().await;
+        let got = ch
+            .basic_get("qq-kept".into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+            .expect("the message survived");
+        assert_eq!(got.delivery.data, b"transient");
+    })
+    .await;
+}

@@ -83,6 +83,9 @@ pub struct QueueHandle {
     /// or `reject-publish-dlx` with a length limit): its publishers'
     /// confirms then wait for its decision.
     pub rejects_publish: bool,
+    /// Whether the store keeps every message routed to it, persistent or
+    /// not (a quorum queue).
+    pub stores_every_message: bool,
     tx: mpsc::Sender<QueueCommand>,
     /// Unbounded: [`QueueHandle::publish_credit`] bounds what it holds.
     publish_tx: mpsc::UnboundedSender<PublishBatch>,
@@ -374,7 +377,7 @@ impl QueueHandle {
         exclusive_owner: Option<u64>,
         auto_delete: bool,
         arguments: FieldTable,
-        rejects_publish: bool,
+        (rejects_publish, stores_every_message): (bool, bool),
     ) -> (Arc<QueueHandle>, Inbox) {
         let (tx, commands) = mpsc::channel(INBOX);
         let (publish_tx, publishes) = mpsc::unbounded_channel();
@@ -389,6 +392,7 @@ impl QueueHandle {
             auto_delete,
             arguments,
             rejects_publish,
+            stores_every_message,
             tx,
             publish_tx,
             publish_credit: publish_credit.clone(),
@@ -421,7 +425,7 @@ impl QueueHandle {
             None,
             false,
             FieldTable::default(),
-            false,
+            (false, false),
         )
     }
 

@@ -403,11 +403,22 @@ impl VHost {
             .name
             .is_empty()
             .then(|| format!("amq.gen-{}", random_suffix()));
-        let args = QueueArgs::parse(
-            spec.arguments,
-            generated.as_deref().unwrap_or(spec.name),
-            &self.name,
-        )?;
+        let shown = generated.as_deref().unwrap_or(spec.name);
+        let args = QueueArgs::parse(spec.arguments, shown, &self.name)?;
+        // A quorum queue is durable, shared and kept (RabbitMQ 3.10's texts).
+        let improper = match () {
+            _ if !args.quorum => None,
+            _ if spec.exclusive => Some("exclusive-owner"),
+            _ if !spec.durable => Some("non-durable"),
+            _ if spec.auto_delete => Some("auto-delete"),
+            _ => None,
+        };
+        if let Some(property) = improper {
+            return Err(AmqpError::precondition_failed(format!(
+                "invalid property '{property}' for queue '{shown}' in vhost '{}'",
+                self.name
+            )));
+        }
         let mut state = self.write();
         if let Some(queue) = state.queues.get(spec.name) {
             // Another connection's exclusive queue, or exclusivity that differs
@@ -816,15 +827,18 @@ impl QueueRegistry for VHost {
                     .filter_map(|name| state.queues.get(*name).cloned())
                     .collect()
             };
-            let durable: Vec<u64> = match *message.properties.delivery_mode() {
-                Some(2) => queues.iter().filter_map(|q| q.store_id).collect(),
-                _ => Vec::new(),
-            };
+            let persistent = *message.properties.delivery_mode() == Some(2);
+            let keeps = |q: &QueueHandle| q.store_id.is_some() && (persistent || q.stores_every_message);
+            let durable: Vec<u64> = queues
+                .iter()
+                .filter(|q| keeps(q))
+                .filter_map(|q| q.store_id)
+                .collect();
             let stored = (!durable.is_empty()).then(|| self.store.publish(message.clone(), durable, None));
             for queue in queues {
                 let enqueue = Enqueue {
                     message: message.clone(),
-                    stored: stored.filter(|_| queue.store_id.is_some()),
+                    stored: stored.filter(|_| keeps(&queue)),
                     confirm: None,
                 };
                 if let (Err(returned), Some(store_id)) =

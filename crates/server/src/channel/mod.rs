@@ -433,7 +433,7 @@ mod tests {
         let queues: Vec<_> = (0..100)
             .map(|i| {
                 let name = format!("q{i}").as_str().into();
-                QueueHandle::new(name, i, None, None, false, Default::default(), false).0
+                QueueHandle::new(name, i, None, None, false, Default::default(), (false, false)).0
             })
             .collect();
         let mut pending = PendingPublishes::default();

@@ -56,7 +56,15 @@ impl Connection {
         }
         // No queue behind it: deliveries come from the publishers' own
         // connections, and a delivery handed back has nowhere to go.
-        let (queue, _) = QueueHandle::new(REPLY_TO.into(), 0, None, None, false, Default::default(), false);
+        let (queue, _) = QueueHandle::new(
+            REPLY_TO.into(),
+            0,
+            None,
+            None,
+            false,
+            Default::default(),
+            (false, false),
+        );
         let consumer = Arc::new(ConsumerShared {
             tag: tag.as_str().into(),
             channel: id,

@@ -47,6 +47,12 @@ pub struct QueueArgs {
     pub single_active_consumer: bool,
     /// `x-max-priority`: the highest message priority the queue orders by.
     pub max_priority: Option<u8>,
+    /// `x-queue-type: quorum`: every message is stored, each delivery
+    /// carries `x-delivery-count`, and `x-delivery-limit` applies.
+    pub quorum: bool,
+    /// `x-delivery-limit` (quorum queues): how many times a message may be
+    /// returned before it is dead-lettered (reason `delivery_limit`).
+    pub delivery_limit: Option<u64>,
 }
 
 /// basic.consume's `x-priority`: any integer, 0 by default, checked with
@@ -71,6 +77,10 @@ const QUORUM_ONLY: &[&str] = &[
     "x-max-in-memory-bytes",
     "x-quorum-initial-group-size",
 ];
+
+/// Arguments only classic queues take: RabbitMQ 3.10 refuses them on a
+/// quorum queue.
+const CLASSIC_ONLY: &[&str] = &["x-max-priority", "x-queue-mode"];
 
 impl QueueArgs {
     /// Whether the queue refuses publishes when full (rather than dropping
@@ -123,13 +133,30 @@ impl QueueArgs {
             }
         };
 
-        for key in QUORUM_ONLY {
+        let quorum = match string("x-queue-type")?.as_deref() {
+            None | Some("classic") => false,
+            Some("quorum") => true,
+            Some("stream") => return Err(unsupported("x-queue-type", "a stream queue")),
+            Some(other) => {
+                return Err(invalid(
+                    "x-queue-type",
+                    format!("\"unsupported queue type '{other}'\""),
+                ))
+            }
+        };
+        // Arguments of the other queue type, refused as RabbitMQ 3.10 does.
+        let (foreign, kind): (&[&str], _) = match quorum {
+            false => (QUORUM_ONLY, "rabbit_classic_queue"),
+            true => (CLASSIC_ONLY, "rabbit_quorum_queue"),
+        };
+        for key in foreign {
             if get(key).is_some() {
                 return Err(AmqpError::precondition_failed(format!(
-                    "invalid arg '{key}' for queue '{queue}' in vhost '{vhost}' of queue type rabbit_classic_queue"
+                    "invalid arg '{key}' for queue '{queue}' in vhost '{vhost}' of queue type {kind}"
                 )));
             }
         }
+        let delivery_limit = integer("x-delivery-limit")?;
         let message_ttl = non_negative("x-message-ttl")?;
         let expires = match integer("x-expires")? {
             Some(n @ ..0) => return Err(invalid("x-expires", format!("{{value_negative,{n}}}"))),
@@ -180,18 +207,6 @@ impl QueueArgs {
                 ))
             }
         }
-        match string("x-queue-type")?.as_deref() {
-            None | Some("classic") => {}
-            Some(kind @ ("quorum" | "stream")) => {
-                return Err(unsupported("x-queue-type", &format!("a {kind} queue")))
-            }
-            Some(other) => {
-                return Err(invalid(
-                    "x-queue-type",
-                    format!("\"unsupported queue type '{other}'\""),
-                ))
-            }
-        }
         if let Some(n) = integer("x-queue-version")? {
             if !(1..=2).contains(&n) {
                 return Err(invalid(
@@ -211,6 +226,9 @@ impl QueueArgs {
             }
         };
         Ok(Self {
+            quorum,
+            // A negative limit is taken, and means none, as in 3.10.
+            delivery_limit: delivery_limit.filter(|&n| n >= 0).map(|n| n as u64),
             message_ttl,
             expires,
             max_priority,

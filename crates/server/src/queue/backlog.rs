@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use amq_protocol::types::AMQPValue;
 use warren_codec::Message;
 
 use super::dead_letter::Reason;
@@ -18,12 +19,22 @@ use crate::events::Decision;
 impl Queue {
     /// Puts unacked messages back where their ids place them among the ready
     /// ones, so a requeued message is redelivered before later ones.
+    /// A quorum queue dead-letters (or drops) a message returned more often
+    /// than its `x-delivery-limit`, with reason `delivery_limit`.
     pub(super) fn requeue(&mut self, mut ids: Vec<u64>, redelivered: bool) {
         ids.sort_unstable();
         for id in ids {
             let Some(mut entry) = self.unacked.remove(&id) else {
                 continue;
             };
+            if self
+                .args
+                .delivery_limit
+                .is_some_and(|limit| u64::from(entry.deliveries) > limit)
+            {
+                self.discard(entry, Reason::DeliveryLimit);
+                continue;
+            }
             entry.redelivered |= redelivered;
             self.put_back(entry);
         }
@@ -76,6 +87,7 @@ impl Queue {
                 stored,
                 priority,
                 redelivered: false,
+                deliveries: 0,
             };
             self.discard(entry, Reason::Expired);
             return;
@@ -105,6 +117,7 @@ impl Queue {
             stored,
             priority,
             redelivered: false,
+            deliveries: 0,
         });
     }
 
@@ -158,6 +171,12 @@ impl Queue {
             return None;
         };
         let mut entry = self.ready.pop_front().expect("a front entry");
+        // A quorum queue tells each delivery how often it went out before.
+        let message = match self.args.quorum {
+            true => with_delivery_count(&message, entry.deliveries),
+            false => message,
+        };
+        entry.deliveries = entry.deliveries.saturating_add(1);
         let taken = Taken {
             id: entry.id,
             message,
@@ -186,12 +205,15 @@ impl Queue {
     /// A delivery that never reached the client goes back where it was.
     pub(super) fn undeliverable(&mut self, msg_id: u64, message: Arc<Message>, redelivered: bool) {
         let held = self.unacked.remove(&msg_id);
+        // It never reached the client: that delivery does not count.
+        let deliveries = held.as_ref().map_or(0, |e| e.deliveries.saturating_sub(1));
         let mut stored = held.as_ref().and_then(|e| e.stored);
         // A no-ack delivery is no longer held: its expiry is counted again.
         let expires = held.map_or_else(|| self.expiry_of(&message), |e| e.expires);
         // A no-ack delivery left the store when it was taken; a persistent one
         // that never reached its client goes back into it.
-        if let (None, Some(disk), Some(2)) = (stored, &self.disk, *message.properties.delivery_mode()) {
+        let keeps = self.args.quorum || *message.properties.delivery_mode() == Some(2);
+        if let (None, Some(disk), true) = (stored, &self.disk, keeps) {
             if disk.durable {
                 stored = Some(disk.store.publish(message.clone(), vec![disk.queue], None));
             }
@@ -206,6 +228,21 @@ impl Queue {
             message: Some(message),
             stored,
             redelivered,
+            deliveries,
         });
     }
+}
+
+/// The message with its `x-delivery-count` header (a quorum queue's; a
+/// long, 0 on the first delivery, as RabbitMQ 3.10 writes it).
+fn with_delivery_count(message: &Arc<Message>, deliveries: u32) -> Arc<Message> {
+    let mut headers = message.properties.headers().clone().unwrap_or_default();
+    headers.insert(
+        "x-delivery-count".into(),
+        AMQPValue::LongLongInt(i64::from(deliveries)),
+    );
+    Arc::new(Message {
+        properties: Arc::new((*message.properties).clone().with_headers(headers)),
+        ..(**message).clone()
+    })
 }

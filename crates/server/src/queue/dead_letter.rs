@@ -39,6 +39,8 @@ pub(crate) enum Reason {
     Expired,
     /// A length limit pushed it out, or refused it (`reject-publish-dlx`).
     Maxlen,
+    /// Returned more often than a quorum queue's `x-delivery-limit`.
+    DeliveryLimit,
 }
 
 impl Reason {
@@ -47,6 +49,7 @@ impl Reason {
             Reason::Rejected => "rejected",
             Reason::Expired => "expired",
             Reason::Maxlen => "maxlen",
+            Reason::DeliveryLimit => "delivery_limit",
         }
     }
 }

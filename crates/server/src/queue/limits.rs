@@ -47,6 +47,7 @@ impl Queue {
             stored,
             priority: 0,
             redelivered: false,
+            deliveries: 0,
         };
         if self.args.overflow == Overflow::RejectPublishDlx {
             self.discard(entry, Reason::Maxlen);

@@ -81,7 +81,7 @@ impl QueueHandle {
             new.exclusive_owner,
             new.auto_delete,
             new.arguments,
-            new.args.rejects_publish(),
+            (new.args.rejects_publish(), new.args.quorum),
         );
         let next_msg_id = new.recovered.len() as u64;
         // A recovered message's TTL counts again from now (see `expiry`).
@@ -100,6 +100,7 @@ impl QueueHandle {
             // the lowest lane, in their stored order.
             priority: 0,
             redelivered: e.delivered,
+            deliveries: u32::from(e.delivered),
         });
         for entry in recovered {
             ready.push_back(entry);
@@ -180,6 +181,8 @@ struct Entry {
     stored: Option<u64>,
     /// Its lane ([`ready`]): its priority, capped at the queue's maximum.
     priority: u8,
+    /// How often it was delivered (a quorum queue's `x-delivery-count`).
+    deliveries: u32,
     /// Its body's length, for `x-max-length-bytes`.
     body: u32,
     redelivered: bool,
