@@ -24,6 +24,17 @@ try:
     values = [r.get(timeout=20) for r in results]
     assert values == [i * 11 for i in range(10)], values
     assert all(r.successful() for r in results)
+    if os.environ.get("CELERY_QUORUM") == "1":
+        # The queue celery declared is a quorum queue: redeclaring it as a
+        # classic one is refused as inequivalent.
+        import amqp
+        with app.connection_for_write() as conn:
+            try:
+                conn.default_channel.queue_declare(QUEUE, durable=True, auto_delete=False,
+                                                    arguments={"x-queue-type": "classic"})
+                raise AssertionError("the task queue is not a quorum queue")
+            except amqp.exceptions.PreconditionFailed as e:
+                assert "x-queue-type" in str(e), e
     ok = True
 finally:
     signal.alarm(0)

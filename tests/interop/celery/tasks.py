@@ -1,4 +1,5 @@
-"""Celery app for the interop test: broker from AMQP_URL, results over rpc://, queue name from CELERY_QUEUE."""
+"""Celery app for the interop tests: broker from AMQP_URL, results over rpc://, queue name
+from CELERY_QUEUE; CELERY_QUORUM=1 makes the queue a quorum queue with late acks."""
 import os
 from celery import Celery
 
@@ -12,6 +13,10 @@ app.conf.update(
     worker_enable_remote_control=False,  # no pidbox exchanges left behind
     broker_connection_retry_on_startup=False,
 )
+if os.environ.get("CELERY_QUORUM") == "1":
+    # A durable quorum queue, and tasks acked only once done, so that a
+    # worker lost mid-task has its task redelivered (x-delivery-count).
+    app.conf.update(task_default_queue_type="quorum", task_acks_late=True)
 
 
 @app.task
