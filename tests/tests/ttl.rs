@@ -57,11 +57,13 @@ async fn a_queue_ttl_removes_messages_nobody_reads() {
     within(async {
         let broker = start_broker().await;
         let (_conn, ch) = broker.channel().await;
-        let q = queue_with(&ch, "ttl", ttl_args(100)).await;
+        let q = queue_with(&ch, "ttl", ttl_args(1000)).await;
         for body in [b"a", b"b", b"c"] {
             publish(&ch, "", &q, body).await;
         }
-        assert_eq!(count(&ch, &q).await, 3);
+        // Held for their TTL (not dropped at once; a loaded machine may
+        // take a while to ask, so only "some are still there")...
+        assert!(count(&ch, &q).await > 0);
         // Gone without anyone reading: the queue's own timer expires them.
         while count(&ch, &q).await > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -125,10 +127,10 @@ async fn a_requeued_message_keeps_its_expiry() {
     within(async {
         let broker = start_broker().await;
         let (_conn, ch) = broker.channel().await;
-        let q = queue_with(&ch, "ttl", ttl_args(150)).await;
+        let q = queue_with(&ch, "ttl", ttl_args(1000)).await;
         publish(&ch, "", &q, b"held").await;
         let got = get(&ch, &q).await.expect("the message");
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
         got.delivery
             .nack(BasicNackOptions {
                 requeue: true,
@@ -193,9 +195,9 @@ async fn a_queue_unused_past_x_expires_is_deleted_and_one_in_use_is_not() {
     within(async {
         let broker = start_broker().await;
         let (conn, ch) = broker.channel().await;
-        let unused = shared_queue_with(&ch, "expires", expires_args(200)).await;
+        let unused = shared_queue_with(&ch, "expires", expires_args(1000)).await;
         publish(&ch, "", &unused, b"publishing does not count as use").await;
-        let consumed = shared_queue_with(&ch, "expires-used", expires_args(200)).await;
+        let consumed = shared_queue_with(&ch, "expires-used", expires_args(1000)).await;
         let consumer = ch
             .basic_consume(
                 consumed.as_str().into(),
@@ -207,7 +209,7 @@ async fn a_queue_unused_past_x_expires_is_deleted_and_one_in_use_is_not() {
             .unwrap();
         // The span the queue must stay unused for (a passive declare would
         // count as a use, so nothing looks at it meanwhile).
-        tokio::time::sleep(Duration::from_millis(600)).await;
+        tokio::time::sleep(Duration::from_millis(1500)).await;
         let passive = QueueDeclareOptions {
             passive: true,
             ..Default::default()
