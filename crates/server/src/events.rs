@@ -408,6 +408,13 @@ impl QueueHandle {
         (Arc::new(handle), inbox)
     }
 
+    /// Whether the store keeps a message routed here: a durable queue's if
+    /// persistent, a quorum queue's always. Publishes and dead letters ask
+    /// the same question.
+    pub fn keeps(&self, persistent: bool) -> bool {
+        self.store_id.is_some() && (persistent || self.stores_every_message)
+    }
+
     /// Sends a command, waiting while the queue's inbox is full. Returns
     /// false if the queue is gone (a deleted queue drops what races its
     /// deletion, as in RabbitMQ).

@@ -828,17 +828,16 @@ impl QueueRegistry for VHost {
                     .collect()
             };
             let persistent = *message.properties.delivery_mode() == Some(2);
-            let keeps = |q: &QueueHandle| q.store_id.is_some() && (persistent || q.stores_every_message);
             let durable: Vec<u64> = queues
                 .iter()
-                .filter(|q| keeps(q))
+                .filter(|q| q.keeps(persistent))
                 .filter_map(|q| q.store_id)
                 .collect();
             let stored = (!durable.is_empty()).then(|| self.store.publish(message.clone(), durable, None));
             for queue in queues {
                 let enqueue = Enqueue {
                     message: message.clone(),
-                    stored: stored.filter(|_| keeps(&queue)),
+                    stored: stored.filter(|_| queue.keeps(persistent)),
                     confirm: None,
                 };
                 if let (Err(returned), Some(store_id)) =

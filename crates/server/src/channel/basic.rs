@@ -10,7 +10,7 @@ use super::{ChannelState, Routed, Settle};
 use crate::connection::Connection;
 use crate::events::ConfirmTracker;
 use crate::events::ConsumerShared;
-use crate::events::{Decision, Enqueue, QueueCommand, QueueHandle};
+use crate::events::{Decision, Enqueue, QueueCommand};
 use crate::gate::{Gate, CREDIT};
 use crate::queue::args::consumer_priority;
 use crate::queue::expiry::parse_expiration;
@@ -206,10 +206,9 @@ impl Connection {
         }
         // Stored for a durable queue if persistent; for a quorum queue always.
         let persistent = *message.properties.delivery_mode() == Some(2);
-        let keeps = |q: &QueueHandle| q.store_id.is_some() && (persistent || q.stores_every_message);
         let durable: Vec<u64> = queues
             .iter()
-            .filter(|q| keeps(q))
+            .filter(|q| q.keeps(persistent))
             .filter_map(|q| q.store_id)
             .collect();
         let mut tracker: Option<Arc<ConfirmTracker>> = None;
@@ -248,7 +247,7 @@ impl Connection {
         for queue in queues.iter() {
             let enqueue = Enqueue {
                 message: message.clone(),
-                stored: stored.filter(|_| keeps(queue)),
+                stored: stored.filter(|_| queue.keeps(persistent)),
                 confirm: deciding
                     .clone()
                     .filter(|_| queue.rejects_publish)
