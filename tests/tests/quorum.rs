@@ -54,6 +54,11 @@ async fn a_quorum_queue_must_be_durable_and_shared_and_refuses_classic_arguments
                 quorum(&[("x-queue-mode", AMQPValue::LongString("lazy".into()))]),
                 format!("invalid arg 'x-queue-mode' for queue '{q}' in vhost '/' of queue type rabbit_quorum_queue"),
             ),
+            (
+                durable(),
+                quorum(&[("x-queue-version", AMQPValue::LongInt(2))]),
+                format!("invalid arg 'x-queue-version' for queue '{q}' in vhost '/' of queue type rabbit_quorum_queue"),
+            ),
         ];
         for (options, args, expected) in cases {
             let ch = conn.create_channel().await.unwrap();

@@ -80,7 +80,7 @@ const QUORUM_ONLY: &[&str] = &[
 
 /// Arguments only classic queues take: RabbitMQ 3.10 refuses them on a
 /// quorum queue.
-const CLASSIC_ONLY: &[&str] = &["x-max-priority", "x-queue-mode"];
+const CLASSIC_ONLY: &[&str] = &["x-max-priority", "x-queue-mode", "x-queue-version"];
 
 impl QueueArgs {
     /// Whether the queue refuses publishes when full (rather than dropping
