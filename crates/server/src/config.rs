@@ -49,6 +49,9 @@ pub struct Config {
     /// bodies past their 8 MiB head of ready messages out to the store
     /// (RabbitMQ's `vm_memory_high_watermark_paging_ratio`, 0.5).
     pub memory_paging_ratio: f64,
+    /// How long a delivery may stay unacked before its channel is closed
+    /// (RabbitMQ's `consumer_timeout`, 30 minutes); None for never.
+    pub consumer_timeout: Option<Duration>,
 }
 
 impl Config {
@@ -69,6 +72,7 @@ impl Config {
             memory_high_watermark: crate::alarm::Watermark::Relative(0.4),
             disk_free_limit: 50_000_000,
             memory_paging_ratio: 0.5,
+            consumer_timeout: Some(Duration::from_secs(30 * 60)),
         }
     }
 }

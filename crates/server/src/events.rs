@@ -86,6 +86,9 @@ pub struct QueueHandle {
     /// Whether the store keeps every message routed to it, persistent or
     /// not (a quorum queue).
     pub stores_every_message: bool,
+    /// `x-consumer-timeout`: how long its deliveries may stay unacked, in
+    /// milliseconds, instead of the broker's default.
+    pub consumer_timeout: Option<u64>,
     tx: mpsc::Sender<QueueCommand>,
     /// Unbounded: [`QueueHandle::publish_credit`] bounds what it holds.
     publish_tx: mpsc::UnboundedSender<PublishBatch>,
@@ -368,6 +371,15 @@ impl QueueCommand {
     }
 }
 
+/// What others need to know of a queue's arguments (see [`QueueHandle`]'s
+/// fields of the same names).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Traits {
+    pub rejects_publish: bool,
+    pub stores_every_message: bool,
+    pub consumer_timeout: Option<u64>,
+}
+
 impl QueueHandle {
     /// A handle, and the inbox its actor reads.
     pub(crate) fn new(
@@ -377,8 +389,13 @@ impl QueueHandle {
         exclusive_owner: Option<u64>,
         auto_delete: bool,
         arguments: FieldTable,
-        (rejects_publish, stores_every_message): (bool, bool),
+        traits: Traits,
     ) -> (Arc<QueueHandle>, Inbox) {
+        let Traits {
+            rejects_publish,
+            stores_every_message,
+            consumer_timeout,
+        } = traits;
         let (tx, commands) = mpsc::channel(INBOX);
         let (publish_tx, publishes) = mpsc::unbounded_channel();
         let publish_credit = Arc::new(Semaphore::new(PUBLISH_CREDIT));
@@ -393,6 +410,7 @@ impl QueueHandle {
             arguments,
             rejects_publish,
             stores_every_message,
+            consumer_timeout,
             tx,
             publish_tx,
             publish_credit: publish_credit.clone(),
@@ -432,7 +450,7 @@ impl QueueHandle {
             None,
             false,
             FieldTable::default(),
-            (false, false),
+            Default::default(),
         )
     }
 
@@ -573,6 +591,9 @@ pub struct ConsumerShared {
     pub queue: Arc<QueueHandle>,
     /// Whether deliveries count as acked once sent.
     pub no_ack: bool,
+    /// How long its deliveries may stay unacked
+    /// ([`crate::channel::ack_timeout`]).
+    pub ack_timeout: Option<std::time::Duration>,
     /// basic.qos global=false: a limit of this consumer's own.
     pub prefetch: Gate,
     /// basic.qos global=true: the limit shared by the channel's consumers.

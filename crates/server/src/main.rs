@@ -60,6 +60,28 @@ struct Args {
     /// vm_memory_high_watermark_paging_ratio).
     #[arg(long, env = "WARREN_MEMORY_PAGING_RATIO", default_value_t = 0.5, value_parser = warren_server::alarm::parse_paging_ratio)]
     memory_paging_ratio: f64,
+    /// How long a delivery may stay unacked before its channel is closed
+    /// with 406 and its messages go back to the queue, in milliseconds, or
+    /// `off` (RabbitMQ's consumer_timeout). A queue's or a consumer's
+    /// `x-consumer-timeout` argument overrides it.
+    #[arg(long, env = "WARREN_CONSUMER_TIMEOUT", default_value = "1800000", value_parser = parse_timeout)]
+    consumer_timeout: Timeout,
+}
+
+/// A timeout that can be turned off (a bare `Option` would make clap treat
+/// the flag itself as optional).
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Timeout(Option<std::time::Duration>);
+
+/// A number of milliseconds, or `off`.
+fn parse_timeout(value: &str) -> Result<Timeout, String> {
+    match value {
+        "off" => Ok(Timeout(None)),
+        ms => ms
+            .parse()
+            .map(|ms| Timeout(Some(std::time::Duration::from_millis(ms))))
+            .map_err(|_| format!("expected milliseconds or `off`, got `{ms}`")),
+    }
 }
 
 #[tokio::main]
@@ -82,6 +104,7 @@ async fn main() -> std::process::ExitCode {
     config.memory_high_watermark = args.memory_high_watermark;
     config.disk_free_limit = args.disk_free_limit;
     config.memory_paging_ratio = args.memory_paging_ratio;
+    config.consumer_timeout = args.consumer_timeout.0;
     // Recovery first, then the port: a client never connects to a broker
     // that is still reading its store.
     let broker = match warren_server::broker::Broker::open(config).await {
@@ -130,5 +153,21 @@ mod tests {
         assert_eq!(parse("536870912").unwrap().max_message_size, MAX_MESSAGE_SIZE);
         assert!(parse("536870913").is_err());
         assert!(parse("0").is_err());
+    }
+
+    #[test]
+    fn consumer_timeout_is_milliseconds_or_off() {
+        let parse = |value: &str| Args::try_parse_from(["warren", "--consumer-timeout", value]);
+        assert_eq!(
+            Args::try_parse_from(["warren"]).unwrap().consumer_timeout.0,
+            Some(std::time::Duration::from_secs(1800))
+        );
+        assert_eq!(
+            parse("1500").unwrap().consumer_timeout.0,
+            Some(std::time::Duration::from_millis(1500))
+        );
+        assert_eq!(parse("off").unwrap().consumer_timeout.0, None);
+        assert!(parse("-1").is_err());
+        assert!(parse("soon").is_err());
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use amq_protocol::protocol::{basic, AMQPClass};
 use warren_codec::Published;
 
+use super::ack_timeout::Deadline;
 use super::reply_to::REPLY_TO;
 use super::{ChannelState, Routed, Settle};
 use crate::connection::Connection;
@@ -12,7 +13,7 @@ use crate::events::ConfirmTracker;
 use crate::events::ConsumerShared;
 use crate::events::{Decision, Enqueue, QueueCommand};
 use crate::gate::{Gate, CREDIT};
-use crate::queue::args::consumer_priority;
+use crate::queue::args::ConsumeArgs;
 use crate::queue::expiry::parse_expiration;
 use crate::vhost::random_suffix;
 use crate::AmqpError;
@@ -51,7 +52,8 @@ impl Connection {
         }
         let queue_name = self.queue_name(id, m.queue.as_str())?;
         let queue = self.vhost.queue(&queue_name, self.id)?;
-        let priority = consumer_priority(&m.arguments, queue_name.as_str(), &self.vhost.name)?;
+        let args = ConsumeArgs::parse(&m.arguments, queue_name.as_str(), &self.vhost.name)?;
+        let ack_timeout = self.ack_timeout(args.timeout, &queue);
         let channel = self.open_channel(id);
         let tag = match m.consumer_tag.as_str() {
             "" => format!("amq.ctag-{}", random_suffix()),
@@ -67,6 +69,7 @@ impl Connection {
             channel: id,
             queue: queue.clone(),
             no_ack: m.no_ack,
+            ack_timeout,
             prefetch: Gate::new(channel.consumer_prefetch),
             channel_prefetch: channel.channel_prefetch.clone(),
             credit: Gate::new(CREDIT),
@@ -79,7 +82,7 @@ impl Connection {
             .ask(|reply| QueueCommand::Consume {
                 consumer: consumer.clone(),
                 exclusive: m.exclusive,
-                priority,
+                priority: args.priority,
                 inbox,
                 reply,
             })
@@ -314,7 +317,10 @@ impl Connection {
         let channel = self.open_channel(id);
         let delivery_tag = channel.next_delivery_tag();
         if !m.no_ack {
-            channel.track_unacked(delivery_tag, queue, got.msg_id, None);
+            let deadline = Deadline::of(self.ack_timeout(None, &queue));
+            self.open_channel(id)
+                .track_unacked(delivery_tag, queue, got.msg_id, None, deadline);
+            self.watch_deadline(deadline);
         }
         let method = AMQPClass::Basic(basic::AMQPMethod::GetOk(basic::GetOk {
             delivery_tag,

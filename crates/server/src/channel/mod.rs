@@ -7,6 +7,7 @@
 //! [`Connection`] named `handle_<class>_<method>`, returning
 //! `Result<(), AmqpError>`; the connection turns errors into closes.
 
+pub(crate) mod ack_timeout;
 mod basic;
 mod exchange;
 mod modes;
@@ -45,6 +46,8 @@ pub(crate) struct Unacked {
     pub msg_id: u64,
     /// The consumer it went to, whose prefetch slots it holds; None for basic.get.
     pub consumer: Option<Arc<ConsumerShared>>,
+    /// When it times out ([`ack_timeout`]).
+    pub deadline: Option<ack_timeout::Deadline>,
 }
 
 /// A published message with the queues it was routed to.
@@ -130,12 +133,14 @@ impl Channel {
         queue: Arc<QueueHandle>,
         msg_id: u64,
         consumer: Option<Arc<ConsumerShared>>,
+        deadline: Option<ack_timeout::Deadline>,
     ) {
         self.unacked.push_back(Unacked {
             tag,
             queue,
             msg_id,
             consumer,
+            deadline,
         });
     }
 
@@ -433,7 +438,7 @@ mod tests {
         let queues: Vec<_> = (0..100)
             .map(|i| {
                 let name = format!("q{i}").as_str().into();
-                QueueHandle::new(name, i, None, None, false, Default::default(), (false, false)).0
+                QueueHandle::new(name, i, None, None, false, Default::default(), Default::default()).0
             })
             .collect();
         let mut pending = PendingPublishes::default();

@@ -63,13 +63,14 @@ impl Connection {
             None,
             false,
             Default::default(),
-            (false, false),
+            Default::default(),
         );
         let consumer = Arc::new(ConsumerShared {
             tag: tag.as_str().into(),
             channel: id,
             queue,
             no_ack: true,
+            ack_timeout: None,
             prefetch: Gate::new(0),
             channel_prefetch: channel.channel_prefetch.clone(),
             credit: Gate::new(CREDIT),

@@ -33,6 +33,7 @@ use warren_codec::{CodecError, ContentAssembler, Frame, FrameCodec, Message, Out
 
 use crate::alarm::Alarm;
 use crate::broker::Broker;
+use crate::channel::ack_timeout::Deadline;
 use crate::channel::{Channel, ChannelState, PendingPublishes, QueueBatches, Settle};
 use crate::events::{ConnEvent, Delivery, Outcome, QueueCommand, QueueHandle};
 use crate::vhost::{RouteCache, VHost};
@@ -103,6 +104,13 @@ pub struct Connection {
     /// Limits from the broker's configuration.
     pub(crate) max_message_size: u64,
     pub(crate) max_partial_bytes: u64,
+    /// The broker's consumer timeout (`Config::consumer_timeout`).
+    pub(crate) consumer_timeout: Option<Duration>,
+    /// The earliest deadline of an unacked delivery, which the frame loop's
+    /// timer waits for ([`crate::channel::ack_timeout`]). It may be earlier
+    /// than the true one (the delivery was acked since): the timer then
+    /// finds nothing overdue and looks again.
+    pub(crate) ack_deadline: Option<tokio::time::Instant>,
 }
 
 /// How the frame loop ended.
@@ -203,6 +211,8 @@ pub async fn serve(
         route_cache: RouteCache::default(),
         max_message_size: config.max_message_size,
         max_partial_bytes: config.max_partial_bytes,
+        consumer_timeout: config.consumer_timeout,
+        ack_deadline: None,
     };
     let end = conn.run(&mut reader, &mut inbox_rx, &mut shutdown).await;
     match end {
@@ -303,7 +313,17 @@ impl Connection {
         // The alarm state as last seen: a publish checks the channel's
         // version (one atomic load), not its lock.
         let mut alarm_state = *alarm.borrow_and_update();
+        // One timer, moved only when the earliest deadline changes.
+        let mut armed = None;
+        let ack_timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(ack_timer);
         loop {
+            if self.ack_deadline != armed {
+                armed = self.ack_deadline;
+                if let Some(at) = armed {
+                    ack_timer.as_mut().reset(at);
+                }
+            }
             // Silence counts only while this task listens (see [`liveness`]);
             // a connection holding a publish for an alarm does not read its
             // socket, and RabbitMQ stops its heartbeat monitor then too.
@@ -389,6 +409,12 @@ impl Connection {
                     } else {
                         Ok(None)
                     }
+                }
+                () = &mut ack_timer, if armed.is_some() => {
+                    self.ack_deadline = None;
+                    armed = None;
+                    self.expire_unacked().await;
+                    Ok(None)
                 }
                 _ = writer.closed() => return End::Lost,
                 _ = shutdown.recv() => Err((0, AmqpError::connection_forced(
@@ -478,7 +504,7 @@ impl Connection {
     /// The one place an error becomes a close. Soft errors on a channel close
     /// that channel; hard errors, and any error on channel 0, close the
     /// connection. Returns whether the connection is now closing.
-    async fn fail(&mut self, channel: u16, error: AmqpError) -> bool {
+    pub(crate) async fn fail(&mut self, channel: u16, error: AmqpError) -> bool {
         if error.is_hard() || channel == 0 {
             warn!(channel, code = error.code(), error = %error, "closing connection");
             // A peer that stopped reading may never make room for it.
@@ -746,12 +772,15 @@ impl Connection {
         } = delivery;
         let delivery_tag = channel.next_delivery_tag();
         if !consumer.no_ack {
+            let deadline = Deadline::of(consumer.ack_timeout);
             channel.track_unacked(
                 delivery_tag,
                 consumer.queue.clone(),
                 msg_id,
                 Some(consumer.clone()),
+                deadline,
             );
+            self.watch_deadline(deadline);
         }
         let deliver = Outbound::Deliver {
             channel: consumer.channel,

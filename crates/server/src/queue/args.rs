@@ -53,19 +53,46 @@ pub struct QueueArgs {
     /// `x-delivery-limit` (quorum queues): how many times a message may be
     /// returned before it is dead-lettered (reason `delivery_limit`).
     pub delivery_limit: Option<u64>,
+    /// `x-consumer-timeout`: how long a delivery may stay unacked, in
+    /// milliseconds (RabbitMQ 3.12 and later; 3.10 ignores it).
+    pub consumer_timeout: Option<u64>,
 }
 
-/// basic.consume's `x-priority`: any integer, 0 by default, checked with
-/// RabbitMQ's text.
-pub fn consumer_priority(table: &FieldTable, queue: &str, vhost: &str) -> Result<i64, AmqpError> {
-    match table.inner().get("x-priority") {
-        None => Ok(0),
-        Some(value) => as_integer(value).ok_or_else(|| {
-            AmqpError::precondition_failed(format!(
-                "invalid arg 'x-priority' for queue '{queue}' in vhost '{vhost}': \"expected integer, got {}\"",
-                type_name(value)
-            ))
-        }),
+/// basic.consume's arguments, checked with RabbitMQ's texts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConsumeArgs {
+    /// `x-priority`: any integer, 0 by default.
+    pub priority: i64,
+    /// `x-consumer-timeout`, in milliseconds: overrides the queue's and the
+    /// broker's (RabbitMQ 3.12 and later).
+    pub timeout: Option<u64>,
+}
+
+impl ConsumeArgs {
+    pub fn parse(table: &FieldTable, queue: &str, vhost: &str) -> Result<Self, AmqpError> {
+        let integer = |key: &str| -> Result<Option<i64>, AmqpError> {
+            let Some(value) = table.inner().get(key) else {
+                return Ok(None);
+            };
+            as_integer(value).map(Some).ok_or_else(|| {
+                AmqpError::precondition_failed(format!(
+                    "invalid arg '{key}' for queue '{queue}' in vhost '{vhost}': \"expected integer, got {}\"",
+                    type_name(value)
+                ))
+            })
+        };
+        let timeout = match integer("x-consumer-timeout")? {
+            Some(n) if n < 0 => {
+                return Err(AmqpError::precondition_failed(format!(
+                    "invalid arg 'x-consumer-timeout' for queue '{queue}' in vhost '{vhost}': {{value_negative,{n}}}"
+                )))
+            }
+            n => n.map(|n| n as u64),
+        };
+        Ok(Self {
+            priority: integer("x-priority")?.unwrap_or(0),
+            timeout,
+        })
     }
 }
 
@@ -164,6 +191,7 @@ impl QueueArgs {
             n => n.map(|n| n as u64),
         };
         let max_length = non_negative("x-max-length")?;
+        let consumer_timeout = non_negative("x-consumer-timeout")?;
         let max_length_bytes = non_negative("x-max-length-bytes")?;
         let max_priority = match non_negative("x-max-priority")? {
             Some(n) if n > 255 => {
@@ -238,6 +266,7 @@ impl QueueArgs {
             overflow,
             dead_letter_exchange,
             dead_letter_routing_key,
+            consumer_timeout,
         })
     }
 }

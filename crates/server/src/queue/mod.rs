@@ -81,7 +81,11 @@ impl QueueHandle {
             new.exclusive_owner,
             new.auto_delete,
             new.arguments,
-            (new.args.rejects_publish(), new.args.quorum),
+            crate::events::Traits {
+                rejects_publish: new.args.rejects_publish(),
+                stores_every_message: new.args.quorum,
+                consumer_timeout: new.args.consumer_timeout,
+            },
         );
         let next_msg_id = new.recovered.len() as u64;
         // A recovered message's TTL counts again from now (see `expiry`).
@@ -285,6 +289,7 @@ mod tests {
             channel: 1,
             queue: queue.clone(),
             no_ack: false,
+            ack_timeout: None,
             prefetch: Gate::new(0),
             channel_prefetch: Arc::new(Gate::new(0)),
             credit: Gate::new(CREDIT),
