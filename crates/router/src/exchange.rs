@@ -50,8 +50,10 @@ impl fmt::Display for ExchangeKind {
 pub struct Exchange {
     /// Its name.
     pub name: ExchangeName,
-    /// Its type.
+    /// How it routes: its type, or a delayed exchange's `x-delayed-type`.
     pub kind: ExchangeKind,
+    /// An `x-delayed-message` exchange ([`crate::delayed`]).
+    pub delayed: bool,
     /// Whether it survives a restart.
     pub durable: bool,
     /// Whether it is deleted when its last binding is removed.
@@ -77,11 +79,27 @@ impl Exchange {
         Self {
             name,
             kind,
+            delayed: false,
             durable,
             auto_delete,
             internal,
             arguments,
             bindings: BindingTable::new(kind),
+        }
+    }
+
+    /// The same exchange, holding messages with an `x-delay` header
+    /// ([`crate::delayed`]).
+    pub fn delayed(mut self, delayed: bool) -> Self {
+        self.delayed = delayed;
+        self
+    }
+
+    /// Its type as declared: `x-delayed-message` for a delayed exchange.
+    pub fn type_name(&self) -> String {
+        match self.delayed {
+            true => crate::delayed::DELAYED_TYPE.to_owned(),
+            false => self.kind.to_string(),
         }
     }
 
@@ -99,8 +117,8 @@ impl Exchange {
             received,
             current,
         };
-        if self.kind != other.kind {
-            return Err(mismatch("type", other.kind.to_string(), self.kind.to_string()));
+        if (self.kind, self.delayed) != (other.kind, other.delayed) {
+            return Err(mismatch("type", other.type_name(), self.type_name()));
         }
         for (field, current, received) in [
             ("durable", self.durable, other.durable),

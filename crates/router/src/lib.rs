@@ -23,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod binding;
+pub mod delayed;
 pub mod error;
 pub mod exchange;
 pub mod headers;

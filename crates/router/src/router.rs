@@ -268,6 +268,7 @@ impl Router {
     ) -> Routing<'a> {
         let mut used_headers = false;
         let mut queues = Vec::new();
+        let mut delayed = Vec::new();
         // Queues already in `queues`, and exchanges already visited.
         let mut chosen = Seen::default();
         let mut visited = Seen::default();
@@ -290,7 +291,11 @@ impl Router {
                 continue;
             }
             hits.clear();
-            used_headers |= exchange.kind == ExchangeKind::Headers;
+            used_headers |= exchange.kind == ExchangeKind::Headers || exchange.delayed;
+            if exchange.delayed && crate::delayed::delay_of(headers).is_some() {
+                delayed.push(exchange.name.as_str());
+                continue;
+            }
             exchange.bindings.matching(routing_key, headers, &mut hits);
             let first = pending.len();
             for destination in &hits {
@@ -312,7 +317,11 @@ impl Router {
                 }
             }
         }
-        Routing { queues, used_headers }
+        Routing {
+            queues,
+            delayed,
+            used_headers,
+        }
     }
 }
 
@@ -321,7 +330,10 @@ impl Router {
 pub struct Routing<'a> {
     /// The queues, each once.
     pub queues: Vec<&'a str>,
-    /// Whether a headers exchange was visited.
+    /// The delayed exchanges that held the message for its `x-delay`
+    /// ([`crate::delayed`]), each once.
+    pub delayed: Vec<&'a str>,
+    /// Whether a headers exchange (or a delayed one) was visited.
     pub used_headers: bool,
 }
 

@@ -75,6 +75,7 @@ impl Broker {
             queues = stats.queues,
             messages = stats.messages,
             bindings = stats.bindings,
+            delayed = stats.delayed,
             segments,
             stale_bindings = cleaned,
             torn_octets = torn,

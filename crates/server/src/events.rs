@@ -37,6 +37,9 @@ pub trait QueueRegistry: Send + Sync {
     /// dead-letter exchange and routing key) and hands them to their queues
     /// without waiting ([`crate::queue::dead_letter`]).
     fn dead_letter(&self, messages: Vec<Arc<Message>>);
+    /// Routes messages a delayed exchange held, now due, from that exchange
+    /// ([`crate::delayed`]), and hands them to their queues without waiting.
+    fn release_delayed(&self, exchange: &str, messages: Vec<Arc<Message>>);
 }
 
 /// Commands a queue accepts before it makes their senders wait.
@@ -89,6 +92,9 @@ pub struct QueueHandle {
     /// `x-consumer-timeout`: how long its deliveries may stay unacked, in
     /// milliseconds, instead of the broker's default.
     pub consumer_timeout: Option<u64>,
+    /// Whether it is a delayed exchange's queue ([`crate::delayed`]): it
+    /// holds messages stamped with their due time.
+    pub delays: bool,
     tx: mpsc::Sender<QueueCommand>,
     /// Unbounded: [`QueueHandle::publish_credit`] bounds what it holds.
     publish_tx: mpsc::UnboundedSender<PublishBatch>,
@@ -378,6 +384,7 @@ pub(crate) struct Traits {
     pub rejects_publish: bool,
     pub stores_every_message: bool,
     pub consumer_timeout: Option<u64>,
+    pub delays: bool,
 }
 
 impl QueueHandle {
@@ -395,6 +402,7 @@ impl QueueHandle {
             rejects_publish,
             stores_every_message,
             consumer_timeout,
+            delays,
         } = traits;
         let (tx, commands) = mpsc::channel(INBOX);
         let (publish_tx, publishes) = mpsc::unbounded_channel();
@@ -411,6 +419,7 @@ impl QueueHandle {
             rejects_publish,
             stores_every_message,
             consumer_timeout,
+            delays,
             tx,
             publish_tx,
             publish_credit: publish_credit.clone(),

@@ -15,15 +15,16 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, Weak};
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 use tracing::warn;
-use warren_router::{Destination, Exchange, ExchangeKind, QueueName, Router, RouterError};
+use warren_router::delayed::parse_type;
+use warren_router::{Destination, Exchange, QueueName, Router, RouterError};
 use warren_store::{BindingDef, DestinationKind, ExchangeDef, QueueDef, Recovered, RecoveredEntry, Store};
 
+use crate::delayed::{self, Delayer};
 use crate::events::{Enqueue, QueueHandle, QueueRegistry, ReplyConsumer};
 use crate::queue::args::{type_name, QueueArgs};
 use crate::queue::dead_letter::is_cycle;
@@ -49,6 +50,9 @@ const EQUIVALENCE_ARGS: &[&str] = &[
 struct Definitions {
     router: Router,
     queues: HashMap<QueueName, Arc<QueueHandle>>,
+    /// Each delayed exchange's queue of held messages, by exchange name
+    /// ([`crate::delayed`]); not in `queues`, so no client can reach it.
+    delays: HashMap<String, Arc<QueueHandle>>,
 }
 
 /// One virtual host.
@@ -83,6 +87,8 @@ pub struct RecoveryStats {
     pub messages: usize,
     /// Bindings restored.
     pub bindings: usize,
+    /// Messages held by delayed exchanges, restored.
+    pub delayed: usize,
 }
 
 /// What queue.declare asked for.
@@ -116,6 +122,7 @@ impl VHost {
             state: RwLock::new(Definitions {
                 router: Router::new(),
                 queues: HashMap::new(),
+                delays: HashMap::new(),
             }),
             weak_self: weak_self.clone(),
             next_queue_id: AtomicU64::new(1),
@@ -132,16 +139,30 @@ impl VHost {
         let mut stats = RecoveryStats::default();
         let mut state = self.write();
         for x in recovered.exchanges {
-            let Ok(kind) = ExchangeKind::from_str(&x.kind) else {
+            let Ok((kind, delays)) = parse_type(&x.kind, &x.arguments) else {
                 warn!(exchange = %x.name, kind = %x.kind, "skipping a stored exchange of unknown type");
                 continue;
             };
-            let exchange = Exchange::new(x.name.into(), kind, true, x.auto_delete, x.internal, x.arguments);
+            let exchange = Exchange::new(x.name.into(), kind, true, x.auto_delete, x.internal, x.arguments)
+                .delayed(delays);
             if state.router.declare(exchange).is_ok() {
                 stats.exchanges += 1;
             }
         }
         for q in recovered.queues {
+            if let Some(exchange) = delayed::exchange_of(&q.def.name) {
+                let exchange = exchange.to_owned();
+                stats.delayed += q.entries.len();
+                let queue = self.spawn_durable_queue(q.def, QueueArgs::default(), q.entries, true);
+                if state.router.exchange(&exchange).is_some_and(|x| x.delayed) {
+                    Delayer::start(self.registry(), exchange.clone(), queue.clone());
+                    state.delays.insert(exchange, queue);
+                } else {
+                    // Its exchange was deleted as the broker stopped.
+                    self.drop_delay_queue(queue);
+                }
+                continue;
+            }
             stats.queues += 1;
             stats.messages += q.entries.len();
             // A queue stored by an earlier version that took arguments it did
@@ -150,7 +171,7 @@ impl VHost {
                 warn!(queue = %q.def.name, error = %e, "a stored queue's arguments are not honoured");
                 QueueArgs::default()
             });
-            let handle = self.spawn_durable_queue(q.def, args, q.entries);
+            let handle = self.spawn_durable_queue(q.def, args, q.entries, false);
             state.queues.insert(handle.name.clone(), handle);
         }
         for b in recovered.bindings {
@@ -174,6 +195,7 @@ impl VHost {
         def: QueueDef,
         args: QueueArgs,
         entries: Vec<RecoveredEntry>,
+        delays: bool,
     ) -> Arc<QueueHandle> {
         let disk = Disk {
             store: self.store.clone(),
@@ -189,6 +211,7 @@ impl VHost {
             args,
             disk: Some(disk),
             recovered: entries,
+            delays,
         };
         QueueHandle::spawn(
             self.registry(),
@@ -208,10 +231,72 @@ impl VHost {
 
     /// Forgets the durable ones among exchanges the router deleted
     /// (auto-delete cascades included); the others were never stored.
-    fn forget_exchanges(&self, removed: &[Exchange]) {
-        for exchange in removed.iter().filter(|x| x.durable) {
-            self.store.delete_exchange(exchange.name.as_str());
+    fn forget_exchanges(&self, state: &mut Definitions, removed: &[Exchange]) {
+        for exchange in removed {
+            if exchange.durable {
+                self.store.delete_exchange(exchange.name.as_str());
+            }
+            if let Some(queue) = state.delays.remove(exchange.name.as_str()) {
+                self.drop_delay_queue(queue);
+            }
         }
+    }
+
+    /// A delayed exchange's queue: durable (and keeping every message) if
+    /// the exchange is, and consumed by its [`Delayer`].
+    fn start_delay_queue(&self, state: &mut Definitions, exchange: &str, durable: bool) {
+        let name = delayed::queue_name(exchange);
+        let queue = if durable {
+            let def = QueueDef {
+                name,
+                id: self.store.new_queue_id(),
+                auto_delete: false,
+                arguments: FieldTable::default(),
+            };
+            self.store.put_queue(def.clone());
+            self.spawn_durable_queue(def, QueueArgs::default(), Vec::new(), true)
+        } else {
+            let new = NewQueue {
+                name: name.into(),
+                exclusive_owner: None,
+                auto_delete: false,
+                arguments: FieldTable::default(),
+                args: QueueArgs::default(),
+                disk: Some(Disk {
+                    store: self.store.clone(),
+                    queue: self.store.new_queue_id(),
+                    durable: false,
+                    memory_pressure: self.memory_pressure.clone(),
+                }),
+                recovered: Vec::new(),
+                delays: true,
+            };
+            QueueHandle::spawn(
+                self.registry(),
+                &self.name,
+                self.next_queue_id.fetch_add(1, Ordering::Relaxed),
+                new,
+            )
+        };
+        Delayer::start(self.registry(), exchange.to_owned(), queue.clone());
+        state.delays.insert(exchange.to_owned(), queue);
+    }
+
+    /// Deletes a delayed exchange's queue, and the messages it held, as the
+    /// plugin drops them with their exchange.
+    fn drop_delay_queue(&self, queue: Arc<QueueHandle>) {
+        if queue.durable {
+            self.store.delete_queue(queue.name.as_str());
+        }
+        tokio::spawn(async move {
+            queue
+                .ask(|reply| crate::events::QueueCommand::Delete {
+                    if_unused: false,
+                    if_empty: false,
+                    reply,
+                })
+                .await
+        });
     }
 
     /// The stored form of a binding, if both its ends are durable.
@@ -340,7 +425,7 @@ impl VHost {
             return Err(self.router_error(RouterError::ExchangeNotFound(name.into())));
         }
         let mut state = self.write();
-        let kind = ExchangeKind::from_str(kind).map_err(|e| self.router_error(e))?;
+        let (kind, delays) = parse_type(kind, arguments).map_err(|e| self.router_error(e))?;
         if !name.is_empty() && state.router.exchange(name).is_none() && name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format!(
                 "exchange name '{name}' contains reserved prefix 'amq.*'"
@@ -353,12 +438,17 @@ impl VHost {
             auto_delete,
             internal,
             arguments.clone(),
-        );
+        )
+        .delayed(delays);
+        let type_name = exchange.type_name();
         let created = state.router.declare(exchange).map_err(|e| self.router_error(e))?;
+        if created && delays {
+            self.start_delay_queue(&mut state, name, durable);
+        }
         if created && durable {
             let def = ExchangeDef {
                 name: name.to_owned(),
-                kind: kind.to_string(),
+                kind: type_name,
                 auto_delete,
                 internal,
                 arguments: arguments.clone(),
@@ -366,6 +456,55 @@ impl VHost {
             self.store.put_exchange(def);
         }
         Ok(())
+    }
+
+    /// Routes a message the broker publishes itself (a dead letter, a
+    /// delayed message now due) from `exchange` to the queues `keep` lets
+    /// through, stores it once for those that keep it, and hands it to them
+    /// without waiting: a queue never waits on another queue. A missing
+    /// exchange drops it, as in RabbitMQ.
+    fn publish_internal(&self, exchange: &str, message: Arc<Message>, keep: impl Fn(&str) -> bool) {
+        let queues: Vec<Arc<QueueHandle>> = {
+            let state = self.read();
+            let routing = state.router.route_detail(
+                exchange,
+                message.routing_key.as_str(),
+                message.properties.headers().as_ref(),
+            );
+            routing
+                .queues
+                .iter()
+                .filter(|name| keep(name))
+                .filter_map(|name| state.queues.get(*name).cloned())
+                .chain(
+                    routing
+                        .delayed
+                        .iter()
+                        .filter_map(|x| state.delays.get(*x).cloned()),
+                )
+                .collect()
+        };
+        let copies = delayed::Copies::new(message, &queues);
+        let written: Vec<(Arc<Message>, u64)> = copies
+            .to_store(&queues)
+            .into_iter()
+            .map(|(copy, ids)| {
+                let id = self.store.publish(copy.clone(), ids, None);
+                (copy, id)
+            })
+            .collect();
+        for queue in queues {
+            let enqueue = Enqueue {
+                message: copies.of(&queue).clone(),
+                stored: copies.stored_for(&queue, &written),
+                confirm: None,
+            };
+            if let (Err(returned), Some(store_id)) = (queue.send_dead_lettered(vec![enqueue]), queue.store_id)
+            {
+                self.store
+                    .settle(store_id, returned.into_iter().filter_map(|e| e.stored).collect());
+            }
+        }
     }
 
     /// exchange.delete. Deleting a missing exchange succeeds, as in RabbitMQ;
@@ -380,7 +519,7 @@ impl VHost {
         let state = &mut *self.write();
         match state.router.delete(name, if_unused) {
             Ok(removed) => {
-                self.forget_exchanges(&removed);
+                self.forget_exchanges(state, &removed);
                 Ok(())
             }
             Err(RouterError::ExchangeNotFound(_)) => Ok(()),
@@ -449,7 +588,7 @@ impl VHost {
                 arguments: spec.arguments.clone(),
             };
             self.store.put_queue(def.clone());
-            self.spawn_durable_queue(def, args, Vec::new())
+            self.spawn_durable_queue(def, args, Vec::new(), false)
         } else {
             let new = NewQueue {
                 name: name.clone(),
@@ -464,6 +603,7 @@ impl VHost {
                     memory_pressure: self.memory_pressure.clone(),
                 }),
                 recovered: Vec::new(),
+                delays: false,
             };
             QueueHandle::spawn(
                 self.registry(),
@@ -628,7 +768,7 @@ impl VHost {
                 if let Some(def) = durable {
                     self.store.delete_binding(def);
                 }
-                self.forget_exchanges(&deleted);
+                self.forget_exchanges(state, &deleted);
                 Ok(())
             }
             Err(RouterError::ExchangeNotFound(_)) => Ok(()),
@@ -705,6 +845,12 @@ impl VHost {
             .queues
             .iter()
             .filter_map(|name| state.queues.get(*name).cloned())
+            .chain(
+                routing
+                    .delayed
+                    .iter()
+                    .filter_map(|x| state.delays.get(*x).cloned()),
+            )
             .collect();
         if !routing.used_headers {
             cache.insert(exchange, routing_key, queues.clone());
@@ -787,7 +933,7 @@ impl QueueRegistry for VHost {
         if durable {
             self.store.delete_queue(name.as_str());
         }
-        self.forget_exchanges(&deleted);
+        self.forget_exchanges(&mut state, &deleted);
     }
 
     /// Removes a queue whose actor crashed from the tables in memory only:
@@ -807,46 +953,21 @@ impl QueueRegistry for VHost {
     /// its durable queues.
     fn dead_letter(&self, messages: Vec<Arc<Message>>) {
         for message in messages {
-            let queues: Vec<Arc<QueueHandle>> = {
-                let state = self.read();
-                let routing = state.router.route_detail(
-                    message.exchange.as_str(),
-                    message.routing_key.as_str(),
-                    message.properties.headers().as_ref(),
-                );
-                routing
-                    .queues
-                    .iter()
-                    .filter(|name| {
-                        let cycle = is_cycle(&message, name);
-                        if cycle {
-                            warn!(queue = %name, "dead-letter cycle: message dropped");
-                        }
-                        !cycle
-                    })
-                    .filter_map(|name| state.queues.get(*name).cloned())
-                    .collect()
-            };
-            let persistent = *message.properties.delivery_mode() == Some(2);
-            let durable: Vec<u64> = queues
-                .iter()
-                .filter(|q| q.keeps(persistent))
-                .filter_map(|q| q.store_id)
-                .collect();
-            let stored = (!durable.is_empty()).then(|| self.store.publish(message.clone(), durable, None));
-            for queue in queues {
-                let enqueue = Enqueue {
-                    message: message.clone(),
-                    stored: stored.filter(|_| queue.keeps(persistent)),
-                    confirm: None,
-                };
-                if let (Err(returned), Some(store_id)) =
-                    (queue.send_dead_lettered(vec![enqueue]), queue.store_id)
-                {
-                    self.store
-                        .settle(store_id, returned.into_iter().filter_map(|e| e.stored).collect());
+            let exchange = message.exchange.clone();
+            let died = message.clone();
+            self.publish_internal(exchange.as_str(), message, |name| {
+                let cycle = is_cycle(&died, name);
+                if cycle {
+                    warn!(queue = %name, "dead-letter cycle: message dropped");
                 }
-            }
+                !cycle
+            });
+        }
+    }
+
+    fn release_delayed(&self, exchange: &str, messages: Vec<Arc<Message>>) {
+        for message in messages {
+            self.publish_internal(exchange, message, |_| true);
         }
     }
 }

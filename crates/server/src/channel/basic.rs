@@ -9,6 +9,7 @@ use super::ack_timeout::Deadline;
 use super::reply_to::REPLY_TO;
 use super::{ChannelState, Routed, Settle};
 use crate::connection::Connection;
+use crate::delayed::Copies;
 use crate::events::ConfirmTracker;
 use crate::events::ConsumerShared;
 use crate::events::{Decision, Enqueue, QueueCommand};
@@ -207,16 +208,16 @@ impl Connection {
             }));
             self.send_content(id, returned, message.clone()).await;
         }
-        // Stored for a durable queue if persistent; for a quorum queue always.
-        let persistent = *message.properties.delivery_mode() == Some(2);
-        let durable: Vec<u64> = queues
-            .iter()
-            .filter(|q| q.keeps(persistent))
-            .filter_map(|q| q.store_id)
-            .collect();
+        // Stored for a durable queue if persistent; for a quorum queue (or
+        // a durable delayed exchange's) always. A delayed exchange's queue
+        // holds a copy of its own, so there may be two writes.
+        let copies = Copies::new(message, &queues);
+        let writes = copies.to_store(&queues);
         let mut tracker: Option<Arc<ConfirmTracker>> = None;
-        if let (Some(commit), false) = (commit, durable.is_empty()) {
-            commit.add_one();
+        if let (Some(commit), false) = (commit, writes.is_empty()) {
+            for _ in &writes {
+                commit.add_one();
+            }
             tracker = Some(commit.clone());
         }
         // A publisher confirm waits for the store's write, and for the
@@ -225,7 +226,7 @@ impl Connection {
         if let Some(confirms) = self.channels.get_mut(&id).and_then(|c| c.confirms.as_mut()) {
             confirms.published += 1;
             let decisions = queues.iter().filter(|q| q.rejects_publish).count();
-            let waits = usize::from(!durable.is_empty()) + decisions;
+            let waits = writes.len() + decisions;
             if waits > 0 {
                 confirms.outstanding.insert(confirms.published);
                 let confirm =
@@ -234,7 +235,7 @@ impl Connection {
                     confirm.add_one();
                 }
                 deciding = (decisions > 0).then(|| confirm.clone());
-                tracker = (!durable.is_empty()).then_some(confirm);
+                tracker = (!writes.is_empty()).then_some(confirm);
             }
             if !self.pending_confirms.contains(&id) {
                 self.pending_confirms.push(id);
@@ -242,15 +243,19 @@ impl Connection {
         }
         // Stored once, for all its durable queues, before any of them has
         // it: what a queue later tells the store about it comes after.
-        let stored = (!durable.is_empty()).then(|| {
-            let confirm = tracker.map(|t| t as Arc<dyn warren_store::Durable>);
-            self.stored_since_flush = true;
-            self.vhost.store.publish(message.clone(), durable, confirm)
-        });
+        self.stored_since_flush |= !writes.is_empty();
+        let confirm = tracker.map(|t| t as Arc<dyn warren_store::Durable>);
+        let written: Vec<(Arc<warren_codec::Message>, u64)> = writes
+            .into_iter()
+            .map(|(copy, ids)| {
+                let id = self.vhost.store.publish(copy.clone(), ids, confirm.clone());
+                (copy, id)
+            })
+            .collect();
         for queue in queues.iter() {
             let enqueue = Enqueue {
-                message: message.clone(),
-                stored: stored.filter(|_| queue.keeps(persistent)),
+                message: copies.of(queue).clone(),
+                stored: copies.stored_for(queue, &written),
                 confirm: deciding
                     .clone()
                     .filter(|_| queue.rejects_publish)

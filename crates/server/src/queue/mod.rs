@@ -83,8 +83,11 @@ impl QueueHandle {
             new.arguments,
             crate::events::Traits {
                 rejects_publish: new.args.rejects_publish(),
-                stores_every_message: new.args.quorum,
+                // A durable delayed exchange keeps every held message.
+                stores_every_message: new.args.quorum
+                    || (new.delays && new.disk.as_ref().is_some_and(|d| d.durable)),
                 consumer_timeout: new.args.consumer_timeout,
+                delays: new.delays,
             },
         );
         let next_msg_id = new.recovered.len() as u64;
@@ -151,6 +154,8 @@ pub(crate) struct NewQueue {
     pub disk: Option<Disk>,
     /// Messages found at start, in order.
     pub recovered: Vec<RecoveredEntry>,
+    /// A delayed exchange's queue ([`crate::delayed`]).
+    pub delays: bool,
 }
 
 /// A queue's place in the store: for a durable queue, where its persistent
