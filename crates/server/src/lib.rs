@@ -13,6 +13,7 @@
 //!   the one place errors become close methods) and its writer task.
 //! - [`channel`]: per-channel state and one handler per AMQP method.
 //! - [`vhost`]: exchanges, bindings and the queue table of a virtual host.
+//! - [`dedup`]: message deduplication (`x-message-deduplication`).
 //! - [`delayed`]: the `x-delayed-message` exchange's held messages.
 //! - [`queue`]: the queue actor, sole owner of a queue's messages and consumers.
 //! - [`gate`]: prefetch and credit limits shared by queues and channels.
@@ -30,6 +31,7 @@ pub mod broker;
 pub mod channel;
 pub mod config;
 pub mod connection;
+pub mod dedup;
 pub mod delayed;
 pub mod durability;
 pub mod error;

@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 use tracing::warn;
@@ -24,6 +24,7 @@ use warren_router::delayed::parse_type;
 use warren_router::{Destination, Exchange, QueueName, Router, RouterError};
 use warren_store::{BindingDef, DestinationKind, ExchangeDef, QueueDef, Recovered, RecoveredEntry, Store};
 
+use crate::dedup::{DedupArgs, Deduplicator};
 use crate::delayed::{self, Delayer};
 use crate::events::{Enqueue, QueueHandle, QueueRegistry, ReplyConsumer};
 use crate::queue::args::{type_name, QueueArgs};
@@ -53,6 +54,9 @@ struct Definitions {
     /// Each delayed exchange's queue of held messages, by exchange name
     /// ([`crate::delayed`]); not in `queues`, so no client can reach it.
     delays: HashMap<String, Arc<QueueHandle>>,
+    /// The keys seen by each `x-message-deduplication` exchange
+    /// ([`crate::dedup`]).
+    dedup: HashMap<String, Arc<Mutex<Deduplicator>>>,
 }
 
 /// One virtual host.
@@ -123,6 +127,7 @@ impl VHost {
                 router: Router::new(),
                 queues: HashMap::new(),
                 delays: HashMap::new(),
+                dedup: HashMap::new(),
             }),
             weak_self: weak_self.clone(),
             next_queue_id: AtomicU64::new(1),
@@ -143,6 +148,15 @@ impl VHost {
                 warn!(exchange = %x.name, kind = %x.kind, "skipping a stored exchange of unknown type");
                 continue;
             };
+            match self.exchange_dedup(&x.name, &x.arguments) {
+                Ok(Some(dedup)) => {
+                    state.dedup.insert(x.name.clone(), dedup);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    warn!(exchange = %x.name, error = %e, "a stored exchange's arguments are not honoured")
+                }
+            }
             let exchange = Exchange::new(x.name.into(), kind, true, x.auto_delete, x.internal, x.arguments)
                 .delayed(delays);
             if state.router.declare(exchange).is_ok() {
@@ -239,7 +253,23 @@ impl VHost {
             if let Some(queue) = state.delays.remove(exchange.name.as_str()) {
                 self.drop_delay_queue(queue);
             }
+            state.dedup.remove(exchange.name.as_str());
         }
+    }
+
+    /// The deduplication cache an exchange's arguments ask for, if any.
+    fn exchange_dedup(
+        &self,
+        name: &str,
+        arguments: &FieldTable,
+    ) -> Result<Option<Arc<Mutex<Deduplicator>>>, AmqpError> {
+        let args = DedupArgs::parse(arguments, |key, why| {
+            AmqpError::precondition_failed(format!(
+                "invalid arg '{key}' for exchange '{name}' in vhost '{}': {why}",
+                self.name
+            ))
+        })?;
+        Ok(args.map(|args| Arc::new(Mutex::new(Deduplicator::new(args)))))
     }
 
     /// A delayed exchange's queue: durable (and keeping every message) if
@@ -426,6 +456,7 @@ impl VHost {
         }
         let mut state = self.write();
         let (kind, delays) = parse_type(kind, arguments).map_err(|e| self.router_error(e))?;
+        let dedup = self.exchange_dedup(name, arguments)?;
         if !name.is_empty() && state.router.exchange(name).is_none() && name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format!(
                 "exchange name '{name}' contains reserved prefix 'amq.*'"
@@ -444,6 +475,9 @@ impl VHost {
         let created = state.router.declare(exchange).map_err(|e| self.router_error(e))?;
         if created && delays {
             self.start_delay_queue(&mut state, name, durable);
+        }
+        if let (true, Some(dedup)) = (created, dedup) {
+            state.dedup.insert(name.to_owned(), dedup);
         }
         if created && durable {
             let def = ExchangeDef {
@@ -815,19 +849,21 @@ impl VHost {
     /// The queues a publish goes to: 404 if the exchange is missing, 403 if
     /// it is internal. An empty result means unroutable. Answers from the
     /// connection's `cache` while the definitions have not changed.
+    /// None for a duplicate an `x-message-deduplication` exchange drops (a
+    /// route to such an exchange is never cached).
     pub(crate) fn route(
         &self,
         cache: &mut RouteCache,
-        exchange: &str,
-        routing_key: &str,
-        headers: Option<&FieldTable>,
-    ) -> Result<Queues, AmqpError> {
+        message: &Message,
+    ) -> Result<Option<Queues>, AmqpError> {
+        let (exchange, routing_key) = (message.exchange.as_str(), message.routing_key.as_str());
+        let headers = message.properties.headers().as_ref();
         let epoch = self.epoch.load(Ordering::Acquire);
         if cache.epoch != epoch {
             cache.clear(epoch);
         }
         if let Some(queues) = cache.get(exchange, routing_key) {
-            return Ok(queues.clone());
+            return Ok(Some(queues.clone()));
         }
         let state = self.read();
         let x = state
@@ -839,6 +875,16 @@ impl VHost {
                 "cannot publish to internal exchange '{exchange}' in vhost '{}'",
                 self.name
             )));
+        }
+        let dedup = state.dedup.get(exchange);
+        if let Some(dedup) = dedup {
+            if dedup
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_duplicate(message)
+            {
+                return Ok(None);
+            }
         }
         let routing = state.router.route_detail(exchange, routing_key, headers);
         let queues: Queues = routing
@@ -852,10 +898,10 @@ impl VHost {
                     .filter_map(|x| state.delays.get(*x).cloned()),
             )
             .collect();
-        if !routing.used_headers {
+        if !routing.used_headers && dedup.is_none() {
             cache.insert(exchange, routing_key, queues.clone());
         }
-        Ok(queues)
+        Ok(Some(queues))
     }
 }
 

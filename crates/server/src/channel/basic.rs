@@ -167,19 +167,22 @@ impl Connection {
                 queues: Vec::new().into(),
             });
         }
-        let queues = self
+        let routed = self
             .vhost
-            .route(
-                &mut self.route_cache,
-                message.exchange.as_str(),
-                message.routing_key.as_str(),
-                message.properties.headers().as_ref(),
-            )
+            .route(&mut self.route_cache, &message)
             .map_err(|e| e.for_method(PUBLISH.0, PUBLISH.1))?;
-        Ok(Routed {
-            mandatory,
-            message,
-            queues,
+        Ok(match routed {
+            Some(queues) => Routed {
+                mandatory,
+                message,
+                queues,
+            },
+            // A duplicate, dropped as if delivered: not returned.
+            None => Routed {
+                mandatory: false,
+                message,
+                queues: Vec::new().into(),
+            },
         })
     }
 

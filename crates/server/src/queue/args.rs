@@ -56,6 +56,8 @@ pub struct QueueArgs {
     /// `x-consumer-timeout`: how long a delivery may stay unacked, in
     /// milliseconds (RabbitMQ 3.12 and later; 3.10 ignores it).
     pub consumer_timeout: Option<u64>,
+    /// `x-message-deduplication` and its settings ([`crate::dedup`]).
+    pub dedup: Option<crate::dedup::DedupArgs>,
 }
 
 /// basic.consume's arguments, checked with RabbitMQ's texts.
@@ -192,6 +194,7 @@ impl QueueArgs {
         };
         let max_length = non_negative("x-max-length")?;
         let consumer_timeout = non_negative("x-consumer-timeout")?;
+        let dedup = crate::dedup::DedupArgs::parse(table, invalid)?;
         let max_length_bytes = non_negative("x-max-length-bytes")?;
         let max_priority = match non_negative("x-max-priority")? {
             Some(n) if n > 255 => {
@@ -267,6 +270,7 @@ impl QueueArgs {
             dead_letter_exchange,
             dead_letter_routing_key,
             consumer_timeout,
+            dedup,
         })
     }
 }

@@ -51,6 +51,14 @@ impl Queue {
     /// whether it was taken (a full queue may refuse it, see
     /// [`super::limits`]).
     pub(super) fn publish(&mut self, message: Arc<Message>, stored: Option<u64>, confirm: Option<Decision>) {
+        // A duplicate is dropped as if delivered ([`crate::dedup`]).
+        if self.dedup.as_mut().is_some_and(|d| d.is_duplicate(&message)) {
+            if let Some(confirm) = confirm {
+                confirm.accept();
+            }
+            self.settled.extend(stored);
+            return;
+        }
         // RabbitMQ checks the limit against a queue its consumers have
         // already taken what they can from: publishes of one batch arrive
         // together, before the step's dispatch.

@@ -113,7 +113,9 @@ impl QueueHandle {
             ready.push_back(entry);
         }
         let loader = rx.loader();
+        let dedup = new.args.dedup.clone().map(crate::dedup::Deduplicator::new);
         let actor = Queue {
+            dedup,
             name: new.name,
             args: new.args,
             epoch: tokio::time::Instant::now(),
@@ -245,6 +247,8 @@ struct Queue {
     exclusive_consumer: bool,
     /// auto-delete applies only once a queue has had a consumer.
     had_consumers: bool,
+    /// `x-message-deduplication`: the keys seen.
+    dedup: Option<crate::dedup::Deduplicator>,
 }
 
 impl Queue {

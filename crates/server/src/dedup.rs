@@ -1,0 +1,214 @@
+//! Message deduplication, as LavinMQ offers it (and, with the same names,
+//! the `rabbitmq-message-deduplication` plugin): a queue or an exchange
+//! declared with `x-message-deduplication: true` remembers the value of each
+//! message's deduplication header, and drops a later message that carries a
+//! value it remembers. A publisher that sends again after a lost confirm
+//! (its connection dropped before the ack arrived) gets no second copy.
+//!
+//! Arguments, on the queue or the exchange:
+//! - `x-deduplication-header`: the header that carries the key
+//!   (`x-deduplication-header` itself by default);
+//! - `x-cache-size`: how many keys are remembered (128 by default); past it,
+//!   the oldest is forgotten first;
+//! - `x-cache-ttl`: how long a key is remembered, in milliseconds (until
+//!   pushed out, by default). A message's own `x-cache-ttl` header
+//!   overrides it.
+//!
+//! A message without the header is never a duplicate. A duplicate is
+//! dropped as if delivered: a confirming publisher gets basic.ack, and a
+//! mandatory one no basic.return, since the message did arrive once. The
+//! cache is in memory: a restart forgets it (as LavinMQ's), so a publisher
+//! that sends again after the broker itself restarted can cause a
+//! duplicate.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use amq_protocol::types::{AMQPValue, FieldTable};
+use tokio::time::Instant;
+use warren_codec::Message;
+
+use crate::queue::args::{as_integer, type_name};
+
+/// The default header, and the default number of keys kept (LavinMQ's).
+const DEFAULT_HEADER: &str = "x-deduplication-header";
+const DEFAULT_SIZE: u64 = 128;
+
+/// What a `x-message-deduplication` queue or exchange was declared with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DedupArgs {
+    /// The header that carries the key.
+    pub header: String,
+    /// Keys kept at most.
+    pub size: u64,
+    /// How long a key is kept, in milliseconds; None until pushed out.
+    pub ttl: Option<u64>,
+}
+
+impl DedupArgs {
+    /// Reads the arguments of `table`: None unless `x-message-deduplication`
+    /// is true. `invalid` words a refusal for one argument (406, as the
+    /// other arguments of a queue or exchange are refused).
+    pub(crate) fn parse(
+        table: &FieldTable,
+        invalid: impl Fn(&str, String) -> crate::AmqpError,
+    ) -> Result<Option<Self>, crate::AmqpError> {
+        let get = |key: &str| table.inner().get(key);
+        let count = |key: &str| -> Result<Option<u64>, crate::AmqpError> {
+            match get(key) {
+                None => Ok(None),
+                Some(value) => match as_integer(value) {
+                    Some(n) if n < 0 => Err(invalid(key, format!("{{value_negative,{n}}}"))),
+                    Some(n) => Ok(Some(n as u64)),
+                    None => Err(invalid(
+                        key,
+                        format!("\"expected integer, got {}\"", type_name(value)),
+                    )),
+                },
+            }
+        };
+        let size = count("x-cache-size")?;
+        let ttl = count("x-cache-ttl")?;
+        let header = match get("x-deduplication-header") {
+            None => None,
+            Some(AMQPValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            Some(AMQPValue::ShortString(s)) => Some(s.as_str().to_owned()),
+            Some(other) => {
+                return Err(invalid(
+                    "x-deduplication-header",
+                    format!("{{unacceptable_type,{}}}", type_name(other)),
+                ))
+            }
+        };
+        match get("x-message-deduplication") {
+            None | Some(AMQPValue::Boolean(false)) => Ok(None),
+            Some(AMQPValue::Boolean(true)) => Ok(Some(Self {
+                header: header.unwrap_or_else(|| DEFAULT_HEADER.to_owned()),
+                size: size.unwrap_or(DEFAULT_SIZE),
+                ttl,
+            })),
+            Some(other) => Err(invalid(
+                "x-message-deduplication",
+                format!("{{unacceptable_type,{}}}", type_name(other)),
+            )),
+        }
+    }
+}
+
+/// The keys seen, each until it expires or is pushed out.
+#[derive(Debug)]
+pub struct Deduplicator {
+    args: DedupArgs,
+    /// Key → when it is forgotten (None: when pushed out).
+    seen: HashMap<String, Option<Instant>>,
+    /// Keys in the order they were added, oldest first, to push out.
+    order: VecDeque<String>,
+}
+
+impl Deduplicator {
+    pub fn new(args: DedupArgs) -> Self {
+        Self {
+            args,
+            seen: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// Whether `message` repeats a key seen before; if not, its key (if it
+    /// has one) is remembered from now on.
+    pub fn is_duplicate(&mut self, message: &Message) -> bool {
+        let Some(headers) = message.properties.headers().as_ref() else {
+            return false;
+        };
+        let Some(value) = headers.inner().get(self.args.header.as_str()) else {
+            return false;
+        };
+        // The value and its type: 1 and "1" are different keys.
+        let key = format!("{value:?}");
+        let now = Instant::now();
+        if let Some(&until) = self.seen.get(&key) {
+            if until.is_none_or(|until| until > now) {
+                return true;
+            }
+            // Expired: remembered again below, as the newest.
+            self.seen.remove(&key);
+            self.order.retain(|k| *k != key);
+        }
+        if self.args.size == 0 {
+            return false;
+        }
+        let ttl = headers
+            .inner()
+            .get("x-cache-ttl")
+            .and_then(as_integer)
+            .and_then(|n| u64::try_from(n).ok())
+            .or(self.args.ttl);
+        let until = ttl.map(|ms| now + Duration::from_millis(ms));
+        if self.seen.insert(key.clone(), until).is_none() {
+            self.order.push_back(key);
+        }
+        while self.seen.len() as u64 > self.args.size {
+            match self.order.pop_front() {
+                Some(oldest) => self.seen.remove(&oldest),
+                None => break,
+            };
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amq_protocol::protocol::BasicProperties;
+    use std::sync::Arc;
+
+    fn message(key: AMQPValue, ttl: Option<i64>) -> Message {
+        let mut headers = FieldTable::default();
+        headers.insert("x-deduplication-header".into(), key);
+        if let Some(ttl) = ttl {
+            headers.insert("x-cache-ttl".into(), AMQPValue::LongLongInt(ttl));
+        }
+        Message {
+            exchange: "".into(),
+            routing_key: "q".into(),
+            properties: Arc::new(BasicProperties::default().with_headers(headers)),
+            body: Default::default(),
+        }
+    }
+
+    fn dedup(size: u64, ttl: Option<u64>) -> Deduplicator {
+        Deduplicator::new(DedupArgs {
+            header: DEFAULT_HEADER.into(),
+            size,
+            ttl,
+        })
+    }
+
+    #[test]
+    fn a_key_seen_is_a_duplicate_until_pushed_out() {
+        let mut d = dedup(2, None);
+        let key = |s: &str| AMQPValue::LongString(s.into());
+        assert!(!d.is_duplicate(&message(key("a"), None)));
+        assert!(d.is_duplicate(&message(key("a"), None)));
+        // 1 and "1" differ.
+        assert!(!d.is_duplicate(&message(AMQPValue::LongInt(1), None)));
+        assert!(!d.is_duplicate(&message(key("1"), None)));
+        // Three keys in a cache of two: "a", the oldest, is gone.
+        assert!(!d.is_duplicate(&message(key("a"), None)));
+        assert_eq!(d.seen.len(), 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_key_is_forgotten_after_its_ttl() {
+        let mut d = dedup(10, Some(1000));
+        let key = AMQPValue::LongString("k".into());
+        assert!(!d.is_duplicate(&message(key.clone(), None)));
+        assert!(!d.is_duplicate(&message(AMQPValue::LongString("short".into()), Some(10))));
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert!(d.is_duplicate(&message(key.clone(), None)));
+        assert!(!d.is_duplicate(&message(AMQPValue::LongString("short".into()), None)));
+        tokio::time::advance(Duration::from_millis(600)).await;
+        assert!(!d.is_duplicate(&message(key, None)));
+    }
+}

@@ -1,0 +1,275 @@
+//! Message deduplication as LavinMQ offers it: `x-message-deduplication`
+//! on a queue or an exchange, keyed by a header.
+//!
+//! Warren-only: RabbitMQ 3.10 has no deduplication (it takes these
+//! arguments and ignores them); the names and defaults are LavinMQ's
+//! (`src/lavinmq/deduplication.cr`).
+
+use std::time::Duration;
+
+use lapin::options::*;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::BasicProperties;
+use warren_tests::*;
+
+fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    t.insert("x-message-deduplication".into(), AMQPValue::Boolean(true));
+    for (k, v) in pairs {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+fn keyed(header: &str, key: &str) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    headers.insert(header.into(), AMQPValue::LongString(LongString::from(key)));
+    BasicProperties::default()
+        .with_headers(headers)
+        .with_delivery_mode(2)
+}
+
+fn key(k: &str) -> BasicProperties {
+    keyed("x-deduplication-header", k)
+}
+
+/// Publishes with confirms; the confirm must be a plain ack (no return).
+async fn send(
+    ch: &lapin::Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &str,
+    properties: BasicProperties,
+) {
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..Default::default()
+    };
+    let confirm = ch
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            options,
+            body.as_bytes(),
+            properties,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(confirm.is_ack(), "{body} acked");
+    assert!(confirm.take_message().is_none(), "{body} not returned");
+}
+
+async fn queue_with(ch: &lapin::Channel, prefix: &str, arguments: FieldTable) -> String {
+    let q = unique(prefix);
+    let options = QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    ch.queue_declare(q.as_str().into(), options, arguments)
+        .await
+        .unwrap();
+    q
+}
+
+#[tokio::test]
+async fn a_deduplicating_queue_keeps_one_copy_per_key() {
+    if !is_warren() {
+        return;
+    }
+    within(async {
+        let broker = start_broker().await;
+        let (_conn, ch) = broker.channel().await;
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        let q = queue_with(&ch, "dedup", args(&[])).await;
+        send(&ch, "", &q, "a", key("a")).await;
+        send(&ch, "", &q, "b", key("b")).await;
+        send(&ch, "", &q, "a again", key("a")).await;
+        // No key: never a duplicate.
+        send(&ch, "", &q, "plain", BasicProperties::default()).await;
+        send(&ch, "", &q, "plain", BasicProperties::default()).await;
+        assert_eq!(drain(&ch, &q).await, ["a", "b", "plain", "plain"]);
+        // Consumed is not forgotten: the key is still in the cache.
+        send(&ch, "", &q, "a once more", key("a")).await;
+        assert_eq!(drain(&ch, &q).await, Vec::<String>::new());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_header_the_cache_size_and_the_ttl_can_be_set() {
+    if !is_warren() {
+        return;
+    }
+    within(async {
+        let broker = start_broker().await;
+        let (_conn, ch) = broker.channel().await;
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        let q = queue_with(
+            &ch,
+            "dedup-size",
+            args(&[
+                ("x-deduplication-header", AMQPValue::LongString("order-id".into())),
+                ("x-cache-size", AMQPValue::LongInt(2)),
+            ]),
+        )
+        .await;
+        for k in ["1", "2", "2", "3", "1"] {
+            send(&ch, "", &q, k, keyed("order-id", k)).await;
+        }
+        // "1" was pushed out by "3", the third key in a cache of two.
+        assert_eq!(drain(&ch, &q).await, ["1", "2", "3", "1"]);
+
+        let q = queue_with(
+            &ch,
+            "dedup-ttl",
+            args(&[("x-cache-ttl", AMQPValue::LongInt(300))]),
+        )
+        .await;
+        send(&ch, "", &q, "first", key("k")).await;
+        send(&ch, "", &q, "within the ttl", key("k")).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        send(&ch, "", &q, "after the ttl", key("k")).await;
+        assert_eq!(drain(&ch, &q).await, ["first", "after the ttl"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_deduplicating_exchange_routes_a_key_once() {
+    if !is_warren() {
+        return;
+    }
+    within(async {
+        let broker = start_broker().await;
+        let (_conn, ch) = broker.channel().await;
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        let x = unique("dedup-x");
+        ch.exchange_declare(
+            x.as_str().into(),
+            lapin::ExchangeKind::Fanout,
+            ExchangeDeclareOptions::default(),
+            args(&[]),
+        )
+        .await
+        .unwrap();
+        let (q1, q2) = (
+            exclusive_queue(&ch, "dedup-x1").await,
+            exclusive_queue(&ch, "dedup-x2").await,
+        );
+        for q in [&q1, &q2] {
+            ch.queue_bind(
+                q.as_str().into(),
+                x.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        }
+        send(&ch, &x, "", "a", key("a")).await;
+        // Mandatory, and routed nowhere, yet acked and not returned.
+        send(&ch, &x, "", "a again", key("a")).await;
+        send(&ch, &x, "", "b", key("b")).await;
+        assert_eq!(drain(&ch, &q1).await, ["a", "b"]);
+        assert_eq!(drain(&ch, &q2).await, ["a", "b"]);
+        ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_publisher_that_sends_again_after_losing_its_connection_makes_no_duplicate() {
+    if !is_warren() {
+        return;
+    }
+    within(async {
+        let broker = start_broker().await;
+        let q = unique("dedup-retry");
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        {
+            // The confirm never reaches the publisher: its connection is
+            // gone before it reads it.
+            let (conn, ch) = broker.channel().await;
+            ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+            ch.queue_declare(q.as_str().into(), durable, args(&[]))
+                .await
+                .unwrap();
+            let _unread = ch
+                .basic_publish(
+                    "".into(),
+                    q.as_str().into(),
+                    BasicPublishOptions::default(),
+                    b"order",
+                    key("order-7"),
+                )
+                .await
+                .unwrap();
+            conn.close(200, "gone".into()).await.unwrap();
+        }
+        let (_conn, ch) = broker.channel().await;
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        send(&ch, "", &q, "order", key("order-7")).await;
+        assert_eq!(drain(&ch, &q).await, ["order"]);
+        ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bad_deduplication_arguments_are_refused() {
+    if !is_warren() {
+        return;
+    }
+    within(async {
+        let broker = start_broker().await;
+        let conn = broker.connect().await;
+        let q = unique("dedup-bad");
+        let cases = [
+            (
+                args(&[("x-cache-size", AMQPValue::LongInt(-1))]),
+                format!("invalid arg 'x-cache-size' for queue '{q}' in vhost '/': {{value_negative,-1}}"),
+            ),
+            (
+                args(&[("x-cache-ttl", AMQPValue::LongString("long".into()))]),
+                format!("invalid arg 'x-cache-ttl' for queue '{q}' in vhost '/': \"expected integer, got longstr\""),
+            ),
+            (
+                args(&[("x-message-deduplication", AMQPValue::LongString("yes".into()))]),
+                format!("invalid arg 'x-message-deduplication' for queue '{q}' in vhost '/': {{unacceptable_type,longstr}}"),
+            ),
+        ];
+        for (arguments, expected) in cases {
+            let ch = conn.create_channel().await.unwrap();
+            let err = ch
+                .queue_declare(q.as_str().into(), QueueDeclareOptions::default(), arguments)
+                .await
+                .unwrap_err();
+            assert_eq!((reply_code(&err), reply_text(&err)), (406, format!("PRECONDITION_FAILED - {expected}")));
+        }
+        let ch = conn.create_channel().await.unwrap();
+        let err = ch
+            .exchange_declare(
+                q.as_str().into(),
+                lapin::ExchangeKind::Direct,
+                ExchangeDeclareOptions::default(),
+                args(&[("x-deduplication-header", AMQPValue::LongInt(5))]),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            reply_text(&err),
+            format!("PRECONDITION_FAILED - invalid arg 'x-deduplication-header' for exchange '{q}' in vhost '/': {{unacceptable_type,signedint}}")
+        );
+    })
+    .await;
+}
