@@ -142,8 +142,15 @@ impl TestBroker {
 
     /// Stops an in-process broker and starts a new one on the same data
     /// directory (and a new port).
-    pub async fn restart(mut self) -> TestBroker {
+    pub async fn restart(self) -> TestBroker {
+        self.shut_down_for(Duration::ZERO).await
+    }
+
+    /// Like [`TestBroker::restart`], with the broker down for `down`: what
+    /// a message's time in the store is measured against.
+    pub async fn shut_down_for(mut self, down: Duration) -> TestBroker {
         self.shut_down().await;
+        tokio::time::sleep(down).await;
         start_warren(self._data_dir.take().expect("an in-process broker")).await
     }
 }

@@ -419,3 +419,97 @@ async fn a_quorum_queue_keeps_transient_messages_across_a_restart() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_priority_queue_keeps_its_order_and_its_messages_their_ttl_across_a_restart() {
+    if !is_warren() {
+        return; // restarts the broker
+    }
+    within(async {
+        let broker = start_broker().await;
+        let (conn, ch) = broker.channel().await;
+        let mut args = FieldTable::default();
+        args.insert("x-max-priority".into(), lapin::types::AMQPValue::LongInt(5));
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.queue_declare("prio-kept".into(), durable, args).await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        for (body, priority, expiration) in [
+            ("low", 1, None),
+            ("short-lived", 5, Some("300")),
+            ("high", 5, None),
+            ("mid", 3, Some("60000")),
+        ] {
+            let mut props = persistent().with_priority(priority);
+            if let Some(expiration) = expiration {
+                props = props.with_expiration(expiration.into());
+            }
+            publish_with(&ch, "", "prio-kept", body, props).await;
+        }
+        drop(conn);
+        // The short-lived message's time runs out while the broker is down.
+        let broker = broker.shut_down_for(std::time::Duration::from_millis(400)).await;
+        let (_conn, ch) = broker.channel().await;
+        assert_eq!(drain(&ch, "prio-kept").await, ["high", "mid", "low"]);
+        ch.queue_delete("prio-kept".into(), QueueDeleteOptions::default())
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_quorum_queue_keeps_its_delivery_counts_across_a_restart() {
+    if !is_warren() {
+        return; // restarts the broker
+    }
+    within(async {
+        let broker = start_broker().await;
+        let (conn, ch) = broker.channel().await;
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            lapin::types::AMQPValue::LongString("quorum".into()),
+        );
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.queue_declare("qq-counted".into(), durable, args)
+            .await
+            .unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        publish_with(&ch, "", "qq-counted", "job", persistent()).await;
+        let count = |got: &lapin::message::BasicGetMessage| {
+            got.delivery
+                .properties
+                .headers()
+                .as_ref()
+                .and_then(|h| h.inner().get("x-delivery-count").cloned())
+        };
+        // Delivered twice; the second delivery is still unacked at the stop.
+        let got = get(&ch, "qq-counted").await.expect("the job");
+        assert_eq!(count(&got), Some(lapin::types::AMQPValue::LongLongInt(0)));
+        got.delivery
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let got = get(&ch, "qq-counted").await.expect("the job again");
+        assert_eq!(count(&got), Some(lapin::types::AMQPValue::LongLongInt(1)));
+        drop(conn);
+        let broker = broker.restart().await;
+        let (_conn, ch) = broker.channel().await;
+        let got = get(&ch, "qq-counted").await.expect("the job after the restart");
+        assert!(got.delivery.redelivered);
+        assert_eq!(count(&got), Some(lapin::types::AMQPValue::LongLongInt(2)));
+        ch.queue_delete("qq-counted".into(), QueueDeleteOptions::default())
+            .await
+            .unwrap();
+    })
+    .await;
+}

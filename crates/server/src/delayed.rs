@@ -30,7 +30,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 use tokio::sync::mpsc;
@@ -40,6 +40,7 @@ use warren_router::delayed::delay_of;
 
 use crate::events::{ConnEvent, ConsumerShared, QueueCommand, QueueHandle, QueueRegistry};
 use crate::gate::{Gate, CREDIT};
+use crate::queue::expiry::wall_clock_ms as now_ms;
 
 /// The header that carries a held message's due time.
 const DUE: &str = "x-warren-due";
@@ -53,12 +54,6 @@ pub(crate) fn queue_name(exchange: &str) -> String {
 /// The exchange whose queue this is, if it is a delayed exchange's.
 pub(crate) fn exchange_of(queue: &str) -> Option<&str> {
     queue.strip_prefix("amq.delayed.")
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The copy of `message` a delayed exchange's queue holds: stamped with its

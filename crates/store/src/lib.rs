@@ -49,3 +49,10 @@ pub use error::StoreError;
 pub use recovery::{Damage, Recovered, RecoveredEntry, RecoveredQueue};
 pub use store::Store;
 pub use writer::{Durable, ReadReply};
+
+/// Milliseconds since the Unix epoch: when a message record was written.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -38,6 +38,10 @@ pub enum Kind {
     Message = 2,
     /// The definitions' generation after a change was synced to sled.
     Generation = 3,
+    /// A [`Kind::Message`] with the time it was written, so that its TTL
+    /// counts from then across a restart. Written since issue 10; both
+    /// kinds are read.
+    TimedMessage = 4,
 }
 
 impl Kind {
@@ -46,6 +50,7 @@ impl Kind {
             1 => Some(Self::Start),
             2 => Some(Self::Message),
             3 => Some(Self::Generation),
+            4 => Some(Self::TimedMessage),
             _ => None,
         }
     }
@@ -65,10 +70,12 @@ pub(crate) fn put(out: &mut Vec<u8>, kind: Kind, payload: impl FnOnce(&mut Vec<u
     out[start + 8..start + 12].copy_from_slice(&crc.to_be_bytes());
 }
 
-/// A message record: id, queues, then the message.
-pub(crate) fn put_message(out: &mut Vec<u8>, id: u64, queues: &[u64], message: &Message) {
-    put(out, Kind::Message, |out| {
+/// A message record: id, when it was written (milliseconds since the Unix
+/// epoch), queues, then the message.
+pub(crate) fn put_message(out: &mut Vec<u8>, id: u64, at: u64, queues: &[u64], message: &Message) {
+    put(out, Kind::TimedMessage, |out| {
         out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(&at.to_be_bytes());
         out.extend_from_slice(&(queues.len() as u32).to_be_bytes());
         for q in queues {
             out.extend_from_slice(&q.to_be_bytes());
@@ -77,25 +84,35 @@ pub(crate) fn put_message(out: &mut Vec<u8>, id: u64, queues: &[u64], message: &
     });
 }
 
-/// A message record's id and queues, and where its message starts.
+/// A message record's id, when it was written (if the record says) and
+/// queues, and where its message starts.
 pub(crate) struct MessageHead<'a> {
     pub id: u64,
+    pub at: Option<u64>,
     pub queues: Vec<u64>,
     pub message: &'a [u8],
 }
 
-pub(crate) fn message_head(payload: &[u8]) -> Option<MessageHead<'_>> {
+/// Reads the head of a message record of either kind; None for another
+/// kind, or a payload too short for its head.
+pub(crate) fn message_head(kind: Kind, payload: &[u8]) -> Option<MessageHead<'_>> {
     let id = u64_at(payload, 0)?;
+    let (at, rest) = match kind {
+        Kind::Message => (None, payload.get(8..)?),
+        Kind::TimedMessage => (Some(u64_at(payload, 8)?), payload.get(16..)?),
+        Kind::Start | Kind::Generation => return None,
+    };
     // u32: a message may go to more than 65,535 durable queues (a fanout).
-    let n = u32::from_be_bytes(payload.get(8..12)?.try_into().ok()?) as usize;
-    let ids = payload.get(12..12usize.checked_add(n.checked_mul(8)?)?)?;
+    let n = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+    let ids = rest.get(4..4usize.checked_add(n.checked_mul(8)?)?)?;
     Some(MessageHead {
         id,
+        at,
         queues: ids
             .chunks_exact(8)
             .map(|c| u64_at(c, 0).expect("8 bytes"))
             .collect(),
-        message: &payload[12 + 8 * n..],
+        message: &rest[4 + 8 * n..],
     })
 }
 
@@ -241,7 +258,7 @@ mod tests {
     #[test]
     fn records_parse_back_and_damage_is_told_from_a_torn_tail() {
         let mut buf = Vec::new();
-        put_message(&mut buf, 7, &[1, 2], &message());
+        put_message(&mut buf, 7, 1234, &[1, 2], &message());
         let first = buf.len();
         put(&mut buf, Kind::Generation, |o| {
             o.extend_from_slice(&9u64.to_be_bytes())
@@ -249,9 +266,12 @@ mod tests {
         let At::Record { kind, payload, next } = at(&buf, 0) else {
             panic!("a whole record");
         };
-        assert_eq!((kind, next), (Kind::Message, first));
-        let head = message_head(payload).unwrap();
-        assert_eq!((head.id, head.queues.as_slice()), (7, &[1u64, 2][..]));
+        assert_eq!((kind, next), (Kind::TimedMessage, first));
+        let head = message_head(kind, payload).unwrap();
+        assert_eq!(
+            (head.id, head.at, head.queues.as_slice()),
+            (7, Some(1234), &[1u64, 2][..])
+        );
         assert_eq!(messages::decode(head.message), Some(message()));
         // Every cut of the last record is torn, never a record.
         for cut in first + 1..buf.len() {

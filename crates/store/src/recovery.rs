@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use crate::definitions::{BindingDef, ExchangeDef, QueueDef};
 use crate::io::io_error;
 use crate::locations::Locations;
+use crate::messages;
 use crate::record::{self, AckKind, AckRecord, At, Kind, ACK_RECORD};
 use crate::segments::{self, Location, Segment, Summary};
 use crate::StoreError;
@@ -50,12 +51,21 @@ pub struct RecoveredQueue {
 }
 
 /// One message a recovered queue holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecoveredEntry {
     /// Its id in the store.
     pub message: u64,
-    /// Whether it was delivered before (it comes back redelivered).
-    pub delivered: bool,
+    /// How often it was delivered before, as recorded (it comes back
+    /// redelivered if at all). Queues record a message's first delivery;
+    /// quorum queues record every one, for their delivery count.
+    pub deliveries: u32,
+    /// When it was written, in milliseconds since the Unix epoch (None in
+    /// a record written before Warren kept the time).
+    pub written: Option<u64>,
+    /// Its `priority` property.
+    pub priority: Option<u8>,
+    /// Its `expiration` property.
+    pub expiration: Option<Box<str>>,
 }
 
 /// Something recovery found damaged. The broker logs each at ERROR.
@@ -195,15 +205,25 @@ pub(crate) fn scan(
                         ids.insert(head.id);
                         log.next_message = log.next_message.max(head.id + 1);
                         let mut refs = 0;
+                        // Read only for a message some queue still holds.
+                        let mut scheduling = None;
                         for &q in &head.queues {
                             *found.entry(q).or_default() += 1;
                             if acks.settled.contains(&(head.id, q)) {
                                 continue;
                             }
                             if let Some((_, entries)) = queues.get_mut(&q) {
+                                let (priority, expiration) = scheduling
+                                    .get_or_insert_with(|| {
+                                        messages::scheduling(head.message).unwrap_or_default()
+                                    })
+                                    .clone();
                                 entries.push(RecoveredEntry {
                                     message: head.id,
-                                    delivered: acks.delivered.contains(&(head.id, q)),
+                                    deliveries: acks.delivered.get(&(head.id, q)).copied().unwrap_or(0),
+                                    written: head.at,
+                                    priority,
+                                    expiration: expiration.clone(),
                                 });
                                 refs += 1;
                             }
@@ -307,7 +327,7 @@ fn read_record(kind: Kind, payload: &[u8]) -> Read<'_> {
             .zip(record::u64_at(payload, 8))
             .map(|(first, generation)| Read::Start { first, generation }),
         Kind::Generation => record::u64_at(payload, 0).map(Read::Generation),
-        Kind::Message => record::message_head(payload).map(Read::Message),
+        Kind::Message | Kind::TimedMessage => record::message_head(kind, payload).map(Read::Message),
     };
     read.unwrap_or(Read::Bad)
 }
@@ -317,7 +337,8 @@ struct Acks {
     /// The file's length.
     len: u64,
     settled: HashSet<(u64, u64)>,
-    delivered: HashSet<(u64, u64)>,
+    /// Deliveries recorded, per message and queue.
+    delivered: HashMap<(u64, u64), u32>,
 }
 
 fn read_acks(path: &Path, damage: &mut Vec<Damage>) -> Result<Acks, StoreError> {
@@ -334,7 +355,7 @@ fn read_acks(path: &Path, damage: &mut Vec<Damage>) -> Result<Acks, StoreError> 
                 acks.settled.insert((r.message, r.queue));
             }
             Some(r) => {
-                acks.delivered.insert((r.message, r.queue));
+                *acks.delivered.entry((r.message, r.queue)).or_default() += 1;
             }
             None => bad += 1,
         }

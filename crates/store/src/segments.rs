@@ -161,15 +161,10 @@ pub(crate) fn read(file: &File, path: &Path, location: &Location) -> Result<Mess
         path: path.to_owned(),
         what: format!("{what} at offset {}", location.offset),
     };
-    let At::Record {
-        kind: Kind::Message,
-        payload,
-        ..
-    } = record::at(&buf, 0)
-    else {
+    let At::Record { kind, payload, .. } = record::at(&buf, 0) else {
         return Err(corrupt("a damaged message record"));
     };
-    record::message_head(payload)
+    record::message_head(kind, payload)
         .and_then(|head| messages::decode(head.message))
         .ok_or_else(|| corrupt("a message that does not decode"))
 }

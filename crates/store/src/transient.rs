@@ -67,7 +67,8 @@ impl TransientLog {
         }
         let offset = self.len + self.buf.len() as u64;
         let before = self.buf.len();
-        record::put_message(&mut self.buf, id, queues, message);
+        // Never recovered: no time is needed.
+        record::put_message(&mut self.buf, id, 0, queues, message);
         *self.live.entry(self.active).or_default() += queues.len() as u64;
         Ok(Location {
             segment: self.active,

@@ -504,6 +504,9 @@ impl Writer {
                 o.extend_from_slice(&generation.to_be_bytes())
             });
         }
+        // One time for the round: what a message's TTL counts from after a
+        // restart.
+        let now = crate::now_ms();
         for id in std::mem::take(&mut self.order) {
             let Some(pending) = self.pending.remove(&id) else {
                 continue;
@@ -522,7 +525,7 @@ impl Writer {
             }
             let offset = self.active.len + self.buf.len() as u64;
             let before = self.buf.len();
-            record::put_message(&mut self.buf, id, &pending.queues, &pending.message);
+            record::put_message(&mut self.buf, id, now, &pending.queues, &pending.message);
             let segment = self.segments.entry(self.active.n).or_default();
             segment.live += pending.queues.len() as u64;
             for &q in &pending.queues {

@@ -62,7 +62,7 @@ fn bodies(store: &Store, q: &RecoveredQueue) -> Vec<(Vec<u8>, bool)> {
     let read = rx.recv_timeout(WAIT).unwrap();
     read.into_iter()
         .zip(&q.entries)
-        .map(|(m, e)| (m.unwrap().body.to_vec(), e.delivered))
+        .map(|(m, e)| (m.unwrap().body.to_vec(), e.deliveries > 0))
         .collect()
 }
 

@@ -194,10 +194,12 @@ impl Queue {
             self.settle_entry(&entry);
             return Some(taken);
         }
+        // The first delivery, for the redelivered mark after a restart; a
+        // quorum queue's every one, for its delivery count.
         if let (Some(true), Some(stored), false) = (
             self.disk.as_ref().map(|d| d.durable),
             entry.stored,
-            entry.redelivered,
+            entry.redelivered && !self.args.quorum,
         ) {
             self.delivered.push(stored);
         }

@@ -5,9 +5,9 @@
 //! never delivered, and it leaves even a queue nobody reads. A message with
 //! a later expiry at the head holds back the expiry of those behind it, as
 //! in RabbitMQ's classic queues. A requeued message keeps its expiry. A
-//! message recovered at start gets its TTL counted again from the start
-//! (its time in the queue before is not stored), so it may live longer than
-//! its TTL, never shorter.
+//! message recovered at start keeps its time: its TTL counts from when the
+//! store wrote it (the message record carries that time), so one whose
+//! time ran out while the broker was down expires at once, as in RabbitMQ.
 //!
 //! Also the queue's own expiry, `x-expires`: a queue nobody has used for
 //! that long (no consumer, no basic.get, no declare) deletes itself, as an
@@ -24,6 +24,31 @@ use super::{Entry, Queue};
 
 /// An entry that never expires.
 pub(super) const NEVER: u64 = u64::MAX;
+
+/// Milliseconds since the Unix epoch, the clock message records are
+/// stamped with.
+pub(crate) fn wall_clock_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// When a recovered message expires, on the clock of a queue started `now`
+/// (wall-clock milliseconds): its TTL (the lower of the queue's and its
+/// own) counts from when the store wrote it, so a message whose time ran
+/// out while the broker was down expires at once. One from a record
+/// written before Warren kept the time counts from now.
+pub(crate) fn recovered(entry: &warren_store::RecoveredEntry, queue_ttl: Option<u64>, now: u64) -> u64 {
+    let own = entry.expiration.as_deref().and_then(|e| parse_expiration(e).ok());
+    let ttl = match (queue_ttl, own) {
+        (None, None) => return NEVER,
+        (a, b) => a.unwrap_or(u64::MAX).min(b.unwrap_or(u64::MAX)),
+    };
+    match entry.written {
+        Some(written) => written.saturating_add(ttl).saturating_sub(now),
+        None => ttl,
+    }
+}
 
 /// The `expiration` property as RabbitMQ reads it (Erlang's
 /// `string:to_integer`): milliseconds, or the reason it is refused, in

@@ -82,15 +82,7 @@ impl Queue {
                 continue;
             }
             match read {
-                Ok(message) => {
-                    // A message recovered at start: its own expiration is
-                    // known now (see `expiry`).
-                    if self.ready.get(at).expires == super::expiry::NEVER {
-                        let expires = self.expiry_of(&message);
-                        self.ready.set_expiry(at, expires);
-                    }
-                    self.ready.set_message(at, Arc::new(message));
-                }
+                Ok(message) => self.ready.set_message(at, Arc::new(message)),
                 // The broker is stopping: it stays stored for the next start.
                 Err(warren_store::StoreError::Closed) => {}
                 Err(e) => {

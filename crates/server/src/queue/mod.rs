@@ -91,23 +91,22 @@ impl QueueHandle {
             },
         );
         let next_msg_id = new.recovered.len() as u64;
-        // A recovered message's TTL counts again from now (see `expiry`).
-        let recovered_expiry = new.args.message_ttl.unwrap_or(expiry::NEVER);
         let mut ready = ready::Ready::new(new.args.max_priority.unwrap_or(0));
+        let (message_ttl, now) = (new.args.message_ttl, expiry::wall_clock_ms());
+        let top_lane = new.args.max_priority.unwrap_or(0);
         let recovered = new.recovered.into_iter().zip(0..).map(|(e, position)| Entry {
             id: position,
             // Not known until read back.
             weight: crate::events::MESSAGE_OVERHEAD as u32,
-            expires: recovered_expiry,
+            expires: expiry::recovered(&e, message_ttl, now),
             // Not known until read back; the limit counts it as empty.
             body: 0,
             message: None,
             stored: Some(e.message),
-            // Not known until read back: recovered messages wait in
-            // the lowest lane, in their stored order.
-            priority: 0,
-            redelivered: e.delivered,
-            deliveries: u32::from(e.delivered),
+            // Its lane, as `Ready::lane_of` gives it.
+            priority: e.priority.unwrap_or(0).min(top_lane),
+            redelivered: e.deliveries > 0,
+            deliveries: e.deliveries,
         });
         for entry in recovered {
             ready.push_back(entry);

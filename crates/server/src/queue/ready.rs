@@ -181,11 +181,6 @@ impl Ready {
         entry.message = Some(message);
     }
 
-    /// Sets an entry's expiry (learnt when its body is read back).
-    pub fn set_expiry(&mut self, pos: Pos, expires: u64) {
-        self.lanes[pos.lane][pos.at].expires = expires;
-    }
-
     /// Drops an entry's body, now kept by the store as `stored`.
     pub fn page_out(&mut self, pos: Pos, stored: u64) {
         let entry = &mut self.lanes[pos.lane][pos.at];
