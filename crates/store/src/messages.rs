@@ -51,7 +51,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<Message> {
 /// property (headers included) and recovery reads millions of messages for
 /// these two. The property list is AMQP's (class basic): each present
 /// property's bit is set in the flags, from bit 15 down.
-pub(crate) fn scheduling(bytes: &[u8]) -> Option<(Option<u8>, Option<Box<str>>)> {
+pub(crate) fn scheduling(bytes: &[u8]) -> Option<(Option<u8>, Option<u64>)> {
     let (_, rest) = take_str(bytes)?;
     let (_, rest) = take_str(rest)?;
     let props_len = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
@@ -94,11 +94,27 @@ pub(crate) fn scheduling(bytes: &[u8]) -> Option<(Option<u8>, Option<Box<str>>)>
         }
     }
     let expiration = if has(8) {
-        Some(std::str::from_utf8(short_string(&mut at)?).ok()?.into())
+        expiration_ms(short_string(&mut at)?)
     } else {
         None
     };
     Some((priority, expiration))
+}
+
+/// An `expiration` in milliseconds. Publishes with one that is not a
+/// non-negative integer were refused (an optional sign, then digits, as
+/// RabbitMQ reads it), so anything else is damage: no expiration.
+fn expiration_ms(text: &[u8]) -> Option<u64> {
+    let digits = text
+        .strip_prefix(b"+")
+        .or_else(|| text.strip_prefix(b"-"))
+        .unwrap_or(text);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let value: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    // "-0" is the only negative value taken.
+    (value == 0 || !text.starts_with(b"-")).then_some(value)
 }
 
 #[cfg(test)]
@@ -128,9 +144,9 @@ mod tests {
                 BasicProperties::default()
                     .with_reply_to("r".into())
                     .with_expiration("5".into()),
-                (None, Some("5".into())),
+                (None, Some(5)),
             ),
-            (full, (Some(7), Some("60000".into()))),
+            (full, (Some(7), Some(60000))),
         ];
         for (properties, expected) in cases {
             let message = Message {

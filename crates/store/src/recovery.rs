@@ -59,13 +59,14 @@ pub struct RecoveredEntry {
     /// redelivered if at all). Queues record a message's first delivery;
     /// quorum queues record every one, for their delivery count.
     pub deliveries: u32,
-    /// When it was written, in milliseconds since the Unix epoch (None in
-    /// a record written before Warren kept the time).
-    pub written: Option<u64>,
-    /// Its `priority` property.
-    pub priority: Option<u8>,
-    /// Its `expiration` property.
-    pub expiration: Option<Box<str>>,
+    /// When it was written, in milliseconds since the Unix epoch (for a
+    /// record written before Warren kept the time: when it was recovered).
+    pub written: u64,
+    /// When its own `expiration` property makes it expire, in milliseconds
+    /// since the Unix epoch; `u64::MAX` if it has none.
+    pub expires: u64,
+    /// Its `priority` property (0 if it has none).
+    pub priority: u8,
 }
 
 /// Something recovery found damaged. The broker logs each at ERROR.
@@ -141,6 +142,7 @@ pub(crate) fn scan(
         ..Log::default()
     };
     let started = Instant::now();
+    let recovered_at = crate::now_ms();
     let mut last_report = started;
     let mut bytes_read = 0u64;
     let mut buf = Vec::new();
@@ -213,17 +215,16 @@ pub(crate) fn scan(
                                 continue;
                             }
                             if let Some((_, entries)) = queues.get_mut(&q) {
-                                let (priority, expiration) = scheduling
-                                    .get_or_insert_with(|| {
-                                        messages::scheduling(head.message).unwrap_or_default()
-                                    })
-                                    .clone();
+                                let written = head.at.unwrap_or(recovered_at);
+                                let (priority, expiration) = *scheduling.get_or_insert_with(|| {
+                                    messages::scheduling(head.message).unwrap_or_default()
+                                });
                                 entries.push(RecoveredEntry {
                                     message: head.id,
                                     deliveries: acks.delivered.get(&(head.id, q)).copied().unwrap_or(0),
-                                    written: head.at,
-                                    priority,
-                                    expiration: expiration.clone(),
+                                    written,
+                                    expires: expiration.map_or(u64::MAX, |ms| written.saturating_add(ms)),
+                                    priority: priority.unwrap_or(0),
                                 });
                                 refs += 1;
                             }

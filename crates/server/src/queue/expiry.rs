@@ -37,16 +37,12 @@ pub(crate) fn wall_clock_ms() -> u64 {
 /// (wall-clock milliseconds): its TTL (the lower of the queue's and its
 /// own) counts from when the store wrote it, so a message whose time ran
 /// out while the broker was down expires at once. One from a record
-/// written before Warren kept the time counts from now.
+/// written before Warren kept the time counts from its recovery.
 pub(crate) fn recovered(entry: &warren_store::RecoveredEntry, queue_ttl: Option<u64>, now: u64) -> u64 {
-    let own = entry.expiration.as_deref().and_then(|e| parse_expiration(e).ok());
-    let ttl = match (queue_ttl, own) {
-        (None, None) => return NEVER,
-        (a, b) => a.unwrap_or(u64::MAX).min(b.unwrap_or(u64::MAX)),
-    };
-    match entry.written {
-        Some(written) => written.saturating_add(ttl).saturating_sub(now),
-        None => ttl,
+    let by_queue = queue_ttl.map_or(u64::MAX, |ttl| entry.written.saturating_add(ttl));
+    match by_queue.min(entry.expires) {
+        u64::MAX => NEVER,
+        at => at.saturating_sub(now),
     }
 }
 

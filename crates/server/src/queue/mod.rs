@@ -104,7 +104,7 @@ impl QueueHandle {
             message: None,
             stored: Some(e.message),
             // Its lane, as `Ready::lane_of` gives it.
-            priority: e.priority.unwrap_or(0).min(top_lane),
+            priority: e.priority.min(top_lane),
             redelivered: e.deliveries > 0,
             deliveries: e.deliveries,
         });
