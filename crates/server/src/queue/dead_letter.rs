@@ -10,6 +10,9 @@
 //!   `original-expiration`; a second death for the same queue and reason
 //!   counts up its table and moves it first;
 //! - `x-first-death-reason`, `-queue` and `-exchange`, set once;
+//! - `x-last-death-reason`, `-queue` and `-exchange`, set at every death:
+//!   RabbitMQ 3.13 added them (`mc:record_death/3`), 3.10 does not write
+//!   them, and a client that reads them finds them;
 //! - the `expiration` property removed (it is in `original-expiration`);
 //! - routed with the dead-letter routing key, or else its own.
 //!
@@ -146,6 +149,13 @@ fn rewrite(
         if !headers.inner().contains_key(key) {
             headers.insert(key.into(), long_string(value));
         }
+    }
+    for (key, value) in [
+        ("x-last-death-reason", reason.as_str()),
+        ("x-last-death-queue", queue),
+        ("x-last-death-exchange", message.exchange.as_str()),
+    ] {
+        headers.insert(key.into(), long_string(value));
     }
     Arc::new(Message {
         exchange: ShortString::from(exchange),
