@@ -247,6 +247,35 @@ pub async fn publish(ch: &lapin::Channel, exchange: &str, routing_key: &str, bod
     .unwrap();
 }
 
+/// Publishes with `properties`, mandatory, on a channel in confirm mode,
+/// and checks that the broker acked it and returned nothing.
+pub async fn publish_confirmed(
+    ch: &lapin::Channel,
+    exchange: &str,
+    routing_key: &str,
+    body: &str,
+    properties: lapin::BasicProperties,
+) {
+    let options = lapin::options::BasicPublishOptions {
+        mandatory: true,
+        ..Default::default()
+    };
+    let confirm = ch
+        .basic_publish(
+            exchange.into(),
+            routing_key.into(),
+            options,
+            body.as_bytes(),
+            properties,
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    assert!(confirm.is_ack(), "{body} acked");
+    assert!(confirm.take_message().is_none(), "{body} not returned");
+}
+
 /// basic.get with manual ack; the body and the redelivered flag.
 pub async fn get(ch: &lapin::Channel, queue: &str) -> Option<lapin::message::BasicGetMessage> {
     ch.basic_get(queue.into(), lapin::options::BasicGetOptions::default())

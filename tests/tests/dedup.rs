@@ -33,34 +33,6 @@ fn key(k: &str) -> BasicProperties {
     keyed("x-deduplication-header", k)
 }
 
-/// Publishes with confirms; the confirm must be a plain ack (no return).
-async fn send(
-    ch: &lapin::Channel,
-    exchange: &str,
-    routing_key: &str,
-    body: &str,
-    properties: BasicProperties,
-) {
-    let options = BasicPublishOptions {
-        mandatory: true,
-        ..Default::default()
-    };
-    let confirm = ch
-        .basic_publish(
-            exchange.into(),
-            routing_key.into(),
-            options,
-            body.as_bytes(),
-            properties,
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(confirm.is_ack(), "{body} acked");
-    assert!(confirm.take_message().is_none(), "{body} not returned");
-}
-
 async fn queue_with(ch: &lapin::Channel, prefix: &str, arguments: FieldTable) -> String {
     let q = unique(prefix);
     let options = QueueDeclareOptions {
@@ -83,15 +55,15 @@ async fn a_deduplicating_queue_keeps_one_copy_per_key() {
         let (_conn, ch) = broker.channel().await;
         ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
         let q = queue_with(&ch, "dedup", args(&[])).await;
-        send(&ch, "", &q, "a", key("a")).await;
-        send(&ch, "", &q, "b", key("b")).await;
-        send(&ch, "", &q, "a again", key("a")).await;
+        publish_confirmed(&ch, "", &q, "a", key("a")).await;
+        publish_confirmed(&ch, "", &q, "b", key("b")).await;
+        publish_confirmed(&ch, "", &q, "a again", key("a")).await;
         // No key: never a duplicate.
-        send(&ch, "", &q, "plain", BasicProperties::default()).await;
-        send(&ch, "", &q, "plain", BasicProperties::default()).await;
+        publish_confirmed(&ch, "", &q, "plain", BasicProperties::default()).await;
+        publish_confirmed(&ch, "", &q, "plain", BasicProperties::default()).await;
         assert_eq!(drain(&ch, &q).await, ["a", "b", "plain", "plain"]);
         // Consumed is not forgotten: the key is still in the cache.
-        send(&ch, "", &q, "a once more", key("a")).await;
+        publish_confirmed(&ch, "", &q, "a once more", key("a")).await;
         assert_eq!(drain(&ch, &q).await, Vec::<String>::new());
     })
     .await;
@@ -116,7 +88,7 @@ async fn the_header_the_cache_size_and_the_ttl_can_be_set() {
         )
         .await;
         for k in ["1", "2", "2", "3", "1"] {
-            send(&ch, "", &q, k, keyed("order-id", k)).await;
+            publish_confirmed(&ch, "", &q, k, keyed("order-id", k)).await;
         }
         // "1" was pushed out by "3", the third key in a cache of two.
         assert_eq!(drain(&ch, &q).await, ["1", "2", "3", "1"]);
@@ -127,10 +99,10 @@ async fn the_header_the_cache_size_and_the_ttl_can_be_set() {
             args(&[("x-cache-ttl", AMQPValue::LongInt(300))]),
         )
         .await;
-        send(&ch, "", &q, "first", key("k")).await;
-        send(&ch, "", &q, "within the ttl", key("k")).await;
+        publish_confirmed(&ch, "", &q, "first", key("k")).await;
+        publish_confirmed(&ch, "", &q, "within the ttl", key("k")).await;
         tokio::time::sleep(Duration::from_millis(400)).await;
-        send(&ch, "", &q, "after the ttl", key("k")).await;
+        publish_confirmed(&ch, "", &q, "after the ttl", key("k")).await;
         assert_eq!(drain(&ch, &q).await, ["first", "after the ttl"]);
     })
     .await;
@@ -169,10 +141,10 @@ async fn a_deduplicating_exchange_routes_a_key_once() {
             .await
             .unwrap();
         }
-        send(&ch, &x, "", "a", key("a")).await;
+        publish_confirmed(&ch, &x, "", "a", key("a")).await;
         // Mandatory, and routed nowhere, yet acked and not returned.
-        send(&ch, &x, "", "a again", key("a")).await;
-        send(&ch, &x, "", "b", key("b")).await;
+        publish_confirmed(&ch, &x, "", "a again", key("a")).await;
+        publish_confirmed(&ch, &x, "", "b", key("b")).await;
         assert_eq!(drain(&ch, &q1).await, ["a", "b"]);
         assert_eq!(drain(&ch, &q2).await, ["a", "b"]);
         ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
@@ -216,7 +188,7 @@ async fn a_publisher_that_sends_again_after_losing_its_connection_makes_no_dupli
         }
         let (_conn, ch) = broker.channel().await;
         ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-        send(&ch, "", &q, "order", key("order-7")).await;
+        publish_confirmed(&ch, "", &q, "order", key("order-7")).await;
         assert_eq!(drain(&ch, &q).await, ["order"]);
         ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
             .await

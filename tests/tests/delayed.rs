@@ -45,22 +45,6 @@ async fn declare_delayed(ch: &lapin::Channel, name: &str, inner: &str, durable: 
     .unwrap();
 }
 
-async fn send(ch: &lapin::Channel, exchange: &str, key: &str, body: &str, properties: BasicProperties) {
-    let confirm = ch
-        .basic_publish(
-            exchange.into(),
-            key.into(),
-            BasicPublishOptions::default(),
-            body.as_bytes(),
-            properties,
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(confirm.is_ack(), "{body} confirmed");
-}
-
 async fn consume_all(ch: &lapin::Channel, queue: &str) -> lapin::Consumer {
     let options = BasicConsumeOptions {
         no_ack: true,
@@ -94,11 +78,11 @@ async fn messages_are_held_for_their_delay_and_delivered_in_due_order() {
         .unwrap();
         let mut consumer = consume_all(&ch, &q).await;
         let start = Instant::now();
-        send(&ch, &x, "k", "late", delay(900)).await;
-        send(&ch, &x, "k", "early", delay(300)).await;
-        send(&ch, &x, "k", "now", BasicProperties::default()).await;
+        publish_confirmed(&ch, &x, "k", "late", delay(900)).await;
+        publish_confirmed(&ch, &x, "k", "early", delay(300)).await;
+        publish_confirmed(&ch, &x, "k", "now", BasicProperties::default()).await;
         // Not for this key: held, then routed nowhere.
-        send(&ch, &x, "other", "unroutable", delay(100)).await;
+        publish_confirmed(&ch, &x, "other", "unroutable", delay(100)).await;
 
         let mut got = Vec::new();
         for _ in 0..3 {
@@ -157,8 +141,8 @@ async fn a_delayed_exchange_routes_as_its_delayed_type() {
             .unwrap();
         }
         let mut from_all = consume_all(&ch, &all).await;
-        send(&ch, &x, "orders.us.ny", "us", delay(50)).await;
-        send(&ch, &x, "orders.eu.fr", "eu", delay(100)).await;
+        publish_confirmed(&ch, &x, "orders.us.ny", "us", delay(50)).await;
+        publish_confirmed(&ch, &x, "orders.eu.fr", "eu", delay(100)).await;
         for expected in ["us", "eu"] {
             let d = from_all.next().await.unwrap().unwrap();
             assert_eq!(d.data, expected.as_bytes());
@@ -238,9 +222,9 @@ async fn held_messages_of_a_durable_exchange_survive_a_restart_in_due_order() {
             .unwrap();
             // Transient or persistent, a held message is kept (as the plugin
             // keeps every one on disk); once routed, a transient one is not.
-            send(&ch, &x, "k", "second", delay(1500).with_delivery_mode(2)).await;
-            send(&ch, &x, "k", "first", delay(1200).with_delivery_mode(1)).await;
-            send(&ch, &x, "k", "third", delay(1800).with_delivery_mode(2)).await;
+            publish_confirmed(&ch, &x, "k", "second", delay(1500).with_delivery_mode(2)).await;
+            publish_confirmed(&ch, &x, "k", "first", delay(1200).with_delivery_mode(1)).await;
+            publish_confirmed(&ch, &x, "k", "third", delay(1800).with_delivery_mode(2)).await;
         }
         let broker = broker.restart().await;
         let (_conn, ch) = broker.channel().await;
@@ -280,7 +264,7 @@ async fn deleting_a_delayed_exchange_drops_what_it_held() {
         )
         .await
         .unwrap();
-        send(&ch, &x, "", "dropped", delay(200)).await;
+        publish_confirmed(&ch, &x, "", "dropped", delay(200)).await;
         ch.exchange_delete(x.as_str().into(), ExchangeDeleteOptions::default())
             .await
             .unwrap();
@@ -296,7 +280,7 @@ async fn deleting_a_delayed_exchange_drops_what_it_held() {
         )
         .await
         .unwrap();
-        send(&ch, &x, "", "kept", delay(400)).await;
+        publish_confirmed(&ch, &x, "", "kept", delay(400)).await;
         let mut consumer = consume_all(&ch, &q).await;
         let d = consumer.next().await.unwrap().unwrap();
         // "dropped" was due first: had it been kept, it would come first.

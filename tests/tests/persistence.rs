@@ -11,20 +11,17 @@ fn persistent() -> BasicProperties {
     BasicProperties::default().with_delivery_mode(2)
 }
 
-async fn publish_with(ch: &lapin::Channel, exchange: &str, key: &str, body: &str, props: BasicProperties) {
-    let confirm = ch
-        .basic_publish(
-            exchange.into(),
-            key.into(),
-            BasicPublishOptions::default(),
-            body.as_bytes(),
-            props,
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    assert!(confirm.is_ack());
+async fn declare_quorum(ch: &lapin::Channel, name: &str) {
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString("quorum".into()),
+    );
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch.queue_declare(name.into(), durable, args).await.unwrap();
 }
 
 async fn passive_queue(ch: &lapin::Channel, name: &str) -> Result<lapin::Queue, lapin::Error> {
@@ -89,11 +86,11 @@ async fn durable_definitions_and_persistent_messages_survive_a_restart() {
             )
             .await
             .unwrap();
-            publish_with(&ch, "dx", "a.1", "p1", persistent()).await;
-            publish_with(&ch, "", "dq", "transient", BasicProperties::default()).await;
-            publish_with(&ch, "", "dq", "p2", persistent()).await;
-            publish_with(&ch, "", "dq", "p3", persistent()).await;
-            publish_with(&ch, "", "tq", "p-on-transient-queue", persistent()).await;
+            publish_confirmed(&ch, "dx", "a.1", "p1", persistent()).await;
+            publish_confirmed(&ch, "", "dq", "transient", BasicProperties::default()).await;
+            publish_confirmed(&ch, "", "dq", "p2", persistent()).await;
+            publish_confirmed(&ch, "", "dq", "p3", persistent()).await;
+            publish_confirmed(&ch, "", "tq", "p-on-transient-queue", persistent()).await;
             // p1 is delivered but not acked, p2 is acked: p1 comes back
             // redelivered, p2 does not come back.
             let consumer_ch = conn.create_channel().await.unwrap();
@@ -166,7 +163,7 @@ async fn durable_definitions_and_persistent_messages_survive_a_restart() {
         assert_eq!(seen, [("p1".into(), true), ("p3".into(), true)]);
         // The durable binding came back; the one to the transient exchange did not matter.
         ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-        publish_with(&ch, "dx", "a.b", "routed", persistent()).await;
+        publish_confirmed(&ch, "dx", "a.b", "routed", persistent()).await;
         assert_eq!(drain(&ch, "dq").await, ["routed"]);
         // And what was acked stays gone after another restart.
         drop(ch);
@@ -194,7 +191,7 @@ async fn deleted_durable_things_stay_deleted() {
                 .await
                 .unwrap();
             ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-            publish_with(&ch, "", "gone", "x", persistent()).await;
+            publish_confirmed(&ch, "", "gone", "x", persistent()).await;
             let durable = ExchangeDeclareOptions {
                 durable: true,
                 ..Default::default()
@@ -348,7 +345,7 @@ async fn a_persistent_message_dead_lettered_to_a_durable_queue_survives_a_restar
         );
         ch.queue_declare("dl-source".into(), durable, args).await.unwrap();
         ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-        publish_with(&ch, "", "dl-source", "dead", persistent()).await;
+        publish_confirmed(&ch, "", "dl-source", "dead", persistent()).await;
         let got = ch
             .basic_get("dl-source".into(), BasicGetOptions::default())
             .await
@@ -394,19 +391,10 @@ async fn a_quorum_queue_keeps_transient_messages_across_a_restart() {
     within(async {
         let broker = start_broker().await;
         let (conn, ch) = broker.channel().await;
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-queue-type".into(),
-            lapin::types::AMQPValue::LongString("quorum".into()),
-        );
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        ch.queue_declare("qq-kept".into(), durable, args).await.unwrap();
+        declare_quorum(&ch, "qq-kept").await;
         ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
         // No delivery mode: a quorum queue stores it anyway, as RabbitMQ's do.
-        publish_with(&ch, "", "qq-kept", "transient", BasicProperties::default()).await;
+        publish_confirmed(&ch, "", "qq-kept", "transient", BasicProperties::default()).await;
         drop(conn);
         let broker = broker.restart().await;
         let (_conn, ch) = broker.channel().await;
@@ -446,7 +434,7 @@ async fn a_priority_queue_keeps_its_order_and_its_messages_their_ttl_across_a_re
             if let Some(expiration) = expiration {
                 props = props.with_expiration(expiration.into());
             }
-            publish_with(&ch, "", "prio-kept", body, props).await;
+            publish_confirmed(&ch, "", "prio-kept", body, props).await;
         }
         drop(conn);
         // The short-lived message's time runs out while the broker is down.
@@ -468,20 +456,9 @@ async fn a_quorum_queue_keeps_its_delivery_counts_across_a_restart() {
     within(async {
         let broker = start_broker().await;
         let (conn, ch) = broker.channel().await;
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-queue-type".into(),
-            lapin::types::AMQPValue::LongString("quorum".into()),
-        );
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        ch.queue_declare("qq-counted".into(), durable, args)
-            .await
-            .unwrap();
+        declare_quorum(&ch, "qq-counted").await;
         ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-        publish_with(&ch, "", "qq-counted", "job", persistent()).await;
+        publish_confirmed(&ch, "", "qq-counted", "job", persistent()).await;
         let count = |got: &lapin::message::BasicGetMessage| {
             got.delivery
                 .properties

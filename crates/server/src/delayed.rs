@@ -59,15 +59,20 @@ pub(crate) fn exchange_of(queue: &str) -> Option<&str> {
 /// The copy of `message` a delayed exchange's queue holds: stamped with its
 /// due time, from its `x-delay`.
 pub(crate) fn stamp(message: &Message) -> Arc<Message> {
-    let mut properties = (*message.properties).clone();
-    let mut headers = properties.headers().clone().unwrap_or_default();
-    let delay = delay_of(Some(&headers)).unwrap_or(0);
-    headers.insert(DUE.into(), AMQPValue::LongLongInt((now_ms() + delay) as i64));
-    properties = properties.with_headers(headers);
+    with_headers(message, |headers| {
+        let delay = delay_of(Some(headers)).unwrap_or(0);
+        headers.insert(DUE.into(), AMQPValue::LongLongInt((now_ms() + delay) as i64));
+    })
+}
+
+/// A copy of `message` (its body shared) with its headers changed by `change`.
+fn with_headers(message: &Message, change: impl FnOnce(&mut FieldTable)) -> Arc<Message> {
+    let mut headers = message.properties.headers().clone().unwrap_or_default();
+    change(&mut headers);
     Arc::new(Message {
         exchange: message.exchange.clone(),
         routing_key: message.routing_key.clone(),
-        properties: Arc::new(properties),
+        properties: Arc::new((*message.properties).clone().with_headers(headers)),
         body: message.body.clone(),
     })
 }
@@ -89,21 +94,15 @@ fn due(message: &Message) -> u64 {
 /// The message to route once due: without the stamp, its `x-delay`
 /// negated (a 32-bit signed integer, as the plugin writes it, where it fits).
 fn release(message: &Message) -> Arc<Message> {
-    let mut properties = (*message.properties).clone();
-    let mut headers: BTreeMap<_, _> = properties.headers().clone().unwrap_or_default().inner().clone();
-    headers.remove(DUE);
-    let mut headers = FieldTable::from(headers);
-    if let Some(delay) = delay_of(Some(&headers)) {
-        let negated = -(delay as i64);
-        let value = i32::try_from(negated).map_or(AMQPValue::LongLongInt(negated), AMQPValue::LongInt);
-        headers.insert("x-delay".into(), value);
-    }
-    properties = properties.with_headers(headers);
-    Arc::new(Message {
-        exchange: message.exchange.clone(),
-        routing_key: message.routing_key.clone(),
-        properties: Arc::new(properties),
-        body: message.body.clone(),
+    with_headers(message, |headers| {
+        let mut table: BTreeMap<_, _> = headers.inner().clone();
+        table.remove(DUE);
+        *headers = FieldTable::from(table);
+        if let Some(delay) = delay_of(Some(headers)) {
+            let negated = -(delay as i64);
+            let value = i32::try_from(negated).map_or(AMQPValue::LongLongInt(negated), AMQPValue::LongInt);
+            headers.insert("x-delay".into(), value);
+        }
     })
 }
 

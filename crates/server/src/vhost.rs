@@ -204,6 +204,40 @@ impl VHost {
         stats
     }
 
+    /// A queue that does not survive a restart: the store holds only its
+    /// paged-out bodies.
+    fn spawn_transient_queue(
+        &self,
+        name: QueueName,
+        exclusive_owner: Option<u64>,
+        auto_delete: bool,
+        arguments: FieldTable,
+        args: QueueArgs,
+        delays: bool,
+    ) -> Arc<QueueHandle> {
+        let new = NewQueue {
+            name,
+            exclusive_owner,
+            auto_delete,
+            arguments,
+            args,
+            disk: Some(Disk {
+                store: self.store.clone(),
+                queue: self.store.new_queue_id(),
+                durable: false,
+                memory_pressure: self.memory_pressure.clone(),
+            }),
+            recovered: Vec::new(),
+            delays,
+        };
+        QueueHandle::spawn(
+            self.registry(),
+            &self.name,
+            self.next_queue_id.fetch_add(1, Ordering::Relaxed),
+            new,
+        )
+    }
+
     fn spawn_durable_queue(
         &self,
         def: QueueDef,
@@ -286,27 +320,8 @@ impl VHost {
             self.store.put_queue(def.clone());
             self.spawn_durable_queue(def, QueueArgs::default(), Vec::new(), true)
         } else {
-            let new = NewQueue {
-                name: name.into(),
-                exclusive_owner: None,
-                auto_delete: false,
-                arguments: FieldTable::default(),
-                args: QueueArgs::default(),
-                disk: Some(Disk {
-                    store: self.store.clone(),
-                    queue: self.store.new_queue_id(),
-                    durable: false,
-                    memory_pressure: self.memory_pressure.clone(),
-                }),
-                recovered: Vec::new(),
-                delays: true,
-            };
-            QueueHandle::spawn(
-                self.registry(),
-                &self.name,
-                self.next_queue_id.fetch_add(1, Ordering::Relaxed),
-                new,
-            )
+            let arguments = FieldTable::default();
+            self.spawn_transient_queue(name.into(), None, false, arguments, QueueArgs::default(), true)
         };
         Delayer::start(self.registry(), exchange.to_owned(), queue.clone());
         state.delays.insert(exchange.to_owned(), queue);
@@ -624,26 +639,14 @@ impl VHost {
             self.store.put_queue(def.clone());
             self.spawn_durable_queue(def, args, Vec::new(), false)
         } else {
-            let new = NewQueue {
-                name: name.clone(),
-                exclusive_owner: spec.exclusive.then_some(connection),
-                auto_delete: spec.auto_delete,
-                arguments: spec.arguments.clone(),
+            let owner = spec.exclusive.then_some(connection);
+            self.spawn_transient_queue(
+                name.clone(),
+                owner,
+                spec.auto_delete,
+                spec.arguments.clone(),
                 args,
-                disk: Some(Disk {
-                    store: self.store.clone(),
-                    queue: self.store.new_queue_id(),
-                    durable: false,
-                    memory_pressure: self.memory_pressure.clone(),
-                }),
-                recovered: Vec::new(),
-                delays: false,
-            };
-            QueueHandle::spawn(
-                self.registry(),
-                &self.name,
-                self.next_queue_id.fetch_add(1, Ordering::Relaxed),
-                new,
+                false,
             )
         };
         state.queues.insert(name, queue.clone());
