@@ -109,6 +109,47 @@ async fn the_header_the_cache_size_and_the_ttl_can_be_set() {
 }
 
 #[tokio::test]
+async fn a_message_a_full_queue_refused_is_not_remembered() {
+    if !is_warren() {
+        return;
+    }
+    within(async {
+        let broker = start_broker().await;
+        let (_conn, ch) = broker.channel().await;
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        let q = queue_with(
+            &ch,
+            "dedup-full",
+            args(&[
+                ("x-max-length", AMQPValue::LongInt(1)),
+                ("x-overflow", AMQPValue::LongString("reject-publish".into())),
+            ]),
+        )
+        .await;
+        publish_confirmed(&ch, "", &q, "a", key("a")).await;
+        let refused = ch
+            .basic_publish(
+                "".into(),
+                q.as_str().into(),
+                BasicPublishOptions::default(),
+                b"b",
+                key("b"),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(refused.is_nack());
+        assert_eq!(drain(&ch, &q).await, ["a"]);
+        // The publisher sends it again: it was never taken, so it is no
+        // duplicate.
+        publish_confirmed(&ch, "", &q, "b", key("b")).await;
+        assert_eq!(drain(&ch, &q).await, ["b"]);
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_deduplicating_exchange_routes_a_key_once() {
     if !is_warren() {
         return;

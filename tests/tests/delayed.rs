@@ -174,9 +174,12 @@ async fn a_delayed_exchange_needs_an_existing_delayed_type() {
                 .unwrap_err();
             assert_eq!((reply_code(&err), reply_text(&err)), (406, expected));
         }
-        // A redeclare as its inner type is not the same exchange.
+        // A redeclare with another delayed type is taken, as the plugin
+        // compares no argument but alternate-exchange; as its inner type
+        // it is not the same exchange.
         let ch = conn.create_channel().await.unwrap();
         declare_delayed(&ch, &x, "direct", false).await;
+        declare_delayed(&ch, &x, "fanout", false).await;
         let err = ch
             .exchange_declare(x.as_str().into(), ExchangeKind::Direct, ExchangeDeclareOptions::default(), FieldTable::default())
             .await
@@ -225,11 +228,15 @@ async fn held_messages_of_a_durable_exchange_survive_a_restart_in_due_order() {
             publish_confirmed(&ch, &x, "k", "second", delay(1500).with_delivery_mode(2)).await;
             publish_confirmed(&ch, &x, "k", "first", delay(1200).with_delivery_mode(1)).await;
             publish_confirmed(&ch, &x, "k", "third", delay(1800).with_delivery_mode(2)).await;
+            // Its own expiration runs out while it is held and the broker is
+            // down: it applies only where the message goes when due.
+            let expiring = delay(1650).with_delivery_mode(2).with_expiration("1000".into());
+            publish_confirmed(&ch, &x, "k", "expiring", expiring).await;
         }
-        let broker = broker.restart().await;
+        let broker = broker.shut_down_for(Duration::from_millis(1100)).await;
         let (_conn, ch) = broker.channel().await;
         let mut consumer = consume_all(&ch, &q).await;
-        for expected in ["first", "second", "third"] {
+        for expected in ["first", "second", "expiring", "third"] {
             let d = consumer.next().await.unwrap().unwrap();
             assert_eq!(std::str::from_utf8(&d.data).unwrap(), expected);
         }

@@ -117,7 +117,10 @@ impl Exchange {
             received,
             current,
         };
-        if (self.kind, self.delayed) != (other.kind, other.delayed) {
+        // A delayed exchange's `x-delayed-type` is an argument, and RabbitMQ
+        // compares no argument but `alternate-exchange`: only the declared
+        // type counts.
+        if self.type_name() != other.type_name() {
             return Err(mismatch("type", other.type_name(), self.type_name()));
         }
         for (field, current, received) in [

@@ -99,10 +99,14 @@ impl DedupArgs {
 #[derive(Debug)]
 pub struct Deduplicator {
     args: DedupArgs,
-    /// Key → when it is forgotten (None: when pushed out).
-    seen: HashMap<String, Option<Instant>>,
-    /// Keys in the order they were added, oldest first, to push out.
-    order: VecDeque<String>,
+    /// Key → when it is forgotten (None: when pushed out), and the
+    /// generation it was remembered in.
+    seen: HashMap<String, (Option<Instant>, u64)>,
+    /// Keys in the order they were remembered, oldest first, with their
+    /// generation: an entry whose key was remembered again since is stale,
+    /// and skipped.
+    order: VecDeque<(String, u64)>,
+    generation: u64,
 }
 
 impl Deduplicator {
@@ -111,49 +115,82 @@ impl Deduplicator {
             args,
             seen: HashMap::new(),
             order: VecDeque::new(),
+            generation: 0,
         }
     }
 
-    /// Whether `message` repeats a key seen before; if not, its key (if it
-    /// has one) is remembered from now on.
-    pub fn is_duplicate(&mut self, message: &Message) -> bool {
-        let Some(headers) = message.properties.headers().as_ref() else {
+    /// The message's key: the value of its deduplication header, with its
+    /// type (1 and "1" are different keys).
+    fn key_of(&self, message: &Message) -> Option<String> {
+        let headers = message.properties.headers().as_ref()?;
+        let value = headers.inner().get(self.args.header.as_str())?;
+        Some(format!("{value:?}"))
+    }
+
+    /// Whether `message` repeats a key remembered and not yet forgotten.
+    pub fn is_duplicate(&self, message: &Message) -> bool {
+        let Some(key) = self.key_of(message) else {
             return false;
         };
-        let Some(value) = headers.inner().get(self.args.header.as_str()) else {
-            return false;
+        self.seen
+            .get(&key)
+            .is_some_and(|(until, _)| until.is_none_or(|until| until > Instant::now()))
+    }
+
+    /// Remembers `message`'s key, if it has one: called once the message is
+    /// taken (not for one a full queue refused, whose publisher will send
+    /// it again).
+    pub fn remember(&mut self, message: &Message) {
+        let Some(key) = self.key_of(message) else {
+            return;
         };
-        // The value and its type: 1 and "1" are different keys.
-        let key = format!("{value:?}");
-        let now = Instant::now();
-        if let Some(&until) = self.seen.get(&key) {
-            if until.is_none_or(|until| until > now) {
-                return true;
-            }
-            // Expired: remembered again below, as the newest.
-            self.seen.remove(&key);
-            self.order.retain(|k| *k != key);
-        }
         if self.args.size == 0 {
-            return false;
+            return;
         }
-        let ttl = headers
-            .inner()
-            .get("x-cache-ttl")
+        let now = Instant::now();
+        self.forget_expired(now);
+        let ttl = message
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("x-cache-ttl"))
             .and_then(as_integer)
             .and_then(|n| u64::try_from(n).ok())
             .or(self.args.ttl);
+        self.generation += 1;
         let until = ttl.map(|ms| now + Duration::from_millis(ms));
-        if self.seen.insert(key.clone(), until).is_none() {
-            self.order.push_back(key);
-        }
+        self.seen.insert(key.clone(), (until, self.generation));
+        self.order.push_back((key, self.generation));
         while self.seen.len() as u64 > self.args.size {
-            match self.order.pop_front() {
-                Some(oldest) => self.seen.remove(&oldest),
-                None => break,
+            let Some((oldest, generation)) = self.order.pop_front() else {
+                break;
             };
+            if self.seen.get(&oldest).is_some_and(|&(_, g)| g == generation) {
+                self.seen.remove(&oldest);
+            }
         }
-        false
+        // Stale entries behind a live one at the front: dropped once they
+        // outnumber the live keys, so the order stays within twice the keys.
+        if self.order.len() > 2 * self.seen.len() + 64 {
+            let seen = &self.seen;
+            self.order
+                .retain(|(key, generation)| seen.get(key).is_some_and(|&(_, g)| g == *generation));
+        }
+    }
+
+    /// Forgets the expired keys at the front of the order, so that keys with
+    /// a TTL do not stay in memory until pushed out.
+    fn forget_expired(&mut self, now: Instant) {
+        while let Some((key, generation)) = self.order.front() {
+            match self.seen.get(key) {
+                Some(&(Some(until), g)) if g == *generation && until <= now => {
+                    self.seen.remove(key);
+                }
+                Some(&(_, g)) if g == *generation => break,
+                _ => {}
+            }
+            self.order.pop_front();
+        }
     }
 }
 
@@ -185,30 +222,60 @@ mod tests {
         })
     }
 
+    /// What a queue does: a duplicate is dropped, anything else taken and
+    /// remembered. Whether it was a duplicate.
+    fn offer(d: &mut Deduplicator, message: &Message) -> bool {
+        let duplicate = d.is_duplicate(message);
+        if !duplicate {
+            d.remember(message);
+        }
+        duplicate
+    }
+
     #[test]
     fn a_key_seen_is_a_duplicate_until_pushed_out() {
         let mut d = dedup(2, None);
         let key = |s: &str| AMQPValue::LongString(s.into());
-        assert!(!d.is_duplicate(&message(key("a"), None)));
-        assert!(d.is_duplicate(&message(key("a"), None)));
+        assert!(!offer(&mut d, &message(key("a"), None)));
+        assert!(offer(&mut d, &message(key("a"), None)));
         // 1 and "1" differ.
-        assert!(!d.is_duplicate(&message(AMQPValue::LongInt(1), None)));
-        assert!(!d.is_duplicate(&message(key("1"), None)));
+        assert!(!offer(&mut d, &message(AMQPValue::LongInt(1), None)));
+        assert!(!offer(&mut d, &message(key("1"), None)));
         // Three keys in a cache of two: "a", the oldest, is gone.
-        assert!(!d.is_duplicate(&message(key("a"), None)));
+        assert!(!offer(&mut d, &message(key("a"), None)));
         assert_eq!(d.seen.len(), 2);
+        // Not remembered (a full queue refused it): not a duplicate.
+        assert!(!d.is_duplicate(&message(key("b"), None)));
+        assert!(!offer(&mut d, &message(key("b"), None)));
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_key_is_forgotten_after_its_ttl() {
-        let mut d = dedup(10, Some(1000));
+    async fn a_key_is_forgotten_after_its_ttl_and_its_memory_freed() {
+        let mut d = dedup(1_000_000, Some(1000));
         let key = AMQPValue::LongString("k".into());
-        assert!(!d.is_duplicate(&message(key.clone(), None)));
-        assert!(!d.is_duplicate(&message(AMQPValue::LongString("short".into()), Some(10))));
+        assert!(!offer(&mut d, &message(key.clone(), None)));
+        assert!(!offer(
+            &mut d,
+            &message(AMQPValue::LongString("short".into()), Some(10))
+        ));
         tokio::time::advance(Duration::from_millis(500)).await;
-        assert!(d.is_duplicate(&message(key.clone(), None)));
-        assert!(!d.is_duplicate(&message(AMQPValue::LongString("short".into()), None)));
+        assert!(offer(&mut d, &message(key.clone(), None)));
+        assert!(!offer(
+            &mut d,
+            &message(AMQPValue::LongString("short".into()), None)
+        ));
         tokio::time::advance(Duration::from_millis(600)).await;
-        assert!(!d.is_duplicate(&message(key, None)));
+        assert!(!offer(&mut d, &message(key, None)));
+        // Keys that expire leave memory as new ones come, however large
+        // the cache may grow.
+        for i in 0..10_000 {
+            offer(
+                &mut d,
+                &message(AMQPValue::LongString(format!("{i}").into()), Some(1)),
+            );
+            tokio::time::advance(Duration::from_millis(2)).await;
+        }
+        assert!(d.seen.len() < 10, "{} keys kept", d.seen.len());
+        assert!(d.order.len() < 200, "{} entries in the order", d.order.len());
     }
 }

@@ -180,17 +180,20 @@ impl Delayer {
                     Some(ConnEvent::Confirmed { .. }) => {}
                 },
                 () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
-                    self.route_due().await;
+                    if !self.route_due().await {
+                        return;
+                    }
                 }
             }
         }
     }
 
     /// Routes every message that is due, in due order, then acks them.
-    async fn route_due(&mut self) {
+    /// False once the virtual host is gone.
+    async fn route_due(&mut self) -> bool {
         let now = now_ms();
         let Some(vhost) = self.vhost.upgrade() else {
-            return;
+            return false;
         };
         let mut done = Vec::new();
         let mut due = Vec::new();
@@ -202,10 +205,11 @@ impl Delayer {
             due.push(release(&message));
             done.push(msg_id);
         }
-        vhost.release_delayed(&self.exchange, due);
+        vhost.release_delayed(&self.exchange, self.queue.id, due);
         // Acked once routed: a crash in between delivers it twice, never
         // loses it.
         self.queue.send(QueueCommand::Ack(done)).await;
+        true
     }
 }
 

@@ -38,8 +38,11 @@ pub trait QueueRegistry: Send + Sync {
     /// without waiting ([`crate::queue::dead_letter`]).
     fn dead_letter(&self, messages: Vec<Arc<Message>>);
     /// Routes messages a delayed exchange held, now due, from that exchange
-    /// ([`crate::delayed`]), and hands them to their queues without waiting.
-    fn release_delayed(&self, exchange: &str, messages: Vec<Arc<Message>>);
+    /// ([`crate::delayed`]), and hands them to their queues without waiting;
+    /// unless `queue` (by id) is no longer the exchange's queue of held
+    /// messages: the exchange was deleted, what it held goes with it, even
+    /// if one of the same name was declared since.
+    fn release_delayed(&self, exchange: &str, queue: u64, messages: Vec<Arc<Message>>);
 }
 
 /// Commands a queue accepts before it makes their senders wait.

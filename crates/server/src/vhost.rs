@@ -56,7 +56,7 @@ struct Definitions {
     delays: HashMap<String, Arc<QueueHandle>>,
     /// The keys seen by each `x-message-deduplication` exchange
     /// ([`crate::dedup`]).
-    dedup: HashMap<String, Arc<Mutex<Deduplicator>>>,
+    dedup: HashMap<String, Dedup>,
 }
 
 /// One virtual host.
@@ -292,11 +292,7 @@ impl VHost {
     }
 
     /// The deduplication cache an exchange's arguments ask for, if any.
-    fn exchange_dedup(
-        &self,
-        name: &str,
-        arguments: &FieldTable,
-    ) -> Result<Option<Arc<Mutex<Deduplicator>>>, AmqpError> {
+    fn exchange_dedup(&self, name: &str, arguments: &FieldTable) -> Result<Option<Dedup>, AmqpError> {
         let args = DedupArgs::parse(arguments, |key, why| {
             AmqpError::precondition_failed(format!(
                 "invalid arg '{key}' for exchange '{name}' in vhost '{}': {why}",
@@ -852,13 +848,14 @@ impl VHost {
     /// The queues a publish goes to: 404 if the exchange is missing, 403 if
     /// it is internal. An empty result means unroutable. Answers from the
     /// connection's `cache` while the definitions have not changed.
-    /// None for a duplicate an `x-message-deduplication` exchange drops (a
-    /// route to such an exchange is never cached).
+    /// With the exchange's deduplication cache, if it has one
+    /// ([`crate::dedup`]): the publish path asks it when it hands the
+    /// message to its queues. A route to such an exchange is never cached.
     pub(crate) fn route(
         &self,
         cache: &mut RouteCache,
         message: &Message,
-    ) -> Result<Option<Queues>, AmqpError> {
+    ) -> Result<(Queues, Option<Dedup>), AmqpError> {
         let (exchange, routing_key) = (message.exchange.as_str(), message.routing_key.as_str());
         let headers = message.properties.headers().as_ref();
         let epoch = self.epoch.load(Ordering::Acquire);
@@ -866,7 +863,7 @@ impl VHost {
             cache.clear(epoch);
         }
         if let Some(queues) = cache.get(exchange, routing_key) {
-            return Ok(Some(queues.clone()));
+            return Ok((queues.clone(), None));
         }
         let state = self.read();
         let x = state
@@ -879,16 +876,7 @@ impl VHost {
                 self.name
             )));
         }
-        let dedup = state.dedup.get(exchange);
-        if let Some(dedup) = dedup {
-            if dedup
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_duplicate(message)
-            {
-                return Ok(None);
-            }
-        }
+        let dedup = state.dedup.get(exchange).cloned();
         let routing = state.router.route_detail(exchange, routing_key, headers);
         let queues: Queues = routing
             .queues
@@ -904,13 +892,16 @@ impl VHost {
         if !routing.used_headers && dedup.is_none() {
             cache.insert(exchange, routing_key, queues.clone());
         }
-        Ok(Some(queues))
+        Ok((queues, dedup))
     }
 }
 
 /// The queues a message is routed to, shared between the route cache and
 /// the publishes that use it.
 pub(crate) type Queues = Arc<[Arc<QueueHandle>]>;
+
+/// An exchange's deduplication cache, shared by its publishers.
+pub(crate) type Dedup = Arc<Mutex<Deduplicator>>;
 
 /// Routes a connection has looked up, by exchange and routing key, valid
 /// for one epoch of its virtual host's definitions. Most publishers send
@@ -1014,7 +1005,10 @@ impl QueueRegistry for VHost {
         }
     }
 
-    fn release_delayed(&self, exchange: &str, messages: Vec<Arc<Message>>) {
+    fn release_delayed(&self, exchange: &str, queue: u64, messages: Vec<Arc<Message>>) {
+        if self.read().delays.get(exchange).is_none_or(|q| q.id != queue) {
+            return;
+        }
         for message in messages {
             self.publish_internal(exchange, message, |_| true);
         }

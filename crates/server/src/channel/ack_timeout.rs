@@ -30,8 +30,13 @@ pub(crate) struct Deadline {
 impl Deadline {
     /// The deadline of a delivery made now, if any timeout applies.
     pub(crate) fn of(timeout: Option<Duration>) -> Option<Self> {
+        Self::at(Instant::now(), timeout)
+    }
+
+    /// The deadline of a delivery made at `now`.
+    pub(crate) fn at(now: Instant, timeout: Option<Duration>) -> Option<Self> {
         timeout.map(|timeout| Self {
-            at: Instant::now() + timeout,
+            at: now + timeout,
             timeout,
         })
     }

@@ -16,7 +16,7 @@ use crate::events::{Decision, Enqueue, QueueCommand};
 use crate::gate::{Gate, CREDIT};
 use crate::queue::args::ConsumeArgs;
 use crate::queue::expiry::parse_expiration;
-use crate::vhost::random_suffix;
+use crate::vhost::{random_suffix, Queues};
 use crate::AmqpError;
 
 const PUBLISH: (u16, u16) = (60, 40);
@@ -165,24 +165,18 @@ impl Connection {
                 mandatory: false,
                 message,
                 queues: Vec::new().into(),
+                dedup: None,
             });
         }
-        let routed = self
+        let (queues, dedup) = self
             .vhost
             .route(&mut self.route_cache, &message)
             .map_err(|e| e.for_method(PUBLISH.0, PUBLISH.1))?;
-        Ok(match routed {
-            Some(queues) => Routed {
-                mandatory,
-                message,
-                queues,
-            },
-            // A duplicate, dropped as if delivered: not returned.
-            None => Routed {
-                mandatory: false,
-                message,
-                queues: Vec::new().into(),
-            },
+        Ok(Routed {
+            mandatory,
+            message,
+            queues,
+            dedup,
         })
     }
 
@@ -201,7 +195,23 @@ impl Connection {
             mandatory,
             message,
             queues,
+            dedup,
         } = routed;
+        // An exchange that deduplicates decides here, as the message goes
+        // to its queues (at commit, in a transaction): a duplicate goes
+        // nowhere, and is confirmed, not returned ([`crate::dedup`]).
+        let duplicate = dedup.is_some_and(|dedup| {
+            let mut dedup = dedup.lock().unwrap_or_else(|e| e.into_inner());
+            let duplicate = dedup.is_duplicate(&message);
+            if !duplicate {
+                dedup.remember(&message);
+            }
+            duplicate
+        });
+        let (mandatory, queues) = match duplicate {
+            true => (false, Queues::from(Vec::new())),
+            false => (mandatory, queues),
+        };
         if queues.is_empty() && mandatory {
             let returned = AMQPClass::Basic(basic::AMQPMethod::Return(basic::Return {
                 reply_code: 312,

@@ -59,6 +59,8 @@ pub(crate) struct Routed {
     pub message: Arc<Message>,
     /// Where it goes; empty means unroutable.
     pub queues: Queues,
+    /// The exchange's deduplication cache, if it has one.
+    pub dedup: Option<crate::vhost::Dedup>,
 }
 
 /// What to do with settled messages.

@@ -126,6 +126,9 @@ impl Connection {
     pub(crate) async fn handle_tx_rollback(&mut self, id: u16) -> Result<(), AmqpError> {
         let tx = self.take_transaction(id)?;
         let entries: Vec<Unacked> = tx.settles.into_iter().flat_map(|(entries, _)| entries).collect();
+        // Unacked again, so timed again: the timer may have moved past them.
+        let first = entries.iter().filter_map(|u| u.deadline).min_by_key(|d| d.at);
+        self.watch_deadline(first);
         self.channels
             .get_mut(&id)
             .expect("open channel")

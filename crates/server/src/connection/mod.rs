@@ -693,8 +693,10 @@ impl Connection {
     async fn handle_event(&mut self, event: ConnEvent) -> Result<(), AmqpError> {
         match event {
             ConnEvent::Deliver(deliveries) => {
+                // One clock reading for the batch's deadlines.
+                let now = tokio::time::Instant::now();
                 for delivery in deliveries {
-                    self.handle_delivery(delivery).await;
+                    self.handle_delivery(delivery, now).await;
                 }
             }
             ConnEvent::Confirmed {
@@ -750,7 +752,7 @@ impl Connection {
 
     /// A queue delivered a message to one of our consumers: give it a
     /// delivery tag and send it, or hand it back if the consumer is gone.
-    async fn handle_delivery(&mut self, delivery: Delivery) {
+    async fn handle_delivery(&mut self, delivery: Delivery, now: tokio::time::Instant) {
         let consumer = &delivery.consumer;
         let channel = self.channels.get_mut(&consumer.channel).filter(|ch| {
             ch.state == ChannelState::Open
@@ -772,7 +774,7 @@ impl Connection {
         } = delivery;
         let delivery_tag = channel.next_delivery_tag();
         if !consumer.no_ack {
-            let deadline = Deadline::of(consumer.ack_timeout);
+            let deadline = Deadline::at(now, consumer.ack_timeout);
             channel.track_unacked(
                 delivery_tag,
                 consumer.queue.clone(),

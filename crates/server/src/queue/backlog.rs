@@ -11,10 +11,14 @@ use super::dead_letter::Reason;
 use super::expiry::NEVER;
 use super::ready::weight_u32;
 use super::{Entry, Queue, Taken, HEAD};
+use crate::events::Decision;
 
 /// Bodies a queue pages out per step when memory comes under pressure.
 const PAGE_OUT_PER_STEP: usize = 4096;
-use crate::events::Decision;
+
+/// The most deliveries of one message a quorum queue records in the store
+/// ([`Queue::take_next`]): its delivery count after a restart stops there.
+const RECORDED_DELIVERIES: u64 = 255;
 
 impl Queue {
     /// Puts unacked messages back where their ids place them among the ready
@@ -40,6 +44,10 @@ impl Queue {
         }
     }
 
+    fn is_durable(&self) -> bool {
+        self.disk.as_ref().is_some_and(|d| d.durable)
+    }
+
     /// Inserts an entry among the ready ones at the place its position (id)
     /// gives it, so that a message back from a consumer goes out before later
     /// ones, as in RabbitMQ.
@@ -52,7 +60,7 @@ impl Queue {
     /// [`super::limits`]).
     pub(super) fn publish(&mut self, message: Arc<Message>, stored: Option<u64>, confirm: Option<Decision>) {
         // A duplicate is dropped as if delivered ([`crate::dedup`]).
-        if self.dedup.as_mut().is_some_and(|d| d.is_duplicate(&message)) {
+        if self.dedup.as_ref().is_some_and(|d| d.is_duplicate(&message)) {
             if let Some(confirm) = confirm {
                 confirm.accept();
             }
@@ -74,6 +82,10 @@ impl Queue {
                 confirm.refuse();
             }
             return;
+        }
+        // Taken: a later message with its key is a duplicate.
+        if let Some(dedup) = &mut self.dedup {
+            dedup.remember(&message);
         }
         if let Some(confirm) = confirm {
             confirm.accept();
@@ -195,12 +207,19 @@ impl Queue {
             return Some(taken);
         }
         // The first delivery, for the redelivered mark after a restart; a
-        // quorum queue's every one, for its delivery count.
-        if let (Some(true), Some(stored), false) = (
-            self.disk.as_ref().map(|d| d.durable),
-            entry.stored,
-            entry.redelivered && !self.args.quorum,
-        ) {
+        // quorum queue records every one, for its delivery count: at most
+        // as many as its limit needs (or RECORDED_DELIVERIES), so that a
+        // message returned in a loop cannot grow the store without end.
+        let recorded = match self.args.quorum {
+            true => {
+                let needed = self.args.delivery_limit.map_or(RECORDED_DELIVERIES, |l| {
+                    l.saturating_add(1).min(RECORDED_DELIVERIES)
+                });
+                u64::from(entry.deliveries) <= needed
+            }
+            false => !entry.redelivered,
+        };
+        if let (true, Some(stored), true) = (self.is_durable(), entry.stored, recorded) {
             self.delivered.push(stored);
         }
         if entry.stored.is_some() && !self.dead_letters() {

@@ -78,8 +78,11 @@ impl Queue {
     }
 
     /// When a message arriving now expires: its TTL is the lower of the
-    /// queue's and its own.
+    /// queue's and its own. Never, in a delayed exchange's queue.
     pub(super) fn expiry_of(&self, message: &Message) -> u64 {
+        if self.delays {
+            return NEVER;
+        }
         let own = message
             .properties
             .expiration()

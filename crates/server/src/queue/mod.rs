@@ -98,7 +98,12 @@ impl QueueHandle {
             id: position,
             // Not known until read back.
             weight: crate::events::MESSAGE_OVERHEAD as u32,
-            expires: expiry::recovered(&e, message_ttl, now),
+            // A held delayed message's expiration applies where it is
+            // routed when due, as in the plugin, never while it is held.
+            expires: match new.delays {
+                true => expiry::NEVER,
+                false => expiry::recovered(&e, message_ttl, now),
+            },
             // Not known until read back; the limit counts it as empty.
             body: 0,
             message: None,
@@ -115,6 +120,7 @@ impl QueueHandle {
         let dedup = new.args.dedup.clone().map(crate::dedup::Deduplicator::new);
         let actor = Queue {
             dedup,
+            delays: new.delays,
             name: new.name,
             args: new.args,
             epoch: tokio::time::Instant::now(),
@@ -248,6 +254,8 @@ struct Queue {
     had_consumers: bool,
     /// `x-message-deduplication`: the keys seen.
     dedup: Option<crate::dedup::Deduplicator>,
+    /// A delayed exchange's queue ([`crate::delayed`]): nothing expires in it.
+    delays: bool,
 }
 
 impl Queue {
