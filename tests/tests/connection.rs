@@ -197,3 +197,24 @@ async fn shutdown_closes_connections_with_320() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn update_secret_is_answered_and_the_connection_goes_on() {
+    // RabbitMQ 3.10.8 (probed with pika) answers update-secret-ok for its
+    // internal users, whatever the new secret: their state never expires.
+    within(async {
+        let broker = start_broker().await;
+        let (conn, ch) = broker.channel().await;
+        for secret in ["guest", "a refreshed token"] {
+            conn.update_secret(secret.into(), "token refresh".into())
+                .await
+                .unwrap();
+        }
+        let q = exclusive_queue(&ch, "after-update-secret").await;
+        publish(&ch, "", &q, b"still here").await;
+        assert_eq!(drain(&ch, &q).await, ["still here"]);
+        let ch2 = conn.create_channel().await.unwrap();
+        ch2.close(200, "bye".into()).await.unwrap();
+    })
+    .await;
+}

@@ -65,6 +65,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct Connection {
     pub(crate) id: u64,
+    /// The user it logged in as.
+    pub(crate) user: String,
     pub(crate) vhost: Arc<VHost>,
     /// Frames for the writer task; bounded, see [`writer`].
     writer: mpsc::Sender<writer::Out>,
@@ -192,6 +194,7 @@ pub async fn serve(
     let (inbox, mut inbox_rx) = mpsc::unbounded_channel();
     let mut conn = Connection {
         id,
+        user: negotiated.user.clone(),
         vhost: broker.vhost.clone(),
         writer,
         inbox,
@@ -555,7 +558,7 @@ impl Connection {
                 Err((0, AmqpError::unexpected_frame("content frame on channel 0")))
             }
             Frame::ProtocolHeader => Err((0, AmqpError::frame_error("protocol header after handshake"))),
-            Frame::Method(0, method) => self.handle_connection_method(method).map_err(|e| (0, e)),
+            Frame::Method(0, method) => self.handle_connection_method(method).await.map_err(|e| (0, e)),
             Frame::Method(_, method) => {
                 let ids = (method.get_amqp_class_id(), method.get_amqp_method_id());
                 self.handle_channel_frame(channel, Frame::Method(channel, method))
@@ -571,12 +574,24 @@ impl Connection {
         }
     }
 
-    fn handle_connection_method(&mut self, method: AMQPClass) -> Result<Option<End>, AmqpError> {
+    async fn handle_connection_method(&mut self, method: AMQPClass) -> Result<Option<End>, AmqpError> {
         let ids = (method.get_amqp_class_id(), method.get_amqp_method_id());
         match method {
             AMQPClass::Connection(connection::AMQPMethod::Close(close)) => {
                 debug!(code = close.reply_code, text = %close.reply_text, "client closed the connection");
                 Ok(Some(End::ClientClosed))
+            }
+            // A client refreshing its credentials (an OAuth token, say).
+            // RabbitMQ asks its auth backends to update the user's state;
+            // its internal backend's state never expires, so it answers
+            // update-secret-ok and goes on with the user it has, whatever
+            // the secret (probed on 3.10.8 with pika: a wrong secret gets
+            // update-secret-ok too). Warren's users are internal ones.
+            AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(update)) => {
+                info!(user = %self.user, reason = %update.reason, "user updated secret");
+                let ok = connection::AMQPMethod::UpdateSecretOk(connection::UpdateSecretOk {});
+                self.send(0, AMQPClass::Connection(ok)).await;
+                Ok(None)
             }
             // Anything else on channel 0 once the connection is open, even a
             // close-ok nobody asked for, is RabbitMQ's 504.
