@@ -218,3 +218,65 @@ async fn update_secret_is_answered_and_the_connection_goes_on() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn after_close_ok_the_socket_is_left_to_the_client_and_exclusive_queues_are_gone() {
+    // RabbitMQ 3.10.8 (probed with a raw socket): close-ok, then nothing,
+    // the socket open until the client closes it (for up to 30 s); the
+    // connection's exclusive queues deleted before close-ok.
+    within(async {
+        let broker = start_broker().await;
+        let q = unique("gone-before-close-ok");
+        let mut raw = RawClient::open(broker.addr).await;
+        raw.open_channel(1).await;
+        let options = warren_codec::amq_protocol::protocol::queue::Declare {
+            queue: q.as_str().into(),
+            exclusive: true,
+            ..Default::default()
+        };
+        raw.send(Frame::Method(
+            1,
+            AMQPClass::Queue(warren_codec::amq_protocol::protocol::queue::AMQPMethod::Declare(
+                options,
+            )),
+        ))
+        .await;
+        raw.recv_until(1, |m| matches!(m, AMQPClass::Queue(_))).await;
+        raw.send(Frame::Method(
+            0,
+            AMQPClass::Connection(connection::AMQPMethod::Close(connection::Close {
+                reply_code: 200,
+                reply_text: "bye".into(),
+                class_id: 0,
+                method_id: 0,
+            })),
+        ))
+        .await;
+        raw.recv_until(0, |m| {
+            matches!(m, AMQPClass::Connection(connection::AMQPMethod::CloseOk(_)))
+        })
+        .await;
+        // Gone already: another connection may take the name at once.
+        let (_conn, ch) = broker.channel().await;
+        let exclusive = lapin::options::QueueDeclareOptions {
+            exclusive: true,
+            ..Default::default()
+        };
+        ch.queue_declare(q.as_str().into(), exclusive, FieldTable::default())
+            .await
+            .unwrap();
+        // Nothing more comes, and the socket stays open for the client to
+        // close (a 300 ms look).
+        let mut byte = [0u8; 1];
+        let read = tokio::time::timeout(
+            std::time::Duration::from_millis(300),
+            raw.socket().read(&mut byte),
+        )
+        .await;
+        assert!(
+            read.is_err(),
+            "the server closed or wrote after close-ok: {read:?}"
+        );
+    })
+    .await;
+}

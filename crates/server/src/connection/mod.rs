@@ -56,6 +56,10 @@ const READ_BUFFER: usize = 16 * 1024;
 const CLOSE_SEND_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long the server waits for connection.close-ok after sending close.
 const CLOSE_OK_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the server leaves the socket to a client that closed the
+/// connection to close, at most (RabbitMQ's `CLOSING_TIMEOUT`); a shutdown
+/// does not wait for it.
+const CLIENT_CLOSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the writer may take to write what is left once the connection
 /// has ended; then the socket is dropped. The three timeouts together keep a
 /// shutdown under 5 s whatever the clients do.
@@ -218,14 +222,34 @@ pub async fn serve(
         ack_deadline: None,
     };
     let end = conn.run(&mut reader, &mut inbox_rx, &mut shutdown).await;
+    let mut released = false;
     match end {
         End::Lost => {}
         End::ClientClosed => {
+            // RabbitMQ's order: the connection's channels end and its
+            // exclusive queues go before close-ok, so a client that closes
+            // and reconnects finds them gone...
+            conn.release_everything(&mut inbox_rx).await;
+            released = true;
             conn.send(
                 0,
                 AMQPClass::Connection(connection::AMQPMethod::CloseOk(connection::CloseOk {})),
             )
             .await;
+            // ...and then the client closes the socket: RabbitMQ keeps it
+            // open for the heartbeat timeout, or 30 s (probed on 3.10.8:
+            // still open 5 s after close-ok). Closing it first hands a
+            // client an end of stream it does not expect right after
+            // close-ok. The writer stays up meanwhile: dropping it would
+            // half-close the socket.
+            let closing = match negotiated.heartbeat {
+                hb @ 1..30 => Duration::from_secs(u64::from(hb)),
+                _ => CLIENT_CLOSE_TIMEOUT,
+            };
+            tokio::select! {
+                _ = tokio::time::timeout(closing, discard_until_closed(&mut reader)) => {}
+                _ = shutdown.recv() => {}
+            }
         }
         End::ServerClosed => {
             // spec: after sending close, discard everything until close-ok.
@@ -262,7 +286,9 @@ pub async fn serve(
             let _ = tokio::time::timeout(CLOSE_OK_TIMEOUT, wait).await;
         }
     }
-    conn.release_everything(&mut inbox_rx).await;
+    if !released {
+        conn.release_everything(&mut inbox_rx).await;
+    }
     drop(conn);
     drop(negotiated.slot);
     finish_writer(writer_task).await;
