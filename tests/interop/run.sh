@@ -45,7 +45,9 @@ if [ -z "${AMQP_URL:-}" ]; then
   [ -x "$bin" ] || { echo "broker binary not found: $bin (build it or set WARREN_BIN / AMQP_URL)" >&2; exit 1; }
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   data_dir=$(mktemp -d)
-  "$bin" --bind "127.0.0.1:$port" --data-dir "$data_dir" >"$data_dir/broker.log" 2>&1 &
+  # The default listener's way: [::], dual-stack. The scripts reach it as
+  # `localhost`, which Node resolves to ::1 first and Python to 127.0.0.1.
+  "$bin" --bind "[::]:$port" --data-dir "$data_dir" >"$data_dir/broker.log" 2>&1 &
   broker_pid=$!
   deadline=$((SECONDS + 30))
   until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
@@ -56,7 +58,7 @@ if [ -z "${AMQP_URL:-}" ]; then
     fi
     sleep 0.1
   done
-  export AMQP_URL="amqp://guest:guest@127.0.0.1:$port/"
+  export AMQP_URL="amqp://guest:guest@localhost:$port/"
 fi
 echo "broker: $AMQP_URL"
 

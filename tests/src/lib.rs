@@ -65,8 +65,16 @@ pub async fn start_warren_on(
     data_dir: tempfile::TempDir,
     configure: impl FnOnce(&mut warren_server::Config),
 ) -> TestBroker {
-    let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let mut listeners = warren_server::listener::bind(&[bind.parse().unwrap()]).unwrap();
+    let addr = listeners[0].local_addr().unwrap();
+    // A wildcard listener is reached on the loopback.
+    let addr = match addr.ip().is_unspecified() {
+        true if addr.is_ipv6() => {
+            std::net::SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        true => std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port()),
+        false => addr,
+    };
     let (tx, rx) = oneshot::channel::<()>();
     let mut config = warren_server::Config::new(data_dir.path());
     configure(&mut config);
@@ -78,7 +86,7 @@ pub async fn start_warren_on(
         let shutdown = async move {
             let _ = rx.await;
         };
-        warren_server::serve(broker, listener, shutdown).await;
+        warren_server::serve(broker, std::mem::take(&mut listeners), shutdown).await;
     });
     TestBroker {
         url: format!("amqp://guest:guest@{addr}/%2f"),

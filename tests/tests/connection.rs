@@ -280,3 +280,26 @@ async fn after_close_ok_the_socket_is_left_to_the_client_and_exclusive_queues_ar
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_broker_on_the_ipv6_wildcard_serves_ipv4_and_ipv6_clients() {
+    if !is_warren() {
+        return; // Warren-only: it chooses the broker's listener.
+    }
+    within(async {
+        let broker = start_warren_on("[::]:0", tempfile::tempdir().unwrap(), |_| {}).await;
+        let port = broker.addr.port();
+        // Node's amqplib resolves localhost to ::1 first; Python's pika to 127.0.0.1.
+        for host in ["127.0.0.1", "[::1]"] {
+            let url = format!("amqp://guest:guest@{host}:{port}/%2f");
+            let conn = Connection::connect(&url, ConnectionProperties::default())
+                .await
+                .unwrap_or_else(|e| panic!("{host}: {e}"));
+            let ch = conn.create_channel().await.unwrap();
+            let q = exclusive_queue(&ch, "dual-stack").await;
+            publish(&ch, "", &q, host.as_bytes()).await;
+            assert_eq!(drain(&ch, &q).await, [host]);
+        }
+    })
+    .await;
+}

@@ -18,9 +18,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Address to listen on for AMQP connections.
-    #[arg(long, env = "WARREN_BIND", default_value = "0.0.0.0:5672")]
-    bind: SocketAddr,
+    /// Addresses to listen on for AMQP connections: the flag repeated, or a
+    /// comma-separated list. `[::]` (the default) takes IPv4 clients too, and
+    /// falls back to 0.0.0.0 where the machine has no IPv6.
+    #[arg(long, env = "WARREN_BIND", default_value = "[::]:5672", value_delimiter = ',')]
+    bind: Vec<SocketAddr>,
     /// Directory for durable state.
     #[arg(long, env = "WARREN_DATA_DIR", default_value = "./warren-data")]
     data_dir: PathBuf,
@@ -114,14 +116,14 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    let listener = match tokio::net::TcpListener::bind(args.bind).await {
-        Ok(listener) => listener,
+    let listeners = match warren_server::listener::bind(&args.bind) {
+        Ok(listeners) => listeners,
         Err(e) => {
-            tracing::error!(bind = %args.bind, error = %e, "cannot listen");
+            tracing::error!(bind = ?args.bind, error = %e, "cannot listen");
             return std::process::ExitCode::FAILURE;
         }
     };
-    warren_server::serve(broker, listener, shutdown_signal()).await;
+    warren_server::serve(broker, listeners, shutdown_signal()).await;
     std::process::ExitCode::SUCCESS
 }
 
@@ -153,6 +155,15 @@ mod tests {
         assert_eq!(parse("536870912").unwrap().max_message_size, MAX_MESSAGE_SIZE);
         assert!(parse("536870913").is_err());
         assert!(parse("0").is_err());
+    }
+
+    #[test]
+    fn several_addresses_can_be_bound_and_the_default_is_dual_stack() {
+        let parse = |args: &[&str]| Args::try_parse_from([&["warren"], args].concat()).unwrap().bind;
+        assert_eq!(parse(&[]), ["[::]:5672".parse::<SocketAddr>().unwrap()]);
+        let two: Vec<SocketAddr> = vec!["127.0.0.1:5672".parse().unwrap(), "[::1]:5673".parse().unwrap()];
+        assert_eq!(parse(&["--bind", "127.0.0.1:5672", "--bind", "[::1]:5673"]), two);
+        assert_eq!(parse(&["--bind", "127.0.0.1:5672,[::1]:5673"]), two);
     }
 
     #[test]
