@@ -335,3 +335,17 @@ pub async fn closed_reply<T>(
         other => panic!("expected the channel to close, got {other:?}"),
     }
 }
+
+/// The `warren` binary cargo built beside the test binaries, for tests that
+/// run the broker as a process (Warren-only).
+pub fn warren_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir.join("warren");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p warren-server` first",
+        bin.display()
+    );
+    bin
+}

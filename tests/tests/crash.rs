@@ -15,7 +15,6 @@
 
 use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -111,19 +110,6 @@ async fn churn(
             }
         }
     }
-}
-
-/// The `warren` binary next to this test's build (tests/run-all.sh builds it).
-fn warren_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir.join("warren");
-    assert!(
-        bin.exists(),
-        "{} is missing: run `cargo build -p warren-server` first",
-        bin.display()
-    );
-    bin
 }
 
 /// Starts warren on a free port and waits for its "listening" log line.

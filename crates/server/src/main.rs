@@ -1,5 +1,6 @@
 //! `warren`: run the broker.
 
+use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -68,6 +69,16 @@ struct Args {
     /// `x-consumer-timeout` argument overrides it.
     #[arg(long, env = "WARREN_CONSUMER_TIMEOUT", default_value = "1800000", value_parser = parse_timeout)]
     consumer_timeout: Timeout,
+    /// How log lines are written: `text`, coloured only on a terminal, or
+    /// `json`, one object per line, for log shippers.
+    #[arg(long, env = "WARREN_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 /// A timeout that can be turned off (a bare `Option` would make clap treat
@@ -88,10 +99,15 @@ fn parse_timeout(value: &str) -> Result<Timeout, String> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::try_from_env("WARREN_LOG").unwrap_or_else(|_| EnvFilter::new("info")))
-        .init();
     let args = Args::parse();
+    let filter = EnvFilter::try_from_env("WARREN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match args.log_format {
+        // Colour only for a person at a terminal: a log file or `docker
+        // logs` gets plain text.
+        LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).init(),
+        LogFormat::Json => logs.json().init(),
+    }
     if let Err(e) = std::fs::create_dir_all(&args.data_dir) {
         tracing::error!(data_dir = %args.data_dir.display(), error = %e, "cannot create the data directory");
         return std::process::ExitCode::FAILURE;

@@ -1,0 +1,69 @@
+//! The `warren` binary's command line and logs (Warren-only: they are
+//! Warren's own).
+
+use std::process::Stdio;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use warren_tests::*;
+
+/// Runs warren with `args` until it logs that it listens; its log lines.
+async fn log_until_listening(args: &[&str]) -> Vec<String> {
+    let data_dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(warren_binary())
+        .args(["--bind", "127.0.0.1:0", "--data-dir"])
+        .arg(data_dir.path())
+        .args(args)
+        .env("WARREN_LOG", "info")
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut log = Vec::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        let listening = line.contains("listening for AMQP");
+        log.push(line);
+        if listening {
+            return log;
+        }
+    }
+    panic!("warren exited before listening: {log:#?}");
+}
+
+#[tokio::test]
+async fn logs_written_to_a_pipe_carry_no_colour_codes() {
+    if !is_warren() {
+        return;
+    }
+    within(async {
+        let log = log_until_listening(&[]).await;
+        for line in &log {
+            assert!(!line.contains('\u{1b}'), "escape sequence in {line:?}");
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    if !is_warren() {
+        return;
+    }
+    within(async {
+        let log = log_until_listening(&["--log-format", "json"]).await;
+        for line in &log {
+            assert!(
+                line.starts_with('{') && line.ends_with('}'),
+                "not a JSON object: {line:?}"
+            );
+            assert!(line.contains("\"level\":\"INFO\""), "{line:?}");
+        }
+        assert!(log
+            .last()
+            .unwrap()
+            .contains("\"message\":\"listening for AMQP 0-9-1 connections\""));
+    })
+    .await;
+}
