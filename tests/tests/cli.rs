@@ -67,3 +67,56 @@ async fn json_logs_are_one_object_per_line() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_failed_login_is_logged_with_the_peer_and_never_the_password() {
+    if !is_warren() {
+        return;
+    }
+    within(async {
+        let data_dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = Command::new(warren_binary())
+            .args(["--bind", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(data_dir.path())
+            .env("WARREN_DEFAULT_USER", "ops")
+            .env("WARREN_DEFAULT_PASS", "right-password")
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("listening for AMQP") {
+                break;
+            }
+        }
+        let url = format!("amqp://ops:hunter2-wrong@127.0.0.1:{port}/%2f");
+        let refused = lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await;
+        assert_eq!(refused.err().map(|e| reply_code(&e)), Some(403));
+        let ok = format!("amqp://ops:right-password@127.0.0.1:{port}/%2f");
+        lapin::Connection::connect(&ok, lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+        loop {
+            let line = lines
+                .next_line()
+                .await
+                .unwrap()
+                .expect("a log line about the failure");
+            assert!(
+                !line.contains("hunter2") && !line.contains("right-password"),
+                "{line}"
+            );
+            if line.contains("authentication failed") {
+                assert!(line.contains("127.0.0.1") && line.contains("'ops'"), "{line}");
+                break;
+            }
+        }
+    })
+    .await;
+}

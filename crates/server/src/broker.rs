@@ -9,6 +9,7 @@ use tracing::{error, info};
 use warren_store::{Store, StoreError};
 
 use crate::alarm::{Alarms, Status};
+use crate::users::Users;
 use crate::vhost::VHost;
 use crate::Config;
 
@@ -19,6 +20,8 @@ pub struct Broker {
     pub config: Config,
     /// The one virtual host, `/`.
     pub vhost: Arc<VHost>,
+    /// Who may log in.
+    pub users: Users,
     /// Memory and disk alarms.
     pub alarms: Arc<Alarms>,
     /// Source of connection ids, which tag logs and own exclusive queues.
@@ -44,7 +47,7 @@ impl Broker {
     pub async fn open(config: Config) -> Result<Arc<Self>, StoreError> {
         let started = Instant::now();
         let (path, cache) = (config.data_dir.clone(), config.store_cache_bytes);
-        let (store, recovered) = tokio::task::spawn_blocking(move || Store::open(&path, cache))
+        let (store, mut recovered) = tokio::task::spawn_blocking(move || Store::open(&path, cache))
             .await
             .map_err(|e| StoreError::Refused {
                 path: config.data_dir.clone(),
@@ -69,6 +72,12 @@ impl Broker {
             config.memory_paging_ratio,
             config.data_dir.clone(),
         );
+        let users = Users::open(
+            store.clone(),
+            std::mem::take(&mut recovered.users),
+            &config.default_user,
+            &config.default_pass,
+        );
         let (vhost, stats) = VHost::open("/", store, recovered, alarms.memory_pressure());
         info!(
             exchanges = stats.exchanges,
@@ -86,6 +95,7 @@ impl Broker {
         Ok(Arc::new(Self {
             config,
             vhost,
+            users,
             alarms,
             next_connection_id: AtomicU64::new(1),
             open_connections: Arc::new(AtomicUsize::new(0)),

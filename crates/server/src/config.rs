@@ -1,7 +1,6 @@
 //! Broker settings. The binary fills them from the command line and `WARREN_*`
 //! environment variables; tests build them directly.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,8 +13,10 @@ pub const MAX_MESSAGE_SIZE: u64 = 512 * 1024 * 1024;
 pub struct Config {
     /// Where durable state lives.
     pub data_dir: PathBuf,
-    /// Users and their passwords; by default only guest/guest, as RabbitMQ.
-    pub users: HashMap<String, String>,
+    /// The user created on the first start (no user stored yet), with its
+    /// password: guest/guest by default, as RabbitMQ's.
+    pub default_user: String,
+    pub default_pass: String,
     /// channel_max offered in connection.tune.
     pub channel_max: u16,
     /// frame_max offered in connection.tune.
@@ -59,7 +60,8 @@ impl Config {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
-            users: HashMap::from([("guest".to_owned(), "guest".to_owned())]),
+            default_user: "guest".to_owned(),
+            default_pass: "guest".to_owned(),
             channel_max: 2047,
             frame_max: 131_072,
             heartbeat: 60,

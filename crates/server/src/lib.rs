@@ -16,6 +16,7 @@
 //! - [`dedup`]: message deduplication (`x-message-deduplication`).
 //! - [`delayed`]: the `x-delayed-message` exchange's held messages.
 //! - [`queue`]: the queue actor, sole owner of a queue's messages and consumers.
+//! - [`users`]: who may log in (RabbitMQ's password hashes), kept in the store.
 //! - [`gate`]: prefetch and credit limits shared by queues and channels.
 //! - [`events`]: the types that cross tasks (queue commands, connection
 //!   events, consumers, confirm trackers), at the bottom of the crate so that
@@ -39,6 +40,7 @@ pub mod events;
 pub mod gate;
 pub mod listener;
 pub mod queue;
+pub mod users;
 pub mod vhost;
 
 pub use config::Config;

@@ -30,6 +30,19 @@ struct Args {
     /// Memory for the store's page cache, in MiB.
     #[arg(long, env = "WARREN_STORE_CACHE_MB", default_value_t = 16)]
     store_cache_mb: u64,
+    /// The user created on the first start, when the data directory has no
+    /// user yet (RabbitMQ's default_user); it gets the administrator tag.
+    #[arg(long, env = "WARREN_DEFAULT_USER", default_value = "guest")]
+    default_user: String,
+    /// That user's password (RabbitMQ's default_pass). The environment
+    /// variable keeps it out of the process list.
+    #[arg(
+        long,
+        env = "WARREN_DEFAULT_PASS",
+        default_value = "guest",
+        hide_env_values = true
+    )]
+    default_pass: String,
     /// Let `guest` log in from any address, not only loopback (RabbitMQ's
     /// `loopback_users = none`). Needed in a container, where clients are
     /// never on the container's loopback.
@@ -115,6 +128,8 @@ async fn main() -> std::process::ExitCode {
     let mut config = warren_server::Config::new(args.data_dir);
     config.store_cache_bytes = args.store_cache_mb.saturating_mul(1024 * 1024);
     config.allow_remote_guest = args.allow_remote_guest;
+    config.default_user = args.default_user;
+    config.default_pass = args.default_pass;
     config.channel_max = args.channel_max;
     config.max_message_size = args.max_message_size;
     config.max_connections = args.max_connections;

@@ -36,6 +36,20 @@ pub struct QueueDef {
     pub arguments: FieldTable,
 }
 
+/// A user, as RabbitMQ's definitions describe one: the password hash is
+/// RabbitMQ's `rabbit_password_hashing_sha256` form, base64 of a 4-octet
+/// salt followed by SHA-256(salt ++ password), so that users exported from
+/// RabbitMQ can be imported as they are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserDef {
+    /// Its name.
+    pub name: String,
+    /// base64(salt ++ SHA-256(salt ++ password)).
+    pub password_hash: String,
+    /// Its tags: `administrator`, `monitoring`, `management`, or others.
+    pub tags: Vec<String>,
+}
+
 /// What a durable binding points at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DestinationKind {
@@ -81,6 +95,35 @@ pub(crate) fn take_str(bytes: &[u8]) -> Option<(String, &[u8])> {
     let len = u32::from_be_bytes(bytes.get(..4)?.try_into().ok()?) as usize;
     let s = std::str::from_utf8(bytes.get(4..4 + len)?).ok()?.to_owned();
     Some((s, &bytes[4 + len..]))
+}
+
+impl UserDef {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_str(&self.password_hash, &mut out);
+        out.extend_from_slice(&(self.tags.len() as u32).to_be_bytes());
+        for tag in &self.tags {
+            put_str(tag, &mut out);
+        }
+        out
+    }
+
+    pub(crate) fn decode(name: &str, bytes: &[u8]) -> Option<Self> {
+        let (password_hash, rest) = take_str(bytes)?;
+        let count = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+        let mut rest = &rest[4..];
+        let mut tags = Vec::new();
+        for _ in 0..count {
+            let (tag, after) = take_str(rest)?;
+            tags.push(tag);
+            rest = after;
+        }
+        Some(Self {
+            name: name.to_owned(),
+            password_hash,
+            tags,
+        })
+    }
 }
 
 impl ExchangeDef {

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::definitions::{BindingDef, ExchangeDef, QueueDef};
+use crate::definitions::{BindingDef, ExchangeDef, QueueDef, UserDef};
 use crate::io::io_error;
 use crate::locations::Locations;
 use crate::messages;
@@ -25,6 +25,8 @@ use crate::StoreError;
 /// Everything durable, as found at start.
 #[derive(Debug, Default)]
 pub struct Recovered {
+    /// Users.
+    pub users: Vec<UserDef>,
     /// Durable exchanges.
     pub exchanges: Vec<ExchangeDef>,
     /// Durable queues with their messages, in queue order.

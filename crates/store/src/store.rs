@@ -11,7 +11,7 @@ use sled::Db;
 use tracing::warn;
 use warren_codec::Message;
 
-use crate::definitions::{BindingDef, DestinationKind, ExchangeDef, QueueDef};
+use crate::definitions::{BindingDef, DestinationKind, ExchangeDef, QueueDef, UserDef};
 use crate::io::{io_error, sync_sled};
 use crate::recovery::{self, Recovered, RecoveredQueue};
 use crate::segments::{self, Active, Summary};
@@ -206,6 +206,16 @@ impl Store {
         let _ = self.send(Op::Define(definition));
     }
 
+    /// Records a user (new, or changed).
+    pub fn put_user(&self, def: UserDef) {
+        self.define(Definition::PutUser(def));
+    }
+
+    /// Forgets a user.
+    pub fn delete_user(&self, name: &str) {
+        self.define(Definition::DeleteUser(name.to_owned()));
+    }
+
     /// Records a durable exchange.
     pub fn put_exchange(&self, def: ExchangeDef) {
         self.define(Definition::PutExchange(def));
@@ -272,6 +282,7 @@ fn open(path: &Path, cache_bytes: u64) -> Result<(Store, Recovered), StoreError>
     let tree = |name: &str| db.open_tree(name).map_err(sled_err);
     let trees = Trees {
         exchanges: tree("exchanges")?,
+        users: tree("users")?,
         queues: tree("queues")?,
         bindings: tree("bindings")?,
         segments: tree("segments")?,
@@ -302,6 +313,13 @@ fn open(path: &Path, cache_bytes: u64) -> Result<(Store, Recovered), StoreError>
             )
         })?;
         recovered.exchanges.push(def);
+    }
+    for item in trees.users.iter() {
+        let (k, v) = item.map_err(sled_err)?;
+        let name = String::from_utf8_lossy(&k);
+        let def = UserDef::decode(&name, &v)
+            .ok_or_else(|| refused(&db_path, format!("the definition of user '{name}' is damaged")))?;
+        recovered.users.push(def);
     }
     let mut queues = HashMap::new();
     let mut defs = Vec::new();

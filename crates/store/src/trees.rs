@@ -13,6 +13,8 @@ pub(crate) const NEXT_QUEUE: &[u8] = b"next-queue-id";
 #[derive(Debug)]
 pub(crate) struct Trees {
     pub exchanges: Tree,
+    /// User name → [`crate::UserDef`].
+    pub users: Tree,
     pub queues: Tree,
     pub bindings: Tree,
     /// Segment number → [`Summary`].

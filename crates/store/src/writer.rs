@@ -32,7 +32,7 @@ use std::sync::Arc;
 use tracing::error;
 use warren_codec::Message;
 
-use crate::definitions::{BindingDef, DestinationKind, ExchangeDef, QueueDef};
+use crate::definitions::{BindingDef, DestinationKind, ExchangeDef, QueueDef, UserDef};
 use crate::io::io_error;
 use crate::locations::Locations;
 use crate::record::{self, AckKind, AckRecord, Kind};
@@ -98,6 +98,8 @@ pub(crate) enum Op {
 
 /// A definition change.
 pub(crate) enum Definition {
+    PutUser(UserDef),
+    DeleteUser(String),
     PutExchange(ExchangeDef),
     DeleteExchange(String),
     PutQueue(QueueDef),
@@ -409,6 +411,12 @@ impl Writer {
         let err = self.sled_err();
         let t = &self.trees;
         match definition {
+            Definition::PutUser(def) => {
+                t.users.insert(def.name.as_bytes(), def.encode()).map_err(&err)?;
+            }
+            Definition::DeleteUser(name) => {
+                t.users.remove(name.as_bytes()).map_err(&err)?;
+            }
             Definition::PutExchange(def) => {
                 t.exchanges
                     .insert(def.name.as_bytes(), def.encode())

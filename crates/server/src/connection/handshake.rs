@@ -176,7 +176,7 @@ pub(crate) async fn negotiate(
     // the client only learns that it failed, as with RabbitMQ.
     let failure = match &credentials {
         None => Some(format!("{mechanism} response is malformed")),
-        Some((user, password)) if config.users.get(user) != Some(password) => {
+        Some((user, password)) if !broker.users.authenticate(user, password) => {
             Some(format!("invalid credentials for user '{user}'"))
         }
         Some((user, _)) if user == "guest" && !config.allow_remote_guest && !is_loopback(peer.ip()) => {
