@@ -120,3 +120,112 @@ async fn a_failed_login_is_logged_with_the_peer_and_never_the_password() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn ping_says_whether_a_broker_answers() {
+    if !is_warren() {
+        return;
+    }
+    within(async {
+        let broker = start_broker().await;
+        let ping = |addr: String| async move {
+            Command::new(warren_binary())
+                .args(["ping", "--addr", &addr, "--timeout", "2000"])
+                .output()
+                .await
+                .unwrap()
+        };
+        let answered = ping(broker.addr.to_string()).await;
+        assert!(answered.status.success(), "{answered:?}");
+        assert!(
+            String::from_utf8_lossy(&answered.stdout).contains("Warren"),
+            "{answered:?}"
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let nobody = ping(format!("127.0.0.1:{port}")).await;
+        assert_eq!(nobody.status.code(), Some(1), "{nobody:?}");
+    })
+    .await;
+}
+
+/// The `ENV` settings of `docker/Dockerfile`, as the image runs the broker.
+fn dockerfile_env() -> Vec<(String, String)> {
+    let dockerfile = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docker/Dockerfile");
+    let text = std::fs::read_to_string(dockerfile).unwrap();
+    let start = text.find("\nENV ").expect("an ENV instruction") + 5;
+    let mut env = Vec::new();
+    for line in text[start..].lines() {
+        let pair = line.trim().trim_end_matches('\\').trim();
+        let (key, value) = pair.split_once('=').expect("KEY=value");
+        env.push((key.to_owned(), value.to_owned()));
+        if !line.trim_end().ends_with('\\') {
+            break;
+        }
+    }
+    env
+}
+
+#[tokio::test]
+async fn the_image_environment_runs_a_broker_its_healthcheck_and_default_user_see() {
+    if !is_warren() {
+        return;
+    }
+    within(async {
+        let data_dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let env: Vec<(String, String)> = dockerfile_env()
+            .into_iter()
+            .map(|(key, value)| match key.as_str() {
+                // The image's port and volume, moved to this test's own.
+                "WARREN_BIND" => (key, value.replace(":5672", &format!(":{port}"))),
+                "WARREN_DATA_DIR" => (key, data_dir.path().display().to_string()),
+                _ => (key, value),
+            })
+            .chain([
+                ("WARREN_DEFAULT_USER".to_owned(), "app".to_owned()),
+                ("WARREN_DEFAULT_PASS".to_owned(), "app-secret".to_owned()),
+            ])
+            .collect();
+        assert!(
+            env.iter()
+                .any(|(k, v)| k == "WARREN_BIND" && v.starts_with("[::]")),
+            "{env:?}"
+        );
+        let mut broker = Command::new(warren_binary())
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(broker.stdout.take().unwrap()).lines();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("listening for AMQP") {
+                break;
+            }
+        }
+        // The HEALTHCHECK's command, in the same environment.
+        let health = Command::new(warren_binary())
+            .args(["ping", "--timeout", "5000"])
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .await
+            .unwrap();
+        assert!(health.status.success(), "{health:?}");
+        let url = format!("amqp://app:app-secret@127.0.0.1:{port}/%2f");
+        lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+        let guest = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+        let refused = lapin::Connection::connect(&guest, lapin::ConnectionProperties::default()).await;
+        assert_eq!(refused.err().map(|e| reply_code(&e)), Some(403));
+    })
+    .await;
+}

@@ -24,6 +24,7 @@
 //! - [`durability`]: how publisher confirms of persistent messages wait for
 //!   the store's group commit.
 //! - [`alarm`]: memory and disk alarms, which block publishing connections.
+//! - [`ping`]: `warren ping`, whether a broker answers (health checks).
 //! - [`error`] holds [`AmqpError`], a reply code and text as a value.
 //! - [`config`] holds [`Config`].
 
@@ -39,6 +40,7 @@ pub mod error;
 pub mod events;
 pub mod gate;
 pub mod listener;
+pub mod ping;
 pub mod queue;
 pub mod users;
 pub mod vhost;

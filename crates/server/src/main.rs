@@ -19,6 +19,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
+    /// Without a command, run the broker.
+    #[command(subcommand)]
+    command: Option<Command>,
     /// Addresses to listen on for AMQP connections: the flag repeated, or a
     /// comma-separated list. `[::]` (the default) takes IPv4 clients too, and
     /// falls back to 0.0.0.0 where the machine has no IPv6.
@@ -94,6 +97,21 @@ enum LogFormat {
     Json,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Check that a broker answers (for health checks): exit 0 if it
+    /// starts an AMQP connection, 1 if not. No credentials are needed.
+    Ping {
+        /// The broker's address; by default the first `--bind` address
+        /// (a wildcard one reached on the loopback).
+        #[arg(long)]
+        addr: Option<SocketAddr>,
+        /// How long to wait for the answer, in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        timeout: u64,
+    },
+}
+
 /// A timeout that can be turned off (a bare `Option` would make clap treat
 /// the flag itself as optional).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -113,6 +131,25 @@ fn parse_timeout(value: &str) -> Result<Timeout, String> {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    if let Some(Command::Ping { addr, timeout }) = args.command {
+        let first = args
+            .bind
+            .first()
+            .copied()
+            .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 5672)));
+        let addr = addr.unwrap_or_else(|| warren_server::ping::local_address(first));
+        let timeout = std::time::Duration::from_millis(timeout);
+        return match warren_server::ping::ping(addr, timeout).await {
+            Ok(product) => {
+                println!("{addr}: {product} answers");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(why) => {
+                eprintln!("{addr}: {why}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let filter = EnvFilter::try_from_env("WARREN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
     match args.log_format {
