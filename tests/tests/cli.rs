@@ -9,11 +9,17 @@ use warren_tests::*;
 
 /// Runs warren with `args` until it logs that it listens; its log lines.
 async fn log_until_listening(args: &[&str]) -> Vec<String> {
+    log_until_listening_with(args, &[]).await
+}
+
+/// [`log_until_listening`] with environment variables `env`.
+async fn log_until_listening_with(args: &[&str], env: &[(&str, &str)]) -> Vec<String> {
     let data_dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(warren_binary())
         .args(["--bind", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir.path())
         .args(args)
+        .envs(env.iter().copied())
         .env("WARREN_LOG", "info")
         .env_remove("NO_COLOR")
         .stdout(Stdio::piped())
@@ -226,6 +232,39 @@ async fn the_image_environment_runs_a_broker_its_healthcheck_and_default_user_se
         let guest = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
         let refused = lapin::Connection::connect(&guest, lapin::ConnectionProperties::default()).await;
         assert_eq!(refused.err().map(|e| reply_code(&e)), Some(403));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_configuration_file_is_under_the_environment_and_refused_when_wrong() {
+    if !is_warren() {
+        return;
+    }
+    within(async {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("warren.toml");
+        std::fs::write(&file, "log_format = \"json\"\n").unwrap();
+        let config = file.to_str().unwrap();
+        // The file alone: JSON logs.
+        let log = log_until_listening(&["--config", config]).await;
+        assert!(log.iter().all(|l| l.starts_with('{')), "{log:?}");
+        // The environment over the file: text.
+        let log = log_until_listening_with(&["--config", config], &[("WARREN_LOG_FORMAT", "text")]).await;
+        assert!(log.iter().all(|l| !l.starts_with('{')), "{log:?}");
+        // A bad value stops it at start, naming the file and the key.
+        std::fs::write(&file, "log_format = \"json\"\nchannel_max = 0\n").unwrap();
+        let refused = Command::new(warren_binary())
+            .args(["--config", config])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(refused.status.code(), Some(1));
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.contains("key 'channel_max'") && stderr.contains("warren.toml"),
+            "{stderr}"
+        );
     })
     .await;
 }

@@ -26,12 +26,13 @@
 //! - [`alarm`]: memory and disk alarms, which block publishing connections.
 //! - [`ping`]: `warren ping`, whether a broker answers (health checks).
 //! - [`error`] holds [`AmqpError`], a reply code and text as a value.
-//! - [`config`] holds [`Config`].
+//! - [`config`] holds [`Config`]; [`config_file`] reads the TOML file.
 
 pub mod alarm;
 pub mod broker;
 pub mod channel;
 pub mod config;
+pub mod config_file;
 pub mod connection;
 pub mod dedup;
 pub mod delayed;

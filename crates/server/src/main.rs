@@ -22,6 +22,11 @@ struct Args {
     /// Without a command, run the broker.
     #[command(subcommand)]
     command: Option<Command>,
+    /// A configuration file (TOML) whose keys are these flags' names in
+    /// snake case; the environment and the flags override it
+    /// (docs/warren.example.toml).
+    #[arg(long, env = "WARREN_CONFIG_FILE")]
+    config: Option<PathBuf>,
     /// Addresses to listen on for AMQP connections: the flag repeated, or a
     /// comma-separated list. `[::]` (the default) takes IPv4 clients too, and
     /// falls back to 0.0.0.0 where the machine has no IPv6.
@@ -112,6 +117,19 @@ enum Command {
     },
 }
 
+/// The flags, over the environment, over the configuration file, over the
+/// defaults. clap prints help, version and flag errors itself, and exits.
+fn parse_args(argv: Vec<std::ffi::OsString>) -> Result<Args, String> {
+    use clap::{CommandFactory, FromArgMatches};
+    let first = Args::parse_from(&argv);
+    let Some(path) = first.config else {
+        return Ok(first);
+    };
+    let command = warren_server::config_file::apply(Args::command(), &path, &["config"])?;
+    let matches = command.get_matches_from(argv);
+    Args::from_arg_matches(&matches).map_err(|e| e.to_string())
+}
+
 /// A timeout that can be turned off (a bare `Option` would make clap treat
 /// the flag itself as optional).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -130,7 +148,13 @@ fn parse_timeout(value: &str) -> Result<Timeout, String> {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let args = Args::parse();
+    let args = match parse_args(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(why) => {
+            eprintln!("error: {why}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     if let Some(Command::Ping { addr, timeout }) = args.command {
         let first = args
             .bind
@@ -232,6 +256,86 @@ mod tests {
         let two: Vec<SocketAddr> = vec!["127.0.0.1:5672".parse().unwrap(), "[::1]:5673".parse().unwrap()];
         assert_eq!(parse(&["--bind", "127.0.0.1:5672", "--bind", "[::1]:5673"]), two);
         assert_eq!(parse(&["--bind", "127.0.0.1:5672,[::1]:5673"]), two);
+    }
+
+    fn with_file(toml: &str, flags: &[&str]) -> Result<Args, String> {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), toml).unwrap();
+        let argv = ["warren", "--config", file.path().to_str().unwrap()]
+            .iter()
+            .chain(flags)
+            .map(std::ffi::OsString::from)
+            .collect();
+        parse_args(argv)
+    }
+
+    #[test]
+    fn the_configuration_file_sets_defaults_that_flags_override() {
+        let toml = r#"
+            bind = ["127.0.0.1:5000", "[::1]:5001"]
+            channel_max = 100
+            allow_remote_guest = true
+            consumer_timeout = "off"
+            max_message_size = 1048576
+            memory_high_watermark = "2GB"
+        "#;
+        let args = with_file(toml, &[]).unwrap();
+        assert_eq!(args.bind.len(), 2);
+        assert_eq!(args.channel_max, 100);
+        assert!(args.allow_remote_guest);
+        assert_eq!(args.consumer_timeout.0, None);
+        assert_eq!(args.max_message_size, 1 << 20);
+        let args = with_file(toml, &["--channel-max", "200", "--bind", "127.0.0.1:6000"]).unwrap();
+        assert_eq!(args.channel_max, 200);
+        assert_eq!(args.bind, ["127.0.0.1:6000".parse::<SocketAddr>().unwrap()]);
+    }
+
+    #[test]
+    fn the_example_file_names_every_setting_and_gives_the_defaults() {
+        use clap::CommandFactory;
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/warren.example.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let defaults = format!("{:?}", Args::try_parse_from(["warren"]).unwrap());
+        let mut from_example = with_file(&text, &[]).unwrap();
+        from_example.config = None;
+        assert_eq!(
+            format!("{from_example:?}"),
+            defaults,
+            "the example's values are the defaults"
+        );
+        // Every setting, commented out or not.
+        for arg in Args::command().get_arguments().filter(|a| a.get_long().is_some()) {
+            let key = arg.get_id().as_str();
+            if key == "config" {
+                continue;
+            }
+            assert!(
+                text.lines()
+                    .any(|l| l.trim_start_matches("# ").starts_with(&format!("{key} = "))),
+                "{key} is missing"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_in_the_file_are_refused_by_name() {
+        let err = with_file("chanel_max = 100", &[]).unwrap_err();
+        assert!(err.contains("unknown key 'chanel_max'"), "{err}");
+        let err = with_file("channel_max = 0", &[]).unwrap_err();
+        assert!(err.contains("key 'channel_max'") && err.contains("'0'"), "{err}");
+        let err = with_file("allow_remote_guest = \"yes\"", &[]).unwrap_err();
+        assert!(
+            err.contains("key 'allow_remote_guest': expected true or false"),
+            "{err}"
+        );
+        let err = with_file("max_message_size = 536870913", &[]).unwrap_err();
+        assert!(err.contains("key 'max_message_size'"), "{err}");
+        let err = with_file("bind = [[1]]", &[]).unwrap_err();
+        assert!(err.contains("key 'bind'"), "{err}");
+        let err = with_file("config = \"other.toml\"", &[]).unwrap_err();
+        assert!(err.contains("unknown key 'config'"), "{err}");
+        let err = with_file("channel_max = ", &[]).unwrap_err();
+        assert!(err.contains("not valid TOML"), "{err}");
     }
 
     #[test]
