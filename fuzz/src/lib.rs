@@ -240,6 +240,7 @@ fn template_store() -> &'static std::path::Path {
             let queue = store.new_queue_id();
             assert_eq!(queue, TEMPLATE_QUEUE);
             store.put_queue(warren_store::QueueDef {
+                vhost: warren_store::DEFAULT_VHOST.into(),
                 name: "q".into(),
                 id: queue,
                 auto_delete: false,

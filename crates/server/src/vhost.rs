@@ -140,8 +140,29 @@ impl VHost {
         (vhost, stats)
     }
 
-    fn restore(&self, recovered: Recovered) -> RecoveryStats {
+    fn restore(&self, mut recovered: Recovered) -> RecoveryStats {
         let mut stats = RecoveryStats::default();
+        // The store keeps each virtual host's definitions apart; this one
+        // takes its own.
+        let theirs = |vhost: &str, what: &str, name: &str| {
+            let other = vhost != self.name;
+            if other {
+                warn!(
+                    vhost,
+                    what, name, "kept in the store for a virtual host this broker does not serve"
+                );
+            }
+            !other
+        };
+        recovered
+            .exchanges
+            .retain(|x| theirs(&x.vhost, "exchange", &x.name));
+        recovered
+            .queues
+            .retain(|q| theirs(&q.def.vhost, "queue", &q.def.name));
+        recovered
+            .bindings
+            .retain(|b| theirs(&b.vhost, "binding", &b.source));
         let mut state = self.write();
         for x in recovered.exchanges {
             let Ok((kind, delays)) = parse_type(&x.kind, &x.arguments) else {
@@ -282,7 +303,7 @@ impl VHost {
     fn forget_exchanges(&self, state: &mut Definitions, removed: &[Exchange]) {
         for exchange in removed {
             if exchange.durable {
-                self.store.delete_exchange(exchange.name.as_str());
+                self.store.delete_exchange(&self.name, exchange.name.as_str());
             }
             if let Some(queue) = state.delays.remove(exchange.name.as_str()) {
                 self.drop_delay_queue(queue);
@@ -308,6 +329,7 @@ impl VHost {
         let name = delayed::queue_name(exchange);
         let queue = if durable {
             let def = QueueDef {
+                vhost: self.name.clone(),
                 name,
                 id: self.store.new_queue_id(),
                 auto_delete: false,
@@ -327,7 +349,7 @@ impl VHost {
     /// plugin drops them with their exchange.
     fn drop_delay_queue(&self, queue: Arc<QueueHandle>) {
         if queue.durable {
-            self.store.delete_queue(queue.name.as_str());
+            self.store.delete_queue(&self.name, queue.name.as_str());
         }
         tokio::spawn(async move {
             queue
@@ -361,6 +383,7 @@ impl VHost {
             DestinationKind::Exchange => state.router.exchange(name)?.durable,
         };
         durable.then(|| BindingDef {
+            vhost: self.name.clone(),
             source: source.to_owned(),
             destination_kind,
             destination: name.to_owned(),
@@ -492,6 +515,7 @@ impl VHost {
         }
         if created && durable {
             let def = ExchangeDef {
+                vhost: self.name.clone(),
                 name: name.to_owned(),
                 kind: type_name,
                 auto_delete,
@@ -627,6 +651,7 @@ impl VHost {
         };
         let queue = if spec.durable {
             let def = QueueDef {
+                vhost: self.name.clone(),
                 name: name.to_string(),
                 id: self.store.new_queue_id(),
                 auto_delete: spec.auto_delete,
@@ -971,7 +996,7 @@ impl QueueRegistry for VHost {
         // The store's thread forgets the definition and its bindings; the
         // queue then tells it to forget its messages.
         if durable {
-            self.store.delete_queue(name.as_str());
+            self.store.delete_queue(&self.name, name.as_str());
         }
         self.forget_exchanges(&mut state, &deleted);
     }

@@ -9,6 +9,8 @@ use warren_codec::amq_protocol::types::FieldTable;
 /// A durable exchange.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ExchangeDef {
+    /// Its virtual host.
+    pub vhost: String,
     /// Its name.
     pub name: String,
     /// Its type (`direct`, `fanout`, `topic`, `headers`).
@@ -24,6 +26,8 @@ pub struct ExchangeDef {
 /// A durable queue.
 #[derive(Clone, Debug, PartialEq)]
 pub struct QueueDef {
+    /// Its virtual host.
+    pub vhost: String,
     /// Its name.
     pub name: String,
     /// Its number in the message log, where every message names the queues
@@ -62,6 +66,8 @@ pub enum DestinationKind {
 /// A binding between durable things.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BindingDef {
+    /// The virtual host of both ends.
+    pub vhost: String,
     /// Source exchange.
     pub source: String,
     /// Queue or exchange.
@@ -72,6 +78,32 @@ pub struct BindingDef {
     pub routing_key: String,
     /// Binding arguments.
     pub arguments: FieldTable,
+}
+
+/// The virtual host every store had before there were several.
+pub const DEFAULT_VHOST: &str = "/";
+
+/// The key under which `rest` (a name, or a binding's key) is kept for
+/// `vhost`. For `/` it is `rest` itself, as in a store written before
+/// virtual hosts; for another, 0xFF (never the first octet of a UTF-8 name,
+/// nor of a binding key, which starts with a length below 2^24), the
+/// vhost's name with its length, then `rest`.
+pub(crate) fn scoped(vhost: &str, rest: &[u8]) -> Vec<u8> {
+    if vhost == DEFAULT_VHOST {
+        return rest.to_vec();
+    }
+    let mut key = vec![0xFF];
+    put_str(vhost, &mut key);
+    key.extend_from_slice(rest);
+    key
+}
+
+/// The virtual host of a key and the rest of it ([`scoped`]'s inverse).
+pub(crate) fn unscoped(key: &[u8]) -> Option<(String, &[u8])> {
+    match key.split_first() {
+        Some((0xFF, rest)) => take_str(rest),
+        _ => Some((DEFAULT_VHOST.to_owned(), key)),
+    }
 }
 
 pub(crate) fn encode_table(table: &FieldTable, out: &mut Vec<u8>) {
@@ -135,12 +167,19 @@ impl ExchangeDef {
         out
     }
 
-    pub(crate) fn decode(name: &str, bytes: &[u8]) -> Option<Self> {
+    pub(crate) fn key(&self) -> Vec<u8> {
+        scoped(&self.vhost, self.name.as_bytes())
+    }
+
+    pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Option<Self> {
+        let (vhost, name) = unscoped(key)?;
+        let name = String::from_utf8_lossy(name);
         let (kind, rest) = take_str(bytes)?;
         let (&flags, rest) = rest.split_first()?;
         let (arguments, _) = decode_table(rest)?;
         Some(Self {
-            name: name.to_owned(),
+            vhost,
+            name: name.into_owned(),
             kind,
             auto_delete: flags & 1 != 0,
             internal: flags & 2 != 0,
@@ -157,12 +196,19 @@ impl QueueDef {
         out
     }
 
-    pub(crate) fn decode(name: &str, bytes: &[u8]) -> Option<Self> {
+    pub(crate) fn key(&self) -> Vec<u8> {
+        scoped(&self.vhost, self.name.as_bytes())
+    }
+
+    pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Option<Self> {
+        let (vhost, name) = unscoped(key)?;
+        let name = String::from_utf8_lossy(name);
         let id = u64::from_be_bytes(bytes.get(..8)?.try_into().ok()?);
         let (&flags, rest) = bytes[8..].split_first()?;
         let (arguments, _) = decode_table(rest)?;
         Some(Self {
-            name: name.to_owned(),
+            vhost,
+            name: name.into_owned(),
             id,
             auto_delete: flags & 1 != 0,
             arguments,
@@ -183,10 +229,11 @@ impl BindingDef {
         put_str(&self.destination, &mut out);
         put_str(&self.routing_key, &mut out);
         encode_table(&self.arguments, &mut out);
-        out
+        scoped(&self.vhost, &out)
     }
 
-    pub(crate) fn decode(bytes: &[u8]) -> Option<Self> {
+    pub(crate) fn decode(key: &[u8]) -> Option<Self> {
+        let (vhost, bytes) = unscoped(key)?;
         let (source, rest) = take_str(bytes)?;
         let (&kind, rest) = rest.split_first()?;
         let destination_kind = match kind {
@@ -198,6 +245,7 @@ impl BindingDef {
         let (routing_key, rest) = take_str(rest)?;
         let (arguments, _) = decode_table(rest)?;
         Some(Self {
+            vhost,
             source,
             destination_kind,
             destination,
@@ -213,32 +261,40 @@ mod tests {
     use warren_codec::amq_protocol::types::AMQPValue;
 
     #[test]
-    fn definitions_round_trip() {
+    fn definitions_round_trip_in_every_vhost() {
         let mut args = FieldTable::default();
         args.insert("alternate-exchange".into(), AMQPValue::LongString("ae".into()));
-        let x = ExchangeDef {
-            name: "x".into(),
-            kind: "topic".into(),
-            auto_delete: false,
-            internal: true,
-            arguments: args.clone(),
-        };
-        assert_eq!(ExchangeDef::decode("x", &x.encode()), Some(x));
-        let q = QueueDef {
-            name: "q".into(),
-            id: 7,
-            auto_delete: true,
-            arguments: args.clone(),
-        };
-        assert_eq!(QueueDef::decode("q", &q.encode()), Some(q));
-        let b = BindingDef {
-            source: "x".into(),
-            destination_kind: DestinationKind::Queue,
-            destination: "q".into(),
-            routing_key: "a.#".into(),
-            arguments: args,
-        };
-        assert_eq!(BindingDef::decode(&b.key()), Some(b));
-        assert_eq!(ExchangeDef::decode("x", &[1, 2]), None);
+        for vhost in [DEFAULT_VHOST, "orders", ""] {
+            let x = ExchangeDef {
+                vhost: vhost.into(),
+                name: "x".into(),
+                kind: "topic".into(),
+                auto_delete: false,
+                internal: true,
+                arguments: args.clone(),
+            };
+            assert_eq!(ExchangeDef::decode(&x.key(), &x.encode()), Some(x));
+            let q = QueueDef {
+                vhost: vhost.into(),
+                name: "q".into(),
+                id: 7,
+                auto_delete: true,
+                arguments: args.clone(),
+            };
+            assert_eq!(QueueDef::decode(&q.key(), &q.encode()), Some(q));
+            let b = BindingDef {
+                vhost: vhost.into(),
+                source: "x".into(),
+                destination_kind: DestinationKind::Queue,
+                destination: "q".into(),
+                routing_key: "a.#".into(),
+                arguments: args.clone(),
+            };
+            assert_eq!(BindingDef::decode(&b.key()), Some(b));
+            assert_eq!(ExchangeDef::decode(b"x", &[1, 2]), None);
+        }
+        // A key of a store from before virtual hosts is `/`'s.
+        assert_eq!(unscoped(b"q"), Some((DEFAULT_VHOST.to_owned(), &b"q"[..])));
+        assert_ne!(scoped("orders", b"q"), scoped(DEFAULT_VHOST, b"q"));
     }
 }

@@ -44,7 +44,7 @@ pub mod transient;
 mod trees;
 pub mod writer;
 
-pub use definitions::{BindingDef, DestinationKind, ExchangeDef, QueueDef, UserDef};
+pub use definitions::{BindingDef, DestinationKind, ExchangeDef, QueueDef, UserDef, DEFAULT_VHOST};
 pub use error::StoreError;
 pub use recovery::{Damage, Recovered, RecoveredEntry, RecoveredQueue};
 pub use store::Store;

@@ -203,7 +203,7 @@ impl Store {
     }
 
     fn define(&self, definition: Definition) {
-        let _ = self.send(Op::Define(definition));
+        let _ = self.send(Op::Define(Box::new(definition)));
     }
 
     /// Records a user (new, or changed).
@@ -222,8 +222,11 @@ impl Store {
     }
 
     /// Forgets a durable exchange and every durable binding from or to it.
-    pub fn delete_exchange(&self, name: &str) {
-        self.define(Definition::DeleteExchange(name.to_owned()));
+    pub fn delete_exchange(&self, vhost: &str, name: &str) {
+        self.define(Definition::DeleteExchange {
+            vhost: vhost.to_owned(),
+            name: name.to_owned(),
+        });
     }
 
     /// Records a durable queue.
@@ -233,8 +236,11 @@ impl Store {
 
     /// Forgets a durable queue and its bindings. Its messages die with it;
     /// the queue sends their ids with [`Store::forget`].
-    pub fn delete_queue(&self, name: &str) {
-        self.define(Definition::DeleteQueue(name.to_owned()));
+    pub fn delete_queue(&self, vhost: &str, name: &str) {
+        self.define(Definition::DeleteQueue {
+            vhost: vhost.to_owned(),
+            name: name.to_owned(),
+        });
     }
 
     /// Records a binding between durable things.
@@ -305,11 +311,13 @@ fn open(path: &Path, cache_bytes: u64) -> Result<(Store, Recovered), StoreError>
     let mut recovered = Recovered::default();
     for item in trees.exchanges.iter() {
         let (k, v) = item.map_err(sled_err)?;
-        let name = String::from_utf8_lossy(&k);
-        let def = ExchangeDef::decode(&name, &v).ok_or_else(|| {
+        let def = ExchangeDef::decode(&k, &v).ok_or_else(|| {
             refused(
                 &db_path,
-                format!("the definition of exchange '{name}' is damaged"),
+                format!(
+                    "the definition of exchange '{}' is damaged",
+                    String::from_utf8_lossy(&k)
+                ),
             )
         })?;
         recovered.exchanges.push(def);
@@ -325,11 +333,17 @@ fn open(path: &Path, cache_bytes: u64) -> Result<(Store, Recovered), StoreError>
     let mut defs = Vec::new();
     for item in trees.queues.iter() {
         let (k, v) = item.map_err(sled_err)?;
-        let name = String::from_utf8_lossy(&k).into_owned();
-        let def = QueueDef::decode(&name, &v)
-            .ok_or_else(|| refused(&db_path, format!("the definition of queue '{name}' is damaged")))?;
+        let def = QueueDef::decode(&k, &v).ok_or_else(|| {
+            refused(
+                &db_path,
+                format!(
+                    "the definition of queue '{}' is damaged",
+                    String::from_utf8_lossy(&k)
+                ),
+            )
+        })?;
         next_queue = next_queue.max(def.id + 1);
-        queues.insert(def.id, (name, Vec::new()));
+        queues.insert(def.id, (def.name.clone(), Vec::new()));
         defs.push(def);
     }
     let mut summaries = BTreeMap::new();
@@ -443,11 +457,19 @@ fn open(path: &Path, cache_bytes: u64) -> Result<(Store, Recovered), StoreError>
 
 /// Keeps the bindings whose both ends were recovered; removes the others.
 fn recover_bindings(trees: &Trees, recovered: &mut Recovered) -> sled::Result<()> {
-    let exchange_names: HashSet<&str> = recovered.exchanges.iter().map(|x| x.name.as_str()).collect();
-    let queue_names: HashSet<&str> = recovered.queues.iter().map(|q| q.def.name.as_str()).collect();
-    let exists = |kind, name: &str| match kind {
-        DestinationKind::Queue => queue_names.contains(name),
-        DestinationKind::Exchange => name.starts_with("amq.") || exchange_names.contains(name),
+    let exchange_names: HashSet<(&str, &str)> = recovered
+        .exchanges
+        .iter()
+        .map(|x| (x.vhost.as_str(), x.name.as_str()))
+        .collect();
+    let queue_names: HashSet<(&str, &str)> = recovered
+        .queues
+        .iter()
+        .map(|q| (q.def.vhost.as_str(), q.def.name.as_str()))
+        .collect();
+    let exists = |vhost: &str, kind, name: &str| match kind {
+        DestinationKind::Queue => queue_names.contains(&(vhost, name)),
+        DestinationKind::Exchange => name.starts_with("amq.") || exchange_names.contains(&(vhost, name)),
     };
     let mut stale = Vec::new();
     let mut bindings = Vec::new();
@@ -455,8 +477,8 @@ fn recover_bindings(trees: &Trees, recovered: &mut Recovered) -> sled::Result<()
         let (k, _) = item?;
         match BindingDef::decode(&k) {
             Some(b)
-                if exists(DestinationKind::Exchange, &b.source)
-                    && exists(b.destination_kind, &b.destination) =>
+                if exists(&b.vhost, DestinationKind::Exchange, &b.source)
+                    && exists(&b.vhost, b.destination_kind, &b.destination) =>
             {
                 bindings.push(b)
             }

@@ -32,7 +32,7 @@ use std::sync::Arc;
 use tracing::error;
 use warren_codec::Message;
 
-use crate::definitions::{BindingDef, DestinationKind, ExchangeDef, QueueDef, UserDef};
+use crate::definitions::{scoped, BindingDef, DestinationKind, ExchangeDef, QueueDef, UserDef};
 use crate::io::io_error;
 use crate::locations::Locations;
 use crate::record::{self, AckKind, AckRecord, Kind};
@@ -90,8 +90,9 @@ pub(crate) enum Op {
     /// Wait until everything sent before it is durable, and the work it
     /// left (settlements, segment deletions) is done.
     Barrier(Arc<dyn Durable>),
-    /// Change a definition.
-    Define(Definition),
+    /// Change a definition (boxed: definitions are the largest operations,
+    /// and rare).
+    Define(Box<Definition>),
     /// Commit, close the active segment and sync everything, then stop.
     Close(std::sync::mpsc::SyncSender<Result<(), StoreError>>),
 }
@@ -101,9 +102,9 @@ pub(crate) enum Definition {
     PutUser(UserDef),
     DeleteUser(String),
     PutExchange(ExchangeDef),
-    DeleteExchange(String),
+    DeleteExchange { vhost: String, name: String },
     PutQueue(QueueDef),
-    DeleteQueue(String),
+    DeleteQueue { vhost: String, name: String },
     PutBinding(BindingDef),
     DeleteBinding(BindingDef),
 }
@@ -321,7 +322,7 @@ impl Writer {
             Op::Read { ids, reply } => self.reads.push((ids, reply)),
             Op::Barrier(durable) => self.barriers.push(durable),
             Op::Define(definition) => {
-                if let Err(e) = self.define(definition) {
+                if let Err(e) = self.define(*definition) {
                     self.poison(e.to_string());
                 }
                 self.defs_changed = true;
@@ -418,19 +419,20 @@ impl Writer {
                 t.users.remove(name.as_bytes()).map_err(&err)?;
             }
             Definition::PutExchange(def) => {
-                t.exchanges
-                    .insert(def.name.as_bytes(), def.encode())
-                    .map_err(&err)?;
+                t.exchanges.insert(def.key(), def.encode()).map_err(&err)?;
             }
-            Definition::DeleteExchange(name) => {
-                t.exchanges.remove(name.as_bytes()).map_err(&err)?;
+            Definition::DeleteExchange { vhost, name } => {
+                t.exchanges
+                    .remove(scoped(&vhost, name.as_bytes()))
+                    .map_err(&err)?;
                 self.delete_bindings_where(|b| {
-                    b.source == name
-                        || (b.destination_kind == DestinationKind::Exchange && b.destination == name)
+                    b.vhost == vhost
+                        && (b.source == name
+                            || (b.destination_kind == DestinationKind::Exchange && b.destination == name))
                 })?;
             }
             Definition::PutQueue(def) => {
-                t.queues.insert(def.name.as_bytes(), def.encode()).map_err(&err)?;
+                t.queues.insert(def.key(), def.encode()).map_err(&err)?;
                 // The highest id given so far, whatever order declares
                 // arrive in: an id is never given twice.
                 let stored = t.meta.get(crate::trees::NEXT_QUEUE).map_err(&err)?;
@@ -438,10 +440,10 @@ impl Writer {
                 let next = stored.max(def.id.saturating_add(1)).to_be_bytes();
                 t.meta.insert(crate::trees::NEXT_QUEUE, &next).map_err(&err)?;
             }
-            Definition::DeleteQueue(name) => {
-                t.queues.remove(name.as_bytes()).map_err(&err)?;
+            Definition::DeleteQueue { vhost, name } => {
+                t.queues.remove(scoped(&vhost, name.as_bytes())).map_err(&err)?;
                 self.delete_bindings_where(|b| {
-                    b.destination_kind == DestinationKind::Queue && b.destination == name
+                    b.vhost == vhost && b.destination_kind == DestinationKind::Queue && b.destination == name
                 })?;
             }
             Definition::PutBinding(def) => {

@@ -24,7 +24,12 @@ fn message(body: Vec<u8>) -> Arc<Message> {
 }
 
 fn queue(store: &Store, name: &str) -> QueueDef {
+    queue_in(store, DEFAULT_VHOST, name)
+}
+
+fn queue_in(store: &Store, vhost: &str, name: &str) -> QueueDef {
     let def = QueueDef {
+        vhost: vhost.into(),
         name: name.into(),
         id: store.new_queue_id(),
         auto_delete: false,
@@ -88,15 +93,29 @@ fn definitions_messages_acks_and_delivered_marks_survive_a_restart() {
         let (store, _) = open(dir.path());
         q1 = queue(&store, "q1");
         q2 = queue(&store, "q2");
-        store.put_exchange(ExchangeDef {
-            name: "x".into(),
-            kind: "fanout".into(),
-            auto_delete: false,
-            internal: false,
+        // Another virtual host with the same names: kept apart.
+        queue_in(&store, "orders", "q1");
+        for vhost in [DEFAULT_VHOST, "orders"] {
+            store.put_exchange(ExchangeDef {
+                vhost: vhost.into(),
+                name: "x".into(),
+                kind: "fanout".into(),
+                auto_delete: false,
+                internal: false,
+                arguments: FieldTable::default(),
+            });
+        }
+        store.put_binding(BindingDef {
+            vhost: "orders".into(),
+            source: "x".into(),
+            destination_kind: DestinationKind::Queue,
+            destination: "q1".into(),
+            routing_key: "".into(),
             arguments: FieldTable::default(),
         });
         for q in ["q1", "q2", "gone"] {
             store.put_binding(BindingDef {
+                vhost: DEFAULT_VHOST.into(),
                 source: "x".into(),
                 destination_kind: DestinationKind::Queue,
                 destination: q.into(),
@@ -115,11 +134,17 @@ fn definitions_messages_acks_and_delivered_marks_survive_a_restart() {
         store.close().unwrap();
     }
     let (store, r) = open(dir.path());
-    assert_eq!(r.exchanges.len(), 1);
-    assert_eq!(r.bindings.len(), 2);
+    assert_eq!(r.exchanges.len(), 2);
+    assert_eq!(r.bindings.len(), 3);
+    assert_eq!(r.bindings.iter().filter(|b| b.vhost == "orders").count(), 1);
     assert_eq!(r.cleaned, 1);
     assert!(r.damage.is_empty(), "{:?}", r.damage);
-    let find = |name: &str| r.queues.iter().find(|q| q.def.name == name).unwrap();
+    let find = |name: &str| {
+        r.queues
+            .iter()
+            .find(|q| q.def.name == name && q.def.vhost == DEFAULT_VHOST)
+            .unwrap()
+    };
     assert_eq!(find("q1").def.id, q1.id);
     assert_eq!(
         bodies(&store, find("q1")),
@@ -136,13 +161,14 @@ fn definitions_messages_acks_and_delivered_marks_survive_a_restart() {
     // A new queue never takes an old queue's id.
     assert!(store.new_queue_id() > q2.id);
     // Deleting q2 makes its messages dead; "a" goes with it.
-    store.delete_queue("q2");
+    store.delete_queue(DEFAULT_VHOST, "q2");
     store.forget(q2.id, find("q2").entries.iter().map(|e| e.message).collect());
     store.close().unwrap();
     let (_store, r) = open(dir.path());
-    assert_eq!(r.queues.len(), 1);
-    assert_eq!(r.queues[0].entries.len(), 2);
-    assert_eq!(r.bindings.len(), 1);
+    assert_eq!(r.queues.len(), 2);
+    let q1 = r.queues.iter().find(|q| q.def.vhost == DEFAULT_VHOST).unwrap();
+    assert_eq!(q1.entries.len(), 2);
+    assert_eq!(r.bindings.len(), 2);
 }
 
 #[test]
