@@ -1,12 +1,13 @@
-//! [`Broker`]: what every connection shares (settings, the virtual host,
-//! the connection count), opened from the store at start.
+//! [`Broker`]: what every connection shares (settings, the virtual hosts,
+//! the users, the connection count), opened from the store at start.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use tracing::{error, info};
-use warren_store::{Store, StoreError};
+use tracing::{error, info, warn};
+use warren_store::{Recovered, Store, StoreError, DEFAULT_VHOST};
 
 use crate::alarm::{Alarms, Status};
 use crate::users::Users;
@@ -18,8 +19,10 @@ use crate::Config;
 pub struct Broker {
     /// Settings.
     pub config: Config,
-    /// The one virtual host, `/`.
-    pub vhost: Arc<VHost>,
+    /// The store every virtual host keeps its durable state in.
+    pub store: Store,
+    /// The virtual hosts, by name.
+    vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     /// Who may log in.
     pub users: Users,
     /// Memory and disk alarms.
@@ -78,8 +81,46 @@ impl Broker {
             &config.default_user,
             &config.default_pass,
         );
-        let (vhost, stats) = VHost::open("/", store, recovered, alarms.memory_pressure());
+        // Each virtual host takes its own definitions. A store with none
+        // recorded is new, or from before virtual hosts: its host is `/`,
+        // made on the first start as RabbitMQ makes it.
+        let mut names = std::mem::take(&mut recovered.vhosts);
+        if names.is_empty() {
+            store.put_vhost(DEFAULT_VHOST);
+            names.push(DEFAULT_VHOST.to_owned());
+        }
+        let mut parts: HashMap<String, Recovered> =
+            names.iter().map(|n| (n.clone(), Recovered::default())).collect();
+        for x in recovered.exchanges {
+            match parts.get_mut(&x.vhost) {
+                Some(part) => part.exchanges.push(x),
+                None => {
+                    warn!(vhost = %x.vhost, exchange = %x.name, "kept for a virtual host that does not exist")
+                }
+            }
+        }
+        for q in recovered.queues {
+            match parts.get_mut(&q.def.vhost) {
+                Some(part) => part.queues.push(q),
+                None => {
+                    warn!(vhost = %q.def.vhost, queue = %q.def.name, "kept for a virtual host that does not exist")
+                }
+            }
+        }
+        for b in recovered.bindings {
+            if let Some(part) = parts.get_mut(&b.vhost) {
+                part.bindings.push(b);
+            }
+        }
+        let mut vhosts = HashMap::new();
+        let mut stats = crate::vhost::RecoveryStats::default();
+        for (name, part) in parts {
+            let (vhost, part_stats) = VHost::open(&name, store.clone(), part, alarms.memory_pressure());
+            stats.add(&part_stats);
+            vhosts.insert(name, vhost);
+        }
         info!(
+            vhosts = vhosts.len(),
             exchanges = stats.exchanges,
             queues = stats.queues,
             messages = stats.messages,
@@ -94,12 +135,47 @@ impl Broker {
         );
         Ok(Arc::new(Self {
             config,
-            vhost,
+            store,
+            vhosts: RwLock::new(vhosts),
             users,
             alarms,
             next_connection_id: AtomicU64::new(1),
             open_connections: Arc::new(AtomicUsize::new(0)),
         }))
+    }
+
+    /// The virtual host called `name`, if there is one.
+    pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {
+        self.vhosts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// Every virtual host.
+    pub fn vhosts(&self) -> Vec<Arc<VHost>> {
+        self.vhosts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Makes a virtual host, empty, and records it; false if it exists.
+    /// (The administration CLI, to come in issue 11, calls it.)
+    pub fn add_vhost(&self, name: &str) -> bool {
+        let mut vhosts = self.vhosts.write().unwrap_or_else(|e| e.into_inner());
+        if vhosts.contains_key(name) {
+            return false;
+        }
+        self.store.put_vhost(name);
+        let memory_pressure = self.alarms.memory_pressure();
+        let (vhost, _) = VHost::open(name, self.store.clone(), Recovered::default(), memory_pressure);
+        vhosts.insert(name.to_owned(), vhost);
+        info!(vhost = name, "virtual host added");
+        true
     }
 
     /// Memory, disk and alarm state, for operators (the management API

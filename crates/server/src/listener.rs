@@ -137,8 +137,10 @@ pub async fn serve(broker: std::sync::Arc<Broker>, listeners: Vec<TcpListener>, 
     let _ = shutdown_complete_rx.recv().await;
     // Let every queue finish what is already in its inbox before the final
     // sync and the clean-shutdown mark.
-    broker.vhost.quiesce().await;
-    let store = broker.vhost.store.clone();
+    for vhost in broker.vhosts() {
+        vhost.quiesce().await;
+    }
+    let store = broker.store.clone();
     match tokio::task::spawn_blocking(move || store.close()).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => error!(error = %e, "closing the store failed"),

@@ -95,6 +95,17 @@ pub struct RecoveryStats {
     pub delayed: usize,
 }
 
+impl RecoveryStats {
+    /// Adds another virtual host's figures.
+    pub fn add(&mut self, other: &RecoveryStats) {
+        self.exchanges += other.exchanges;
+        self.queues += other.queues;
+        self.messages += other.messages;
+        self.bindings += other.bindings;
+        self.delayed += other.delayed;
+    }
+}
+
 /// What queue.declare asked for.
 #[derive(Debug)]
 pub struct QueueSpec<'a> {

@@ -25,6 +25,9 @@ use crate::StoreError;
 /// Everything durable, as found at start.
 #[derive(Debug, Default)]
 pub struct Recovered {
+    /// The virtual hosts recorded; none in a new store, or one from before
+    /// virtual hosts (whose definitions are all `/`'s).
+    pub vhosts: Vec<String>,
     /// Users.
     pub users: Vec<UserDef>,
     /// Durable exchanges.

@@ -206,6 +206,11 @@ impl Store {
         let _ = self.send(Op::Define(Box::new(definition)));
     }
 
+    /// Records a virtual host.
+    pub fn put_vhost(&self, name: &str) {
+        self.define(Definition::PutVhost(name.to_owned()));
+    }
+
     /// Records a user (new, or changed).
     pub fn put_user(&self, def: UserDef) {
         self.define(Definition::PutUser(def));
@@ -289,6 +294,7 @@ fn open(path: &Path, cache_bytes: u64) -> Result<(Store, Recovered), StoreError>
     let trees = Trees {
         exchanges: tree("exchanges")?,
         users: tree("users")?,
+        vhosts: tree("vhosts")?,
         queues: tree("queues")?,
         bindings: tree("bindings")?,
         segments: tree("segments")?,
@@ -321,6 +327,10 @@ fn open(path: &Path, cache_bytes: u64) -> Result<(Store, Recovered), StoreError>
             )
         })?;
         recovered.exchanges.push(def);
+    }
+    for item in trees.vhosts.iter() {
+        let (k, _) = item.map_err(sled_err)?;
+        recovered.vhosts.push(String::from_utf8_lossy(&k).into_owned());
     }
     for item in trees.users.iter() {
         let (k, v) = item.map_err(sled_err)?;

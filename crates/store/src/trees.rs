@@ -15,6 +15,8 @@ pub(crate) struct Trees {
     pub exchanges: Tree,
     /// User name → [`crate::UserDef`].
     pub users: Tree,
+    /// Virtual host name → nothing: the virtual hosts there are.
+    pub vhosts: Tree,
     pub queues: Tree,
     pub bindings: Tree,
     /// Segment number → [`Summary`].

@@ -99,6 +99,7 @@ pub(crate) enum Op {
 
 /// A definition change.
 pub(crate) enum Definition {
+    PutVhost(String),
     PutUser(UserDef),
     DeleteUser(String),
     PutExchange(ExchangeDef),
@@ -412,6 +413,9 @@ impl Writer {
         let err = self.sled_err();
         let t = &self.trees;
         match definition {
+            Definition::PutVhost(name) => {
+                t.vhosts.insert(name.as_bytes(), &[]).map_err(&err)?;
+            }
             Definition::PutUser(def) => {
                 t.users.insert(def.name.as_bytes(), def.encode()).map_err(&err)?;
             }

@@ -30,7 +30,7 @@ pub(crate) const PRE_OPEN_FRAME_MAX: u32 = 4096 + 8;
 #[derive(Debug)]
 pub(crate) struct Negotiated {
     pub user: String,
-    pub vhost: String,
+    pub vhost: std::sync::Arc<crate::vhost::VHost>,
     pub channel_max: u16,
     pub heartbeat: u16,
     /// The client handles a server-sent basic.cancel.
@@ -236,12 +236,12 @@ pub(crate) async fn negotiate(
     let AMQPClass::Connection(connection::AMQPMethod::Open(open)) = &method else {
         return Err(unexpected(&method, "connection.open"));
     };
-    let vhost = open.virtual_host.as_str();
-    if vhost != "/" {
-        return Err(AmqpError::not_allowed(format!("vhost {vhost} not found"))
+    let name = open.virtual_host.as_str();
+    let Some(vhost) = broker.vhost(name) else {
+        return Err(AmqpError::not_allowed(format!("vhost {name} not found"))
             .for_method(10, 40)
             .into());
-    }
+    };
     let Some(slot) = broker.admit() else {
         return Err(AmqpError::not_allowed(format!(
             "connection refused: node connection limit ({}) is reached",
@@ -258,7 +258,7 @@ pub(crate) async fn negotiate(
         .map_err(|_| Refused::Closed)?;
     Ok(Negotiated {
         user,
-        vhost: vhost.to_owned(),
+        vhost,
         channel_max,
         heartbeat,
         consumer_cancel_notify,

@@ -189,7 +189,7 @@ pub async fn serve(
             return;
         }
     };
-    info!(user = %negotiated.user, vhost = %negotiated.vhost, "connection opened");
+    info!(user = %negotiated.user, vhost = %negotiated.vhost.name, "connection opened");
     let heartbeat = (negotiated.heartbeat > 0).then(|| writer::Heartbeat {
         interval: Duration::from_secs(u64::from(negotiated.heartbeat)),
         activity: activity.clone(),
@@ -199,7 +199,7 @@ pub async fn serve(
     let mut conn = Connection {
         id,
         user: negotiated.user.clone(),
-        vhost: broker.vhost.clone(),
+        vhost: negotiated.vhost.clone(),
         writer,
         inbox,
         channels: HashMap::new(),
