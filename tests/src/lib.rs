@@ -349,3 +349,12 @@ pub fn warren_binary() -> std::path::PathBuf {
     );
     bin
 }
+
+/// A port nothing listens on right now, for a broker process to bind.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}

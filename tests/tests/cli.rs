@@ -81,11 +81,7 @@ async fn a_failed_login_is_logged_with_the_peer_and_never_the_password() {
     }
     within(async {
         let data_dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let mut child = Command::new(warren_binary())
             .args(["--bind", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(data_dir.path())
@@ -147,11 +143,7 @@ async fn ping_says_whether_a_broker_answers() {
             String::from_utf8_lossy(&answered.stdout).contains("Warren"),
             "{answered:?}"
         );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let nobody = ping(format!("127.0.0.1:{port}")).await;
         assert_eq!(nobody.status.code(), Some(1), "{nobody:?}");
     })
@@ -182,11 +174,7 @@ async fn the_image_environment_runs_a_broker_its_healthcheck_and_default_user_se
     }
     within(async {
         let data_dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let env: Vec<(String, String)> = dockerfile_env()
             .into_iter()
             .map(|(key, value)| match key.as_str() {

@@ -114,11 +114,7 @@ async fn churn(
 
 /// Starts warren on a free port and waits for its "listening" log line.
 async fn start(data_dir: &std::path::Path) -> (Child, String) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let mut child = Command::new(warren_binary())
         .args(["--bind", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(data_dir)
