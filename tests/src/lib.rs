@@ -358,3 +358,15 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// How many ready messages `queue` holds (a passive declare's count).
+pub async fn message_count(ch: &lapin::Channel, queue: &str) -> u32 {
+    let passive = lapin::options::QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    ch.queue_declare(queue.into(), passive, lapin::types::FieldTable::default())
+        .await
+        .unwrap()
+        .message_count()
+}

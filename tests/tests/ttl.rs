@@ -41,17 +41,6 @@ async fn publish_expiring(ch: &lapin::Channel, queue: &str, body: &[u8], expirat
     .unwrap();
 }
 
-async fn count(ch: &lapin::Channel, queue: &str) -> u32 {
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    ch.queue_declare(queue.into(), passive, FieldTable::default())
-        .await
-        .unwrap()
-        .message_count()
-}
-
 #[tokio::test]
 async fn a_queue_ttl_removes_messages_nobody_reads() {
     within(async {
@@ -63,9 +52,9 @@ async fn a_queue_ttl_removes_messages_nobody_reads() {
         }
         // Held for their TTL (not dropped at once; a loaded machine may
         // take a while to ask, so only "some are still there")...
-        assert!(count(&ch, &q).await > 0);
+        assert!(message_count(&ch, &q).await > 0);
         // Gone without anyone reading: the queue's own timer expires them.
-        while count(&ch, &q).await > 0 {
+        while message_count(&ch, &q).await > 0 {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(drain(&ch, &q).await, Vec::<String>::new());
@@ -221,7 +210,7 @@ async fn a_queue_unused_past_x_expires_is_deleted_and_one_in_use_is_not() {
             .unwrap_err();
         assert_eq!(reply_code(&err), 404);
         // The consumed one is still there.
-        assert_eq!(count(&ch, &consumed).await, 0);
+        assert_eq!(message_count(&ch, &consumed).await, 0);
         ch.basic_cancel(consumer.tag(), BasicCancelOptions::default())
             .await
             .unwrap();

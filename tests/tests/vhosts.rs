@@ -16,17 +16,6 @@ async fn channel_in(broker: &TestBroker, vhost: &str) -> (Connection, lapin::Cha
     (conn, ch)
 }
 
-async fn count(ch: &lapin::Channel, queue: &str) -> u32 {
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    ch.queue_declare(queue.into(), passive, FieldTable::default())
-        .await
-        .unwrap()
-        .message_count()
-}
-
 #[tokio::test]
 async fn virtual_hosts_keep_their_queues_and_messages_apart_across_a_restart() {
     if !is_warren() {
@@ -61,8 +50,8 @@ async fn virtual_hosts_keep_their_queues_and_messages_apart_across_a_restart() {
         let broker = broker.restart().await;
         let (_conn, orders) = channel_in(&broker, "orders").await;
         let (_conn, default) = channel_in(&broker, "%2f").await;
-        assert_eq!(count(&orders, "same-name").await, 2);
-        assert_eq!(count(&default, "same-name").await, 1);
+        assert_eq!(message_count(&orders, "same-name").await, 2);
+        assert_eq!(message_count(&default, "same-name").await, 1);
         assert_eq!(drain(&orders, "same-name").await, ["orders 0", "orders 1"]);
         assert_eq!(drain(&default, "same-name").await, ["%2f 0"]);
         // A name declared in one is not in the other.
