@@ -8,10 +8,8 @@
 use amq_protocol::types::{AMQPValue, FieldTable};
 
 use crate::exchange::string_arg;
+pub use crate::exchange::DELAYED_TYPE;
 use crate::{ExchangeKind, RouterError};
-
-/// The exchange type's name.
-pub const DELAYED_TYPE: &str = "x-delayed-message";
 
 /// The longest delay, as the plugin's: an Erlang timer's limit, 2^32 − 1 ms.
 pub const MAX_DELAY: u64 = u32::MAX as u64;

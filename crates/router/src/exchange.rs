@@ -7,6 +7,9 @@ use amq_protocol::types::{AMQPValue, FieldTable};
 
 use crate::{BindingTable, ExchangeName, RouterError};
 
+/// The delayed exchange's type ([`crate::delayed`]).
+pub const DELAYED_TYPE: &str = "x-delayed-message";
+
 /// The exchange types every AMQP 0-9-1 broker provides.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExchangeKind {
@@ -98,7 +101,7 @@ impl Exchange {
     /// Its type as declared: `x-delayed-message` for a delayed exchange.
     pub fn type_name(&self) -> String {
         match self.delayed {
-            true => crate::delayed::DELAYED_TYPE.to_owned(),
+            true => DELAYED_TYPE.to_owned(),
             false => self.kind.to_string(),
         }
     }

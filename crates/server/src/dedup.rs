@@ -24,11 +24,10 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
-use amq_protocol::types::{AMQPValue, FieldTable};
 use tokio::time::Instant;
 use warren_codec::Message;
 
-use crate::queue::args::{as_integer, type_name};
+use crate::arguments::{as_integer, Arguments};
 
 /// The default header, and the default number of keys kept (LavinMQ's).
 const DEFAULT_HEADER: &str = "x-deduplication-header";
@@ -46,52 +45,22 @@ pub struct DedupArgs {
 }
 
 impl DedupArgs {
-    /// Reads the arguments of `table`: None unless `x-message-deduplication`
-    /// is true. `invalid` words a refusal for one argument (406, as the
-    /// other arguments of a queue or exchange are refused).
-    pub(crate) fn parse(
-        table: &FieldTable,
-        invalid: impl Fn(&str, String) -> crate::AmqpError,
-    ) -> Result<Option<Self>, crate::AmqpError> {
-        let get = |key: &str| table.inner().get(key);
-        let count = |key: &str| -> Result<Option<u64>, crate::AmqpError> {
-            match get(key) {
-                None => Ok(None),
-                Some(value) => match as_integer(value) {
-                    Some(n) if n < 0 => Err(invalid(key, format!("{{value_negative,{n}}}"))),
-                    Some(n) => Ok(Some(n as u64)),
-                    None => Err(invalid(
-                        key,
-                        format!("\"expected integer, got {}\"", type_name(value)),
-                    )),
-                },
-            }
-        };
-        let size = count("x-cache-size")?;
-        let ttl = count("x-cache-ttl")?;
-        let header = match get("x-deduplication-header") {
-            None => None,
-            Some(AMQPValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-            Some(AMQPValue::ShortString(s)) => Some(s.as_str().to_owned()),
-            Some(other) => {
-                return Err(invalid(
-                    "x-deduplication-header",
-                    format!("{{unacceptable_type,{}}}", type_name(other)),
-                ))
-            }
-        };
-        match get("x-message-deduplication") {
-            None | Some(AMQPValue::Boolean(false)) => Ok(None),
-            Some(AMQPValue::Boolean(true)) => Ok(Some(Self {
+    /// Reads `args`: None unless `x-message-deduplication` is true.
+    pub(crate) fn parse<F>(args: &Arguments<'_, F>) -> Result<Option<Self>, crate::AmqpError>
+    where
+        F: Fn(&str, String) -> crate::AmqpError,
+    {
+        let size = args.non_negative("x-cache-size")?;
+        let ttl = args.non_negative("x-cache-ttl")?;
+        let header = args.string("x-deduplication-header")?;
+        Ok(args
+            .boolean("x-message-deduplication")?
+            .filter(|&on| on)
+            .map(|_| Self {
                 header: header.unwrap_or_else(|| DEFAULT_HEADER.to_owned()),
                 size: size.unwrap_or(DEFAULT_SIZE),
                 ttl,
-            })),
-            Some(other) => Err(invalid(
-                "x-message-deduplication",
-                format!("{{unacceptable_type,{}}}", type_name(other)),
-            )),
-        }
+            }))
     }
 }
 
@@ -198,6 +167,7 @@ impl Deduplicator {
 mod tests {
     use super::*;
     use amq_protocol::protocol::BasicProperties;
+    use amq_protocol::types::{AMQPValue, FieldTable};
     use std::sync::Arc;
 
     fn message(key: AMQPValue, ttl: Option<i64>) -> Message {

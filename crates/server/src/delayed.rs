@@ -38,9 +38,9 @@ use tokio::time::Instant;
 use warren_codec::Message;
 use warren_router::delayed::delay_of;
 
+use crate::clock::wall_ms as now_ms;
 use crate::events::{ConnEvent, ConsumerShared, QueueCommand, QueueHandle, QueueRegistry};
 use crate::gate::{Gate, CREDIT};
-use crate::queue::expiry::wall_clock_ms as now_ms;
 
 /// The header that carries a held message's due time.
 const DUE: &str = "x-warren-due";

@@ -25,12 +25,15 @@
 //!   the store's group commit.
 //! - [`alarm`]: memory and disk alarms, which block publishing connections.
 //! - [`ping`]: `warren ping`, whether a broker answers (health checks).
+//! - `arguments`: reading typed values of an arguments table, with RabbitMQ's texts.
 //! - [`error`] holds [`AmqpError`], a reply code and text as a value.
 //! - [`config`] holds [`Config`]; [`config_file`] reads the TOML file.
 
 pub mod alarm;
+pub(crate) mod arguments;
 pub mod broker;
 pub mod channel;
+pub(crate) mod clock;
 pub mod config;
 pub mod config_file;
 pub mod connection;

@@ -24,10 +24,11 @@ use warren_router::delayed::parse_type;
 use warren_router::{Destination, Exchange, QueueName, Router, RouterError};
 use warren_store::{BindingDef, DestinationKind, ExchangeDef, QueueDef, Recovered, RecoveredEntry, Store};
 
+use crate::arguments::{type_name, Arguments};
 use crate::dedup::{DedupArgs, Deduplicator};
 use crate::delayed::{self, Delayer};
 use crate::events::{Enqueue, QueueHandle, QueueRegistry, ReplyConsumer};
-use crate::queue::args::{type_name, QueueArgs};
+use crate::queue::args::QueueArgs;
 use crate::queue::dead_letter::is_cycle;
 use crate::queue::{Disk, NewQueue};
 use crate::AmqpError;
@@ -325,12 +326,12 @@ impl VHost {
 
     /// The deduplication cache an exchange's arguments ask for, if any.
     fn exchange_dedup(&self, name: &str, arguments: &FieldTable) -> Result<Option<Dedup>, AmqpError> {
-        let args = DedupArgs::parse(arguments, |key, why| {
+        let args = DedupArgs::parse(&Arguments::new(arguments, |key: &str, why: String| {
             AmqpError::precondition_failed(format!(
                 "invalid arg '{key}' for exchange '{name}' in vhost '{}': {why}",
                 self.name
             ))
-        })?;
+        }))?;
         Ok(args.map(|args| Arc::new(Mutex::new(Deduplicator::new(args)))))
     }
 

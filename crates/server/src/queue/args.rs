@@ -9,8 +9,9 @@
 //! application. Arguments neither broker knows are kept and ignored, as
 //! RabbitMQ does.
 
-use amq_protocol::types::{AMQPValue, FieldTable};
+use amq_protocol::types::FieldTable;
 
+use crate::arguments::{as_string, type_name, Arguments};
 use crate::AmqpError;
 
 /// What a full queue does with a new message (`x-overflow`).
@@ -72,28 +73,14 @@ pub struct ConsumeArgs {
 
 impl ConsumeArgs {
     pub fn parse(table: &FieldTable, queue: &str, vhost: &str) -> Result<Self, AmqpError> {
-        let integer = |key: &str| -> Result<Option<i64>, AmqpError> {
-            let Some(value) = table.inner().get(key) else {
-                return Ok(None);
-            };
-            as_integer(value).map(Some).ok_or_else(|| {
-                AmqpError::precondition_failed(format!(
-                    "invalid arg '{key}' for queue '{queue}' in vhost '{vhost}': \"expected integer, got {}\"",
-                    type_name(value)
-                ))
-            })
-        };
-        let timeout = match integer("x-consumer-timeout")? {
-            Some(n) if n < 0 => {
-                return Err(AmqpError::precondition_failed(format!(
-                    "invalid arg 'x-consumer-timeout' for queue '{queue}' in vhost '{vhost}': {{value_negative,{n}}}"
-                )))
-            }
-            n => n.map(|n| n as u64),
-        };
+        let args = Arguments::new(table, |key: &str, why: String| {
+            AmqpError::precondition_failed(format!(
+                "invalid arg '{key}' for queue '{queue}' in vhost '{vhost}': {why}"
+            ))
+        });
         Ok(Self {
-            priority: integer("x-priority")?.unwrap_or(0),
-            timeout,
+            priority: args.integer("x-priority")?.unwrap_or(0),
+            timeout: args.non_negative("x-consumer-timeout")?,
         })
     }
 }
@@ -120,57 +107,23 @@ impl QueueArgs {
 
     /// Parses and checks `table` for queue `queue` in `vhost`.
     pub fn parse(table: &FieldTable, queue: &str, vhost: &str) -> Result<Self, AmqpError> {
-        let invalid = |key: &str, why: String| {
+        let args = Arguments::new(table, |key: &str, why: String| {
             AmqpError::precondition_failed(format!(
                 "invalid arg '{key}' for queue '{queue}' in vhost '{vhost}': {why}"
             ))
-        };
+        });
         let unsupported = |key: &str, what: &str| {
             AmqpError::precondition_failed(format!(
                 "invalid arg '{key}' for queue '{queue}' in vhost '{vhost}': {what} is not supported by Warren"
             ))
         };
-        let get = |key: &str| table.inner().get(key);
-        let integer = |key: &str| -> Result<Option<i64>, AmqpError> {
-            match get(key) {
-                None => Ok(None),
-                Some(value) => match as_integer(value) {
-                    Some(n) => Ok(Some(n)),
-                    None => Err(invalid(
-                        key,
-                        format!("\"expected integer, got {}\"", type_name(value)),
-                    )),
-                },
-            }
-        };
-        let non_negative = |key: &str| -> Result<Option<u64>, AmqpError> {
-            match integer(key)? {
-                Some(n) if n < 0 => Err(invalid(key, format!("{{value_negative,{n}}}"))),
-                n => Ok(n.map(|n| n as u64)),
-            }
-        };
-        let string = |key: &str| -> Result<Option<String>, AmqpError> {
-            match get(key) {
-                None => Ok(None),
-                Some(value) => match as_string(value) {
-                    Some(s) => Ok(Some(s)),
-                    None => Err(invalid(
-                        key,
-                        format!("{{unacceptable_type,{}}}", type_name(value)),
-                    )),
-                },
-            }
-        };
 
-        let quorum = match string("x-queue-type")?.as_deref() {
+        let quorum = match args.string("x-queue-type")?.as_deref() {
             None | Some("classic") => false,
             Some("quorum") => true,
             Some("stream") => return Err(unsupported("x-queue-type", "a stream queue")),
             Some(other) => {
-                return Err(invalid(
-                    "x-queue-type",
-                    format!("\"unsupported queue type '{other}'\""),
-                ))
+                return Err(args.invalid("x-queue-type", format!("\"unsupported queue type '{other}'\"")))
             }
         };
         // Arguments of the other queue type, refused as RabbitMQ 3.10 does.
@@ -179,36 +132,36 @@ impl QueueArgs {
             true => (CLASSIC_ONLY, "rabbit_quorum_queue"),
         };
         for key in foreign {
-            if get(key).is_some() {
+            if args.get(key).is_some() {
                 return Err(AmqpError::precondition_failed(format!(
                     "invalid arg '{key}' for queue '{queue}' in vhost '{vhost}' of queue type {kind}"
                 )));
             }
         }
-        let delivery_limit = integer("x-delivery-limit")?;
-        let message_ttl = non_negative("x-message-ttl")?;
-        let expires = match integer("x-expires")? {
-            Some(n @ ..0) => return Err(invalid("x-expires", format!("{{value_negative,{n}}}"))),
-            Some(0) => return Err(invalid("x-expires", "{value_zero,0}".into())),
+        let delivery_limit = args.integer("x-delivery-limit")?;
+        let message_ttl = args.non_negative("x-message-ttl")?;
+        let expires = match args.integer("x-expires")? {
+            Some(n @ ..0) => return Err(args.invalid("x-expires", format!("{{value_negative,{n}}}"))),
+            Some(0) => return Err(args.invalid("x-expires", "{value_zero,0}".into())),
             n => n.map(|n| n as u64),
         };
-        let max_length = non_negative("x-max-length")?;
-        let consumer_timeout = non_negative("x-consumer-timeout")?;
-        let dedup = crate::dedup::DedupArgs::parse(table, invalid)?;
-        let max_length_bytes = non_negative("x-max-length-bytes")?;
-        let max_priority = match non_negative("x-max-priority")? {
+        let max_length = args.non_negative("x-max-length")?;
+        let consumer_timeout = args.non_negative("x-consumer-timeout")?;
+        let dedup = crate::dedup::DedupArgs::parse(&args)?;
+        let max_length_bytes = args.non_negative("x-max-length-bytes")?;
+        let max_priority = match args.non_negative("x-max-priority")? {
             Some(n) if n > 255 => {
-                return Err(invalid("x-max-priority", format!("{{max_value_exceeded,{n}}}")))
+                return Err(args.invalid("x-max-priority", format!("{{max_value_exceeded,{n}}}")))
             }
             n => n.map(|n| n as u8),
         };
-        let overflow = match string("x-overflow")?.as_deref() {
+        let overflow = match args.string("x-overflow")?.as_deref() {
             None | Some("drop-head") => Overflow::DropHead,
             Some("reject-publish") => Overflow::RejectPublish,
             Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
-            Some(_) => return Err(invalid("x-overflow", "invalid_overflow".into())),
+            Some(_) => return Err(args.invalid("x-overflow", "invalid_overflow".into())),
         };
-        let dead_letter_exchange = match get("x-dead-letter-exchange") {
+        let dead_letter_exchange = match args.get("x-dead-letter-exchange") {
             None => None,
             Some(value) => match as_string(value) {
                 Some(s) => Some(s),
@@ -220,42 +173,27 @@ impl QueueArgs {
                 }
             },
         };
-        let dead_letter_routing_key = string("x-dead-letter-routing-key")?;
+        let dead_letter_routing_key = args.string("x-dead-letter-routing-key")?;
         if dead_letter_routing_key.is_some() && dead_letter_exchange.is_none() {
-            return Err(invalid(
+            return Err(args.invalid(
                 "x-dead-letter-routing-key",
                 "routing_key_but_no_dlx_defined".into(),
             ));
         }
-        match string("x-queue-mode")?.as_deref() {
+        match args.string("x-queue-mode")?.as_deref() {
             // Every queue pages its tail to disk already; lazy changes nothing
             // a client can see.
             None | Some("default" | "lazy") => {}
             Some(other) => {
-                return Err(invalid(
-                    "x-queue-mode",
-                    format!("\"unsupported queue mode '{other}'\""),
-                ))
+                return Err(args.invalid("x-queue-mode", format!("\"unsupported queue mode '{other}'\"")))
             }
         }
-        if let Some(n) = integer("x-queue-version")? {
+        if let Some(n) = args.integer("x-queue-version")? {
             if !(1..=2).contains(&n) {
-                return Err(invalid(
-                    "x-queue-version",
-                    format!("\"unsupported queue version '{n}'\""),
-                ));
+                return Err(args.invalid("x-queue-version", format!("\"unsupported queue version '{n}'\"")));
             }
         }
-        let single_active_consumer = match get("x-single-active-consumer") {
-            None => false,
-            Some(AMQPValue::Boolean(b)) => *b,
-            Some(other) => {
-                return Err(invalid(
-                    "x-single-active-consumer",
-                    format!("{{unacceptable_type,{}}}", type_name(other)),
-                ))
-            }
-        };
+        let single_active_consumer = args.boolean("x-single-active-consumer")?.unwrap_or(false);
         Ok(Self {
             quorum,
             // A negative limit is taken, and means none, as in 3.10.
@@ -272,44 +210,5 @@ impl QueueArgs {
             consumer_timeout,
             dedup,
         })
-    }
-}
-
-/// An integer field value of any width, as RabbitMQ takes them.
-pub(crate) fn as_integer(value: &AMQPValue) -> Option<i64> {
-    Some(match *value {
-        AMQPValue::ShortShortInt(i) => i.into(),
-        AMQPValue::ShortShortUInt(i) => i.into(),
-        AMQPValue::ShortInt(i) => i.into(),
-        AMQPValue::ShortUInt(i) => i.into(),
-        AMQPValue::LongInt(i) => i.into(),
-        AMQPValue::LongUInt(i) => i.into(),
-        AMQPValue::LongLongInt(i) => i,
-        _ => return None,
-    })
-}
-
-fn as_string(value: &AMQPValue) -> Option<String> {
-    match value {
-        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
-        _ => None,
-    }
-}
-
-/// A field value's type, in RabbitMQ's words.
-pub(crate) fn type_name(value: &AMQPValue) -> &'static str {
-    match value {
-        AMQPValue::LongString(_) => "longstr",
-        AMQPValue::ShortString(_) => "shortstr",
-        AMQPValue::Boolean(_) => "bool",
-        AMQPValue::ShortShortInt(_) | AMQPValue::ShortShortUInt(_) => "byte",
-        AMQPValue::ShortInt(_) | AMQPValue::ShortUInt(_) => "short",
-        AMQPValue::LongInt(_) | AMQPValue::LongUInt(_) => "signedint",
-        AMQPValue::LongLongInt(_) => "long",
-        AMQPValue::Timestamp(_) => "timestamp",
-        AMQPValue::FieldTable(_) => "table",
-        AMQPValue::FieldArray(_) => "array",
-        _ => "unknown",
     }
 }

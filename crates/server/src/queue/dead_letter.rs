@@ -24,14 +24,13 @@
 //! since, is dropped.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use amq_protocol::protocol::BasicProperties;
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
 use warren_codec::Message;
 
-use super::args::as_integer;
 use super::{Entry, Queue};
+use crate::arguments::as_integer;
 
 /// Why a message was dead-lettered, in RabbitMQ's words.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,9 +125,7 @@ fn rewrite(
             table.insert("count".into(), AMQPValue::LongLongInt(1));
             table.insert("reason".into(), long_string(reason.as_str()));
             table.insert("queue".into(), long_string(queue));
-            let now = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let now = crate::clock::wall_ms() / 1000;
             table.insert("time".into(), AMQPValue::Timestamp(now));
             table.insert("exchange".into(), long_string(message.exchange.as_str()));
             let keys = FieldArray::from(vec![long_string(message.routing_key.as_str())]);

@@ -25,14 +25,6 @@ use super::{Entry, Queue};
 /// An entry that never expires.
 pub(super) const NEVER: u64 = u64::MAX;
 
-/// Milliseconds since the Unix epoch, the clock message records are
-/// stamped with.
-pub(crate) fn wall_clock_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// When a recovered message expires, on the clock of a queue started `now`
 /// (wall-clock milliseconds): its TTL (the lower of the queue's and its
 /// own) counts from when the store wrote it, so a message whose time ran

@@ -92,7 +92,7 @@ impl QueueHandle {
         );
         let next_msg_id = new.recovered.len() as u64;
         let mut ready = ready::Ready::new(new.args.max_priority.unwrap_or(0));
-        let (message_ttl, now) = (new.args.message_ttl, expiry::wall_clock_ms());
+        let (message_ttl, now) = (new.args.message_ttl, crate::clock::wall_ms());
         let top_lane = new.args.max_priority.unwrap_or(0);
         let recovered = new.recovered.into_iter().zip(0..).map(|(e, position)| Entry {
             id: position,
