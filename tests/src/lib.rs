@@ -67,14 +67,8 @@ pub async fn start_warren_on(
 ) -> TestBroker {
     let mut listeners = warren_server::listener::bind(&[bind.parse().unwrap()]).unwrap();
     let addr = listeners[0].local_addr().unwrap();
-    // A wildcard listener is reached on the loopback.
-    let addr = match addr.ip().is_unspecified() {
-        true if addr.is_ipv6() => {
-            std::net::SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), addr.port())
-        }
-        true => std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port()),
-        false => addr,
-    };
+    // A wildcard listener is reached on the loopback, as `warren ping` reaches it.
+    let addr = warren_server::ping::local_address(addr);
     let (tx, rx) = oneshot::channel::<()>();
     let mut config = warren_server::Config::new(data_dir.path());
     configure(&mut config);

@@ -89,30 +89,37 @@ impl Deduplicator {
     }
 
     /// The message's key: the value of its deduplication header, with its
-    /// type (1 and "1" are different keys).
-    fn key_of(&self, message: &Message) -> Option<String> {
+    /// type (1 and "1" are different keys). A message without one is never
+    /// a duplicate.
+    pub fn key(&self, message: &Message) -> Option<String> {
         let headers = message.properties.headers().as_ref()?;
         let value = headers.inner().get(self.args.header.as_str())?;
         Some(format!("{value:?}"))
     }
 
-    /// Whether `message` repeats a key remembered and not yet forgotten.
-    pub fn is_duplicate(&self, message: &Message) -> bool {
-        let Some(key) = self.key_of(message) else {
-            return false;
-        };
+    /// Whether `key` was remembered and not yet forgotten.
+    pub fn is_duplicate(&self, key: &str) -> bool {
         self.seen
-            .get(&key)
+            .get(key)
             .is_some_and(|(until, _)| until.is_none_or(|until| until > Instant::now()))
     }
 
-    /// Remembers `message`'s key, if it has one: called once the message is
-    /// taken (not for one a full queue refused, whose publisher will send
-    /// it again).
-    pub fn remember(&mut self, message: &Message) {
-        let Some(key) = self.key_of(message) else {
-            return;
+    /// Whether `message` is a duplicate; if not, its key is remembered (for
+    /// a message taken as it is checked, as by an exchange).
+    pub fn admit(&mut self, message: &Message) -> bool {
+        let Some(key) = self.key(message) else {
+            return false;
         };
+        let duplicate = self.is_duplicate(&key);
+        if !duplicate {
+            self.remember(key, message);
+        }
+        duplicate
+    }
+
+    /// Remembers `key`, `message`'s: called once the message is taken (not
+    /// for one a full queue refused, whose publisher will send it again).
+    pub fn remember(&mut self, key: String, message: &Message) {
         if self.args.size == 0 {
             return;
         }
@@ -192,57 +199,38 @@ mod tests {
         })
     }
 
-    /// What a queue does: a duplicate is dropped, anything else taken and
-    /// remembered. Whether it was a duplicate.
-    fn offer(d: &mut Deduplicator, message: &Message) -> bool {
-        let duplicate = d.is_duplicate(message);
-        if !duplicate {
-            d.remember(message);
-        }
-        duplicate
-    }
-
     #[test]
     fn a_key_seen_is_a_duplicate_until_pushed_out() {
         let mut d = dedup(2, None);
         let key = |s: &str| AMQPValue::LongString(s.into());
-        assert!(!offer(&mut d, &message(key("a"), None)));
-        assert!(offer(&mut d, &message(key("a"), None)));
+        assert!(!d.admit(&message(key("a"), None)));
+        assert!(d.admit(&message(key("a"), None)));
         // 1 and "1" differ.
-        assert!(!offer(&mut d, &message(AMQPValue::LongInt(1), None)));
-        assert!(!offer(&mut d, &message(key("1"), None)));
+        assert!(!d.admit(&message(AMQPValue::LongInt(1), None)));
+        assert!(!d.admit(&message(key("1"), None)));
         // Three keys in a cache of two: "a", the oldest, is gone.
-        assert!(!offer(&mut d, &message(key("a"), None)));
+        assert!(!d.admit(&message(key("a"), None)));
         assert_eq!(d.seen.len(), 2);
         // Not remembered (a full queue refused it): not a duplicate.
-        assert!(!d.is_duplicate(&message(key("b"), None)));
-        assert!(!offer(&mut d, &message(key("b"), None)));
+        assert!(!d.is_duplicate(&d.key(&message(key("b"), None)).unwrap()));
+        assert!(!d.admit(&message(key("b"), None)));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_key_is_forgotten_after_its_ttl_and_its_memory_freed() {
         let mut d = dedup(1_000_000, Some(1000));
         let key = AMQPValue::LongString("k".into());
-        assert!(!offer(&mut d, &message(key.clone(), None)));
-        assert!(!offer(
-            &mut d,
-            &message(AMQPValue::LongString("short".into()), Some(10))
-        ));
+        assert!(!d.admit(&message(key.clone(), None)));
+        assert!(!d.admit(&message(AMQPValue::LongString("short".into()), Some(10))));
         tokio::time::advance(Duration::from_millis(500)).await;
-        assert!(offer(&mut d, &message(key.clone(), None)));
-        assert!(!offer(
-            &mut d,
-            &message(AMQPValue::LongString("short".into()), None)
-        ));
+        assert!(d.admit(&message(key.clone(), None)));
+        assert!(!d.admit(&message(AMQPValue::LongString("short".into()), None)));
         tokio::time::advance(Duration::from_millis(600)).await;
-        assert!(!offer(&mut d, &message(key, None)));
+        assert!(!d.admit(&message(key, None)));
         // Keys that expire leave memory as new ones come, however large
         // the cache may grow.
         for i in 0..10_000 {
-            offer(
-                &mut d,
-                &message(AMQPValue::LongString(format!("{i}").into()), Some(1)),
-            );
+            d.admit(&message(AMQPValue::LongString(format!("{i}").into()), Some(1)));
             tokio::time::advance(Duration::from_millis(2)).await;
         }
         assert!(d.seen.len() < 10, "{} keys kept", d.seen.len());

@@ -37,6 +37,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use warren_codec::Message;
 use warren_router::delayed::delay_of;
+use warren_store::{Durable, Store};
 
 use crate::clock::wall_ms as now_ms;
 use crate::events::{ConnEvent, ConsumerShared, QueueCommand, QueueHandle, QueueRegistry};
@@ -257,6 +258,23 @@ impl Copies {
                 (copy.clone(), ids)
             })
             .filter(|(_, ids)| !ids.is_empty())
+            .collect()
+    }
+
+    /// Has `store` write each copy [`Copies::to_store`] listed, each with
+    /// `confirm`; the store's id for each.
+    pub(crate) fn write(
+        &self,
+        store: &Store,
+        writes: Vec<(Arc<Message>, Vec<u64>)>,
+        confirm: Option<Arc<dyn Durable>>,
+    ) -> Vec<(Arc<Message>, u64)> {
+        writes
+            .into_iter()
+            .map(|(copy, queues)| {
+                let id = store.publish(copy.clone(), queues, confirm.clone());
+                (copy, id)
+            })
             .collect()
     }
 

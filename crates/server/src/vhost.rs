@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use amq_protocol::types::{AMQPValue, FieldTable};
 use tracing::warn;
 use warren_router::delayed::parse_type;
-use warren_router::{Destination, Exchange, QueueName, Router, RouterError};
+use warren_router::{Destination, Exchange, QueueName, Router, RouterError, Routing};
 use warren_store::{BindingDef, DestinationKind, ExchangeDef, QueueDef, Recovered, RecoveredEntry, Store};
 
 use crate::arguments::{type_name, Arguments};
@@ -58,6 +58,25 @@ struct Definitions {
     /// The keys seen by each `x-message-deduplication` exchange
     /// ([`crate::dedup`]).
     dedup: HashMap<String, Dedup>,
+}
+
+impl Definitions {
+    /// The queues a routing reached: those of its queues `keep` lets
+    /// through, and the queues of the delayed exchanges that held the
+    /// message.
+    fn targets<'a>(
+        &'a self,
+        routing: &'a Routing<'_>,
+        keep: impl Fn(&str) -> bool + 'a,
+    ) -> impl Iterator<Item = Arc<QueueHandle>> + 'a {
+        let queues = routing.queues.iter().filter(move |name| keep(name));
+        queues.filter_map(|name| self.queues.get(*name).cloned()).chain(
+            routing
+                .delayed
+                .iter()
+                .filter_map(|x| self.delays.get(*x).cloned()),
+        )
+    }
 }
 
 /// One virtual host.
@@ -126,7 +145,8 @@ pub struct QueueSpec<'a> {
 
 impl VHost {
     /// A virtual host with the predeclared exchanges and what the store
-    /// recovered. Must run inside the tokio runtime (it starts queue actors).
+    /// recovered for it (the broker hands each virtual host its own). Must
+    /// run inside the tokio runtime (it starts queue actors).
     pub fn open(
         name: &str,
         store: Store,
@@ -152,29 +172,8 @@ impl VHost {
         (vhost, stats)
     }
 
-    fn restore(&self, mut recovered: Recovered) -> RecoveryStats {
+    fn restore(&self, recovered: Recovered) -> RecoveryStats {
         let mut stats = RecoveryStats::default();
-        // The store keeps each virtual host's definitions apart; this one
-        // takes its own.
-        let theirs = |vhost: &str, what: &str, name: &str| {
-            let other = vhost != self.name;
-            if other {
-                warn!(
-                    vhost,
-                    what, name, "kept in the store for a virtual host this broker does not serve"
-                );
-            }
-            !other
-        };
-        recovered
-            .exchanges
-            .retain(|x| theirs(&x.vhost, "exchange", &x.name));
-        recovered
-            .queues
-            .retain(|q| theirs(&q.def.vhost, "queue", &q.def.name));
-        recovered
-            .bindings
-            .retain(|b| theirs(&b.vhost, "binding", &b.source));
         let mut state = self.write();
         for x in recovered.exchanges {
             let Ok((kind, delays)) = parse_type(&x.kind, &x.arguments) else {
@@ -552,28 +551,10 @@ impl VHost {
                 message.routing_key.as_str(),
                 message.properties.headers().as_ref(),
             );
-            routing
-                .queues
-                .iter()
-                .filter(|name| keep(name))
-                .filter_map(|name| state.queues.get(*name).cloned())
-                .chain(
-                    routing
-                        .delayed
-                        .iter()
-                        .filter_map(|x| state.delays.get(*x).cloned()),
-                )
-                .collect()
+            state.targets(&routing, keep).collect()
         };
         let copies = delayed::Copies::new(message, &queues);
-        let written: Vec<(Arc<Message>, u64)> = copies
-            .to_store(&queues)
-            .into_iter()
-            .map(|(copy, ids)| {
-                let id = self.store.publish(copy.clone(), ids, None);
-                (copy, id)
-            })
-            .collect();
+        let written = copies.write(&self.store, copies.to_store(&queues), None);
         for queue in queues {
             let enqueue = Enqueue {
                 message: copies.of(&queue).clone(),
@@ -915,17 +896,7 @@ impl VHost {
         }
         let dedup = state.dedup.get(exchange).cloned();
         let routing = state.router.route_detail(exchange, routing_key, headers);
-        let queues: Queues = routing
-            .queues
-            .iter()
-            .filter_map(|name| state.queues.get(*name).cloned())
-            .chain(
-                routing
-                    .delayed
-                    .iter()
-                    .filter_map(|x| state.delays.get(*x).cloned()),
-            )
-            .collect();
+        let queues: Queues = state.targets(&routing, |_| true).collect();
         if !routing.used_headers && dedup.is_none() {
             cache.insert(exchange, routing_key, queues.clone());
         }

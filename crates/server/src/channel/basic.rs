@@ -16,7 +16,7 @@ use crate::events::{Decision, Enqueue, QueueCommand};
 use crate::gate::{Gate, CREDIT};
 use crate::queue::args::ConsumeArgs;
 use crate::queue::expiry::parse_expiration;
-use crate::vhost::{random_suffix, Queues};
+use crate::vhost::Queues;
 use crate::AmqpError;
 
 const PUBLISH: (u16, u16) = (60, 40);
@@ -56,15 +56,7 @@ impl Connection {
         let args = ConsumeArgs::parse(&m.arguments, queue_name.as_str(), &self.vhost.name)?;
         let ack_timeout = self.ack_timeout(args.timeout, &queue);
         let channel = self.open_channel(id);
-        let tag = match m.consumer_tag.as_str() {
-            "" => format!("amq.ctag-{}", random_suffix()),
-            tag => tag.to_owned(),
-        };
-        if channel.consumers.contains_key(&tag) {
-            return Err(AmqpError::not_allowed(format!(
-                "attempt to reuse consumer tag '{tag}'"
-            )));
-        }
+        let tag = channel.new_consumer_tag(m.consumer_tag.as_str())?;
         let consumer = Arc::new(ConsumerShared {
             tag: tag.as_str().into(),
             channel: id,
@@ -200,14 +192,8 @@ impl Connection {
         // An exchange that deduplicates decides here, as the message goes
         // to its queues (at commit, in a transaction): a duplicate goes
         // nowhere, and is confirmed, not returned ([`crate::dedup`]).
-        let duplicate = dedup.is_some_and(|dedup| {
-            let mut dedup = dedup.lock().unwrap_or_else(|e| e.into_inner());
-            let duplicate = dedup.is_duplicate(&message);
-            if !duplicate {
-                dedup.remember(&message);
-            }
-            duplicate
-        });
+        let duplicate =
+            dedup.is_some_and(|dedup| dedup.lock().unwrap_or_else(|e| e.into_inner()).admit(&message));
         let (mandatory, queues) = match duplicate {
             true => (false, Queues::from(Vec::new())),
             false => (mandatory, queues),
@@ -258,13 +244,7 @@ impl Connection {
         // it: what a queue later tells the store about it comes after.
         self.stored_since_flush |= !writes.is_empty();
         let confirm = tracker.map(|t| t as Arc<dyn warren_store::Durable>);
-        let written: Vec<(Arc<warren_codec::Message>, u64)> = writes
-            .into_iter()
-            .map(|(copy, ids)| {
-                let id = self.vhost.store.publish(copy.clone(), ids, confirm.clone());
-                (copy, id)
-            })
-            .collect();
+        let written = copies.write(&self.vhost.store, writes, confirm);
         for queue in queues.iter() {
             let enqueue = Enqueue {
                 message: copies.of(queue).clone(),

@@ -169,6 +169,22 @@ impl Channel {
         })
     }
 
+    /// The tag of a consumer asked for with `requested`: it, or a fresh
+    /// `amq.ctag-…` for an empty one. One already used on this channel is
+    /// RabbitMQ's 530, which closes the connection.
+    pub(crate) fn new_consumer_tag(&self, requested: &str) -> Result<String, AmqpError> {
+        let tag = match requested {
+            "" => format!("amq.ctag-{}", crate::vhost::random_suffix()),
+            tag => tag.to_owned(),
+        };
+        if self.consumers.contains_key(&tag) {
+            return Err(AmqpError::not_allowed(format!(
+                "attempt to reuse consumer tag '{tag}'"
+            )));
+        }
+        Ok(tag)
+    }
+
     /// Resolves a queue name, where empty means the last declared queue.
     pub(crate) fn queue_name(&self, name: &str) -> Result<String, AmqpError> {
         match (name, &self.last_queue) {

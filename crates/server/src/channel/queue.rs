@@ -42,7 +42,12 @@ impl Connection {
         {
             self.exclusive_queues.push(handle.clone());
         }
-        // Asked even with nowait: a declare renews an x-expires lease.
+        // The queue is asked for its counts, which also renews an
+        // x-expires lease: with nowait, only to renew one.
+        let leased = handle.arguments.inner().contains_key("x-expires");
+        if m.nowait && !leased {
+            return Ok(());
+        }
         let (message_count, consumer_count) = handle.ask(QueueCommand::Stats).await.unwrap_or((0, 0));
         if !m.nowait {
             self.send(

@@ -45,15 +45,7 @@ impl Connection {
         if channel.reply_to.is_some() {
             return Err(AmqpError::precondition_failed("reply consumer already set"));
         }
-        let tag = match m.consumer_tag.as_str() {
-            "" => format!("amq.ctag-{}", random_suffix()),
-            tag => tag.to_owned(),
-        };
-        if channel.consumers.contains_key(&tag) {
-            return Err(AmqpError::not_allowed(format!(
-                "attempt to reuse consumer tag '{tag}'"
-            )));
-        }
+        let tag = channel.new_consumer_tag(m.consumer_tag.as_str())?;
         // No queue behind it: deliveries come from the publishers' own
         // connections, and a delivery handed back has nowhere to go.
         let (queue, _) = QueueHandle::new(

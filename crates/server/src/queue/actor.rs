@@ -291,6 +291,8 @@ impl Queue {
     }
 
     pub(super) fn answer_get(&mut self, no_ack: bool, reply: oneshot::Sender<Option<GetOk>>) {
+        // Dispatch expires the head before each delivery; a get does here.
+        self.expire_head();
         let got = self.take_next(no_ack).map(|taken| GetOk {
             msg_id: taken.id,
             message: taken.message,

@@ -60,12 +60,15 @@ impl Queue {
     /// [`super::limits`]).
     pub(super) fn publish(&mut self, message: Arc<Message>, stored: Option<u64>, confirm: Option<Decision>) {
         // A duplicate is dropped as if delivered ([`crate::dedup`]).
-        if self.dedup.as_ref().is_some_and(|d| d.is_duplicate(&message)) {
-            if let Some(confirm) = confirm {
-                confirm.accept();
+        let key = self.dedup.as_ref().and_then(|d| d.key(&message));
+        if let (Some(dedup), Some(key)) = (&self.dedup, &key) {
+            if dedup.is_duplicate(key) {
+                if let Some(confirm) = confirm {
+                    confirm.accept();
+                }
+                self.settled.extend(stored);
+                return;
             }
-            self.settled.extend(stored);
-            return;
         }
         // RabbitMQ checks the limit against a queue its consumers have
         // already taken what they can from: publishes of one batch arrive
@@ -84,8 +87,8 @@ impl Queue {
             return;
         }
         // Taken: a later message with its key is a duplicate.
-        if let Some(dedup) = &mut self.dedup {
-            dedup.remember(&message);
+        if let (Some(dedup), Some(key)) = (&mut self.dedup, key) {
+            dedup.remember(key, &message);
         }
         if let Some(confirm) = confirm {
             confirm.accept();
@@ -183,9 +186,8 @@ impl Queue {
     /// still on disk (then it is asked for, and None returned): records its
     /// first delivery in the store (so that it comes back redelivered after
     /// a restart), and moves it to `unacked`, or settles it at once for
-    /// no-ack.
+    /// no-ack. The caller expired the head first ([`Queue::expire_head`]).
     pub(super) fn take_next(&mut self, no_ack: bool) -> Option<Taken> {
-        self.expire_head();
         let Some(message) = self.ready.front()?.message.clone() else {
             self.load_ahead();
             return None;
@@ -241,7 +243,7 @@ impl Queue {
         let expires = held.map_or_else(|| self.expiry_of(&message), |e| e.expires);
         // A no-ack delivery left the store when it was taken; a persistent one
         // that never reached its client goes back into it.
-        let keeps = self.args.quorum || *message.properties.delivery_mode() == Some(2);
+        let keeps = self.stores_every_message || *message.properties.delivery_mode() == Some(2);
         if let (None, Some(disk), true) = (stored, &self.disk, keeps) {
             if disk.durable {
                 stored = Some(disk.store.publish(message.clone(), vec![disk.queue], None));

@@ -74,6 +74,10 @@ impl QueueHandle {
         id: u64,
         new: NewQueue,
     ) -> Arc<QueueHandle> {
+        // A quorum queue, or a durable delayed exchange's, keeps every
+        // message in the store, persistent or not.
+        let stores_every_message =
+            new.args.quorum || (new.delays && new.disk.as_ref().is_some_and(|d| d.durable));
         let (handle, rx) = QueueHandle::new(
             new.name.clone(),
             id,
@@ -83,9 +87,7 @@ impl QueueHandle {
             new.arguments,
             crate::events::Traits {
                 rejects_publish: new.args.rejects_publish(),
-                // A durable delayed exchange keeps every held message.
-                stores_every_message: new.args.quorum
-                    || (new.delays && new.disk.as_ref().is_some_and(|d| d.durable)),
+                stores_every_message,
                 consumer_timeout: new.args.consumer_timeout,
                 delays: new.delays,
             },
@@ -120,6 +122,7 @@ impl QueueHandle {
         let dedup = new.args.dedup.clone().map(crate::dedup::Deduplicator::new);
         let actor = Queue {
             dedup,
+            stores_every_message,
             delays: new.delays,
             name: new.name,
             args: new.args,
@@ -256,6 +259,9 @@ struct Queue {
     dedup: Option<crate::dedup::Deduplicator>,
     /// A delayed exchange's queue ([`crate::delayed`]): nothing expires in it.
     delays: bool,
+    /// Whether the store keeps every message, persistent or not
+    /// ([`QueueHandle::stores_every_message`]).
+    stores_every_message: bool,
 }
 
 impl Queue {
