@@ -50,6 +50,15 @@ async fn invalid_queue_arguments_are_refused_as_rabbitmq_does() {
             (vec![("x-message-ttl", AMQPValue::Boolean(true))], arg("x-message-ttl", "\"expected integer, got bool\"")),
             (vec![("x-expires", i(0))], arg("x-expires", "{value_zero,0}")),
             (vec![("x-expires", i(-5))], arg("x-expires", "{value_negative,-5}")),
+            // Ten years at most, as rabbit_misc:check_expiry.
+            (
+                vec![("x-message-ttl", AMQPValue::LongLongInt(315_360_000_001))],
+                arg("x-message-ttl", "{value_too_large,315360000001}"),
+            ),
+            (
+                vec![("x-expires", AMQPValue::LongLongInt(i64::MAX))],
+                arg("x-expires", "{value_too_large,9223372036854775807}"),
+            ),
             (vec![("x-max-length", i(-1))], arg("x-max-length", "{value_negative,-1}")),
             (vec![("x-max-length-bytes", s("abc"))], arg("x-max-length-bytes", "\"expected integer, got longstr\"")),
             (vec![("x-max-priority", i(256))], arg("x-max-priority", "{max_value_exceeded,256}")),

@@ -198,3 +198,23 @@ async fn negative_timeouts_are_refused() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_timeout_past_the_clocks_range_never_fires_and_crashes_nothing() {
+    if !is_warren() {
+        return;
+    }
+    within(async {
+        let broker = start_broker().await;
+        let (_conn, ch) = broker.channel().await;
+        let q = exclusive_queue(&ch, "ct-huge").await;
+        publish(&ch, "", &q, b"held").await;
+        let mut consumer = consume(&ch, &q, timeout_arg(i64::MAX)).await;
+        let d = consumer.next().await.unwrap().unwrap();
+        d.ack(BasicAckOptions::default()).await.unwrap();
+        // The connection still serves.
+        publish(&ch, "", &q, b"next").await;
+        assert_eq!(&consumer.next().await.unwrap().unwrap().data[..], b"next");
+    })
+    .await;
+}

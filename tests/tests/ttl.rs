@@ -142,6 +142,13 @@ async fn an_invalid_expiration_is_406_as_in_rabbitmq() {
             ("abc", "no_integer"),
             ("-1", "{value_negative,-1}"),
             ("1.5", "{leftover_string,\".5\"}"),
+            // More than ten years (rabbit_misc:check_expiry), and Erlang's
+            // line break for a long number.
+            ("315360000001", "{value_too_large,315360000001}"),
+            (
+                "3153600000000000000",
+                "{value_too_large,\n                                           3153600000000000000}",
+            ),
         ] {
             let ch = conn.create_channel().await.unwrap();
             let q = queue_with(&ch, "exp", FieldTable::default()).await;

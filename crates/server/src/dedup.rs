@@ -134,7 +134,8 @@ impl Deduplicator {
             .and_then(|n| u64::try_from(n).ok())
             .or(self.args.ttl);
         self.generation += 1;
-        let until = ttl.map(|ms| now + Duration::from_millis(ms));
+        // A TTL past the clock's range is forever.
+        let until = ttl.and_then(|ms| now.checked_add(Duration::from_millis(ms)));
         self.seen.insert(key.clone(), (until, self.generation));
         self.order.push_back((key, self.generation));
         while self.seen.len() as u64 > self.args.size {
@@ -214,6 +215,14 @@ mod tests {
         // Not remembered (a full queue refused it): not a duplicate.
         assert!(!d.is_duplicate(&d.key(&message(key("b"), None)).unwrap()));
         assert!(!d.admit(&message(key("b"), None)));
+    }
+
+    #[test]
+    fn a_ttl_past_the_clocks_range_means_forever() {
+        let mut d = dedup(10, Some(u64::MAX));
+        let key = AMQPValue::LongString("k".into());
+        assert!(!d.admit(&message(key.clone(), Some(i64::MAX))));
+        assert!(d.admit(&message(key, None)));
     }
 
     #[tokio::test(start_paused = true)]

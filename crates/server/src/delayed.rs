@@ -36,7 +36,7 @@ use amq_protocol::types::{AMQPValue, FieldTable};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use warren_codec::Message;
-use warren_router::delayed::delay_of;
+use warren_router::delayed::{delay_of, MAX_DELAY};
 use warren_store::{Durable, Store};
 
 use crate::clock::wall_ms as now_ms;
@@ -164,7 +164,10 @@ impl Delayer {
         }
         loop {
             let next = self.held.keys().next().map(|&(due, _)| due);
-            let wake = next.map(|due| Instant::now() + Duration::from_millis(due.saturating_sub(now_ms())));
+            // Never further than the longest delay: the clock's range holds.
+            let wake = next.map(|due| {
+                Instant::now() + Duration::from_millis(due.saturating_sub(now_ms()).min(MAX_DELAY))
+            });
             tokio::select! {
                 event = events.recv() => match event {
                     Some(ConnEvent::Deliver(deliveries)) => {

@@ -33,10 +33,12 @@ impl Deadline {
         Self::at(Instant::now(), timeout)
     }
 
-    /// The deadline of a delivery made at `now`.
+    /// The deadline of a delivery made at `now`; none for a timeout past
+    /// the clock's range (a client may ask for any `x-consumer-timeout`).
     pub(crate) fn at(now: Instant, timeout: Option<Duration>) -> Option<Self> {
-        timeout.map(|timeout| Self {
-            at: now + timeout,
+        let timeout = timeout?;
+        Some(Self {
+            at: now.checked_add(timeout)?,
             timeout,
         })
     }

@@ -11,6 +11,7 @@
 
 use amq_protocol::types::FieldTable;
 
+use super::expiry::MAX_EXPIRY;
 use crate::arguments::{as_string, type_name, Arguments};
 use crate::AmqpError;
 
@@ -139,10 +140,16 @@ impl QueueArgs {
             }
         }
         let delivery_limit = args.integer("x-delivery-limit")?;
-        let message_ttl = args.non_negative("x-message-ttl")?;
+        // RabbitMQ's check_expiry: ten years at most.
+        let too_large = |key: &str, n: u64| args.invalid(key, format!("{{value_too_large,{n}}}"));
+        let message_ttl = match args.non_negative("x-message-ttl")? {
+            Some(n) if n > MAX_EXPIRY => return Err(too_large("x-message-ttl", n)),
+            n => n,
+        };
         let expires = match args.integer("x-expires")? {
             Some(n @ ..0) => return Err(args.invalid("x-expires", format!("{{value_negative,{n}}}"))),
             Some(0) => return Err(args.invalid("x-expires", "{value_zero,0}".into())),
+            Some(n) if n as u64 > MAX_EXPIRY => return Err(too_large("x-expires", n as u64)),
             n => n.map(|n| n as u64),
         };
         let max_length = args.non_negative("x-max-length")?;

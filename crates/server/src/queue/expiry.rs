@@ -25,6 +25,11 @@ use super::{Entry, Queue};
 /// An entry that never expires.
 pub(super) const NEVER: u64 = u64::MAX;
 
+/// The longest TTL or queue expiry taken, in milliseconds: ten years, as
+/// RabbitMQ's `rabbit_misc:check_expiry` (more is `{value_too_large,N}`).
+/// It also keeps every deadline a client sets within the clock's range.
+pub(crate) const MAX_EXPIRY: u64 = 315_360_000_000;
+
 /// When a recovered message expires, on the clock of a queue started `now`
 /// (wall-clock milliseconds): its TTL (the lower of the queue's and its
 /// own) counts from when the store wrote it, so a message whose time ran
@@ -57,9 +62,24 @@ pub(crate) fn parse_expiration(text: &str) -> Result<u64, String> {
     if negative {
         return Err(format!("{{value_negative,{text}}}"));
     }
-    magnitude
-        .parse::<u64>()
-        .map_err(|_| format!("{{value_too_large,\n{:44}{magnitude}}}", ""))
+    match magnitude.parse::<u64>() {
+        Ok(ms) if ms <= MAX_EXPIRY => Ok(ms),
+        // Erlang's `~p` of the reason, as RabbitMQ prints it: past 78
+        // columns it breaks the line and aligns the number after the `{`,
+        // which stands after "invalid expiration '…': ".
+        _ => {
+            let column = "invalid expiration '".len() + text.len() + "': ".len();
+            if column + "{value_too_large,".len() + magnitude.len() + 1 > 78 {
+                Err(format!(
+                    "{{value_too_large,\n{:indent$}{magnitude}}}",
+                    "",
+                    indent = column + 1
+                ))
+            } else {
+                Err(format!("{{value_too_large,{magnitude}}}"))
+            }
+        }
+    }
 }
 
 impl Queue {
@@ -145,7 +165,10 @@ impl Queue {
             .map(|e| e.expires)
             .filter(|&expires| expires != NEVER)
             .min()
-            .map(|expires| self.epoch + Duration::from_millis(expires.saturating_add(1)));
+            .and_then(|expires| {
+                self.epoch
+                    .checked_add(Duration::from_millis(expires.saturating_add(1)))
+            });
         match (head, self.unused_until()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -159,7 +182,7 @@ impl Queue {
         let expires = self.args.expires?;
         self.consumers
             .is_empty()
-            .then(|| self.last_used + Duration::from_millis(expires))
+            .then(|| self.last_used + Duration::from_millis(expires.min(MAX_EXPIRY)))
     }
 
     /// A client used the queue: its `x-expires` lease starts again.
@@ -185,6 +208,20 @@ mod tests {
         assert_eq!(parse_expiration("+5"), Ok(5));
         assert_eq!(parse_expiration("-0"), Ok(0));
         assert_eq!(parse_expiration("4294967296"), Ok(4_294_967_296));
+        assert_eq!(parse_expiration("315360000000"), Ok(MAX_EXPIRY));
+        // RabbitMQ 3.10.8's texts, line break included.
+        assert_eq!(
+            parse_expiration("315360000001").unwrap_err(),
+            "{value_too_large,315360000001}"
+        );
+        assert_eq!(
+            parse_expiration("315360000000000000").unwrap_err(),
+            "{value_too_large,315360000000000000}"
+        );
+        assert_eq!(
+            parse_expiration("3153600000000000000").unwrap_err(),
+            "{value_too_large,\n                                           3153600000000000000}"
+        );
         assert_eq!(parse_expiration("-1").unwrap_err(), "{value_negative,-1}");
         assert_eq!(parse_expiration("1.5").unwrap_err(), "{leftover_string,\".5\"}");
         assert_eq!(parse_expiration("5abc").unwrap_err(), "{leftover_string,\"abc\"}");
