@@ -211,15 +211,57 @@ pub fn reply_text(err: &lapin::Error) -> String {
 /// Declares a queue exclusive to the channel's connection, so it goes away
 /// with the test even on a shared broker.
 pub async fn exclusive_queue(ch: &lapin::Channel, prefix: &str) -> String {
+    exclusive_queue_with(ch, prefix, lapin::types::FieldTable::default()).await
+}
+
+/// An exclusive queue with a fresh name from `prefix`, declared with `args`.
+pub async fn exclusive_queue_with(
+    ch: &lapin::Channel,
+    prefix: &str,
+    args: lapin::types::FieldTable,
+) -> String {
     let name = unique(prefix);
+    declare_exclusive(ch, &name, args).await;
+    name
+}
+
+/// Declares the exclusive queue `name` with `args`.
+pub async fn declare_exclusive(ch: &lapin::Channel, name: &str, args: lapin::types::FieldTable) {
     let options = lapin::options::QueueDeclareOptions {
         exclusive: true,
         ..Default::default()
     };
-    ch.queue_declare(name.as_str().into(), options, lapin::types::FieldTable::default())
+    ch.queue_declare(name.into(), options, args).await.unwrap();
+}
+
+/// An arguments (or headers) table of `pairs`.
+pub fn table(pairs: &[(&str, lapin::types::AMQPValue)]) -> lapin::types::FieldTable {
+    let mut table = lapin::types::FieldTable::default();
+    for (key, value) in pairs {
+        table.insert((*key).into(), value.clone());
+    }
+    table
+}
+
+/// A long string field value.
+pub fn long_string(value: &str) -> lapin::types::AMQPValue {
+    lapin::types::AMQPValue::LongString(value.into())
+}
+
+/// A consumer of `queue` with an automatic tag and `args`.
+pub async fn consume(
+    ch: &lapin::Channel,
+    queue: &str,
+    no_ack: bool,
+    args: lapin::types::FieldTable,
+) -> lapin::Consumer {
+    let options = lapin::options::BasicConsumeOptions {
+        no_ack,
+        ..Default::default()
+    };
+    ch.basic_consume(queue.into(), "".into(), options, args)
         .await
-        .unwrap();
-    name
+        .unwrap()
 }
 
 /// A plain queue (not exclusive) that other connections can use; the test

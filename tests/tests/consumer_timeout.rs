@@ -27,15 +27,7 @@ fn timeout_text(channel: u16, ms: u64) -> String {
 }
 
 fn timeout_arg(ms: i64) -> FieldTable {
-    let mut t = FieldTable::default();
-    t.insert("x-consumer-timeout".into(), AMQPValue::LongLongInt(ms));
-    t
-}
-
-async fn consume(ch: &lapin::Channel, queue: &str, args: FieldTable) -> lapin::Consumer {
-    ch.basic_consume(queue.into(), "".into(), BasicConsumeOptions::default(), args)
-        .await
-        .unwrap()
+    table(&[("x-consumer-timeout", AMQPValue::LongLongInt(ms))])
 }
 
 #[tokio::test]
@@ -52,7 +44,7 @@ async fn an_unacked_delivery_past_the_timeout_closes_its_channel_and_is_redelive
         publish(&ch, "", &q, b"one").await;
         publish(&ch, "", &q, b"two").await;
         ch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
-        let mut consumer = consume(&ch, &q, FieldTable::default()).await;
+        let mut consumer = consume(&ch, &q, false, FieldTable::default()).await;
         let first = consumer.next().await.unwrap().unwrap();
         assert_eq!(&first.data[..], b"one");
         let delivered = Instant::now();
@@ -102,7 +94,7 @@ async fn the_queue_argument_sets_the_timeout_for_consumers_and_basic_get() {
         // A consumer of the queue.
         let ch = conn.create_channel().await.unwrap();
         ch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
-        let mut consumer = consume(&ch, &q, FieldTable::default()).await;
+        let mut consumer = consume(&ch, &q, false, FieldTable::default()).await;
         consumer.next().await.unwrap().unwrap();
         let err = consumer.next().await.unwrap().unwrap_err();
         assert_eq!(reply_text(&err), timeout_text(ch.id(), 300));
@@ -113,7 +105,7 @@ async fn the_queue_argument_sets_the_timeout_for_consumers_and_basic_get() {
         let got = get(&ch, &q).await.expect("a message");
         assert!(got.delivery.redelivered);
         let watch = exclusive_queue(&ch, "ct-watch").await;
-        let mut watcher = consume(&ch, &watch, FieldTable::default()).await;
+        let mut watcher = consume(&ch, &watch, false, FieldTable::default()).await;
         let err = watcher.next().await.unwrap().unwrap_err();
         assert_eq!(reply_text(&err), timeout_text(ch.id(), 300));
 
@@ -145,7 +137,7 @@ async fn a_consumer_argument_overrides_the_queue_and_acked_deliveries_never_time
         )
         .await
         .unwrap();
-        let mut consumer = consume(&ch, &q, timeout_arg(400)).await;
+        let mut consumer = consume(&ch, &q, false, timeout_arg(400)).await;
         // The first delivery is acked at once: its deadline passes while
         // the second is out, and must not count.
         publish(&ch, "", &q, b"acked").await;
@@ -209,7 +201,7 @@ async fn a_timeout_past_the_clocks_range_never_fires_and_crashes_nothing() {
         let (_conn, ch) = broker.channel().await;
         let q = exclusive_queue(&ch, "ct-huge").await;
         publish(&ch, "", &q, b"held").await;
-        let mut consumer = consume(&ch, &q, timeout_arg(i64::MAX)).await;
+        let mut consumer = consume(&ch, &q, false, timeout_arg(i64::MAX)).await;
         let d = consumer.next().await.unwrap().unwrap();
         d.ack(BasicAckOptions::default()).await.unwrap();
         // The connection still serves.

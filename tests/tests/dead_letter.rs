@@ -26,28 +26,6 @@ fn dlx_args(exchange: &str, routing_key: Option<&str>) -> FieldTable {
     args
 }
 
-async fn declare(ch: &lapin::Channel, name: &str, args: FieldTable) {
-    let options = QueueDeclareOptions {
-        exclusive: true,
-        ..Default::default()
-    };
-    ch.queue_declare(name.into(), options, args).await.unwrap();
-}
-
-async fn consumer(ch: &lapin::Channel, queue: &str) -> lapin::Consumer {
-    ch.basic_consume(
-        queue.into(),
-        "".into(),
-        BasicConsumeOptions {
-            no_ack: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap()
-}
-
 async fn next(consumer: &mut lapin::Consumer) -> Delivery {
     consumer.next().await.expect("a delivery").expect("no error")
 }
@@ -88,8 +66,8 @@ async fn a_rejected_message_is_dead_lettered_with_rabbitmqs_headers() {
         let broker = start_broker().await;
         let (_conn, ch) = broker.channel().await;
         let (src, dlq) = (unique("src"), unique("dlq"));
-        declare(&ch, &dlq, FieldTable::default()).await;
-        declare(&ch, &src, dlx_args("", Some(&dlq))).await;
+        declare_exclusive(&ch, &dlq, FieldTable::default()).await;
+        declare_exclusive(&ch, &src, dlx_args("", Some(&dlq))).await;
         let mut headers = FieldTable::default();
         headers.insert("h".into(), AMQPValue::LongInt(1));
         let properties = BasicProperties::default()
@@ -105,7 +83,7 @@ async fn a_rejected_message_is_dead_lettered_with_rabbitmqs_headers() {
         )
         .await
         .unwrap();
-        let mut dead = consumer(&ch, &dlq).await;
+        let mut dead = consume(&ch, &dlq, true, FieldTable::default()).await;
         let got = get(&ch, &src).await.expect("the message");
         got.delivery
             .reject(BasicRejectOptions { requeue: false })
@@ -170,7 +148,7 @@ async fn an_expired_message_is_dead_lettered_under_its_own_routing_key() {
         )
         .await
         .unwrap();
-        declare(&ch, &dlq, FieldTable::default()).await;
+        declare_exclusive(&ch, &dlq, FieldTable::default()).await;
         // Bound with the source queue's name: no dead-letter routing key, so
         // the message keeps the key it was published with.
         ch.queue_bind(
@@ -184,8 +162,8 @@ async fn an_expired_message_is_dead_lettered_under_its_own_routing_key() {
         .unwrap();
         let mut args = dlx_args(&dlx, None);
         args.insert("x-message-ttl".into(), AMQPValue::LongInt(20));
-        declare(&ch, &src, args).await;
-        let mut dead = consumer(&ch, &dlq).await;
+        declare_exclusive(&ch, &src, args).await;
+        let mut dead = consume(&ch, &dlq, true, FieldTable::default()).await;
         publish(&ch, "", &src, b"late").await;
         let d = next(&mut dead).await;
         assert_eq!(d.data, b"late");
@@ -221,8 +199,8 @@ async fn a_second_death_in_the_same_queue_counts_up_and_comes_first() {
         let (a, b) = (unique("a"), unique("b"));
         // a and b dead-letter into each other; a client rejects each time,
         // so this is no cycle to cut.
-        declare(&ch, &a, dlx_args("", Some(&b))).await;
-        declare(&ch, &b, dlx_args("", Some(&a))).await;
+        declare_exclusive(&ch, &a, dlx_args("", Some(&b))).await;
+        declare_exclusive(&ch, &b, dlx_args("", Some(&a))).await;
         publish(&ch, "", &a, b"ping").await;
         for queue in [&a, &b, &a] {
             let got = get_eventually(&ch, queue).await;
@@ -263,7 +241,7 @@ async fn an_automatic_cycle_is_cut_and_the_message_dropped() {
         // rather than cycle for ever, since no client rejected them.
         let mut args = dlx_args("", Some(&q));
         args.insert("x-message-ttl".into(), AMQPValue::LongInt(10));
-        declare(&ch, &q, args).await;
+        declare_exclusive(&ch, &q, args).await;
         publish(&ch, "", &q, b"round").await;
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(drain(&ch, &q).await, Vec::<String>::new());
@@ -277,8 +255,8 @@ async fn a_republished_death_count_of_any_integer_type_counts_up() {
         let broker = start_broker().await;
         let (_conn, ch) = broker.channel().await;
         let (src, dlq) = (unique("src"), unique("dlq"));
-        declare(&ch, &dlq, FieldTable::default()).await;
-        declare(&ch, &src, dlx_args("", Some(&dlq))).await;
+        declare_exclusive(&ch, &dlq, FieldTable::default()).await;
+        declare_exclusive(&ch, &src, dlx_args("", Some(&dlq))).await;
         // As a client republishes a dead-lettered message: pika writes a
         // small count as a 32-bit integer.
         let mut death = FieldTable::default();
@@ -317,7 +295,7 @@ async fn a_message_rejected_just_before_its_auto_delete_queue_goes_is_dead_lette
         let broker = start_broker().await;
         let (_conn, ch) = broker.channel().await;
         let (src, dlq) = (unique("src"), unique("dlq"));
-        declare(&ch, &dlq, FieldTable::default()).await;
+        declare_exclusive(&ch, &dlq, FieldTable::default()).await;
         ch.queue_declare(
             src.as_str().into(),
             QueueDeclareOptions {

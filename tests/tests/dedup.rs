@@ -13,8 +13,7 @@ use lapin::BasicProperties;
 use warren_tests::*;
 
 fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    t.insert("x-message-deduplication".into(), AMQPValue::Boolean(true));
+    let mut t = table(&[("x-message-deduplication", AMQPValue::Boolean(true))]);
     for (k, v) in pairs {
         t.insert((*k).into(), v.clone());
     }
@@ -33,18 +32,6 @@ fn key(k: &str) -> BasicProperties {
     keyed("x-deduplication-header", k)
 }
 
-async fn queue_with(ch: &lapin::Channel, prefix: &str, arguments: FieldTable) -> String {
-    let q = unique(prefix);
-    let options = QueueDeclareOptions {
-        exclusive: true,
-        ..Default::default()
-    };
-    ch.queue_declare(q.as_str().into(), options, arguments)
-        .await
-        .unwrap();
-    q
-}
-
 #[tokio::test]
 async fn a_deduplicating_queue_keeps_one_copy_per_key() {
     if !is_warren() {
@@ -54,7 +41,7 @@ async fn a_deduplicating_queue_keeps_one_copy_per_key() {
         let broker = start_broker().await;
         let (_conn, ch) = broker.channel().await;
         ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-        let q = queue_with(&ch, "dedup", args(&[])).await;
+        let q = exclusive_queue_with(&ch, "dedup", args(&[])).await;
         publish_confirmed(&ch, "", &q, "a", key("a")).await;
         publish_confirmed(&ch, "", &q, "b", key("b")).await;
         publish_confirmed(&ch, "", &q, "a again", key("a")).await;
@@ -78,7 +65,7 @@ async fn the_header_the_cache_size_and_the_ttl_can_be_set() {
         let broker = start_broker().await;
         let (_conn, ch) = broker.channel().await;
         ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-        let q = queue_with(
+        let q = exclusive_queue_with(
             &ch,
             "dedup-size",
             args(&[
@@ -93,7 +80,7 @@ async fn the_header_the_cache_size_and_the_ttl_can_be_set() {
         // "1" was pushed out by "3", the third key in a cache of two.
         assert_eq!(drain(&ch, &q).await, ["1", "2", "3", "1"]);
 
-        let q = queue_with(
+        let q = exclusive_queue_with(
             &ch,
             "dedup-ttl",
             args(&[("x-cache-ttl", AMQPValue::LongInt(300))]),
@@ -117,7 +104,7 @@ async fn a_message_a_full_queue_refused_is_not_remembered() {
         let broker = start_broker().await;
         let (_conn, ch) = broker.channel().await;
         ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
-        let q = queue_with(
+        let q = exclusive_queue_with(
             &ch,
             "dedup-full",
             args(&[

@@ -45,16 +45,6 @@ async fn declare_delayed(ch: &lapin::Channel, name: &str, inner: &str, durable: 
     .unwrap();
 }
 
-async fn consume_all(ch: &lapin::Channel, queue: &str) -> lapin::Consumer {
-    let options = BasicConsumeOptions {
-        no_ack: true,
-        ..Default::default()
-    };
-    ch.basic_consume(queue.into(), "".into(), options, FieldTable::default())
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn messages_are_held_for_their_delay_and_delivered_in_due_order() {
     if !is_warren() {
@@ -76,7 +66,7 @@ async fn messages_are_held_for_their_delay_and_delivered_in_due_order() {
         )
         .await
         .unwrap();
-        let mut consumer = consume_all(&ch, &q).await;
+        let mut consumer = consume(&ch, &q, true, FieldTable::default()).await;
         let start = Instant::now();
         publish_confirmed(&ch, &x, "k", "late", delay(900)).await;
         publish_confirmed(&ch, &x, "k", "early", delay(300)).await;
@@ -140,7 +130,7 @@ async fn a_delayed_exchange_routes_as_its_delayed_type() {
             .await
             .unwrap();
         }
-        let mut from_all = consume_all(&ch, &all).await;
+        let mut from_all = consume(&ch, &all, true, FieldTable::default()).await;
         publish_confirmed(&ch, &x, "orders.us.ny", "us", delay(50)).await;
         publish_confirmed(&ch, &x, "orders.eu.fr", "eu", delay(100)).await;
         for expected in ["us", "eu"] {
@@ -235,7 +225,7 @@ async fn held_messages_of_a_durable_exchange_survive_a_restart_in_due_order() {
         }
         let broker = broker.shut_down_for(Duration::from_millis(1100)).await;
         let (_conn, ch) = broker.channel().await;
-        let mut consumer = consume_all(&ch, &q).await;
+        let mut consumer = consume(&ch, &q, true, FieldTable::default()).await;
         for expected in ["first", "second", "expiring", "third"] {
             let d = consumer.next().await.unwrap().unwrap();
             assert_eq!(std::str::from_utf8(&d.data).unwrap(), expected);
@@ -288,7 +278,7 @@ async fn deleting_a_delayed_exchange_drops_what_it_held() {
         .await
         .unwrap();
         publish_confirmed(&ch, &x, "", "kept", delay(400)).await;
-        let mut consumer = consume_all(&ch, &q).await;
+        let mut consumer = consume(&ch, &q, true, FieldTable::default()).await;
         let d = consumer.next().await.unwrap().unwrap();
         // "dropped" was due first: had it been kept, it would come first.
         assert_eq!(d.data, b"kept");

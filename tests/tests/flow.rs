@@ -21,20 +21,6 @@ fn number(body: &[u8]) -> u32 {
     u32::from_be_bytes(body[..4].try_into().unwrap())
 }
 
-async fn consume(ch: &lapin::Channel, queue: &str, no_ack: bool) -> lapin::Consumer {
-    ch.basic_consume(
-        queue.into(),
-        "".into(),
-        BasicConsumeOptions {
-            no_ack,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap()
-}
-
 #[tokio::test]
 async fn a_connection_that_publishes_to_its_own_busy_queue_and_consumes_it_keeps_going() {
     // The queue's backlog passes its head while it has a consumer, so
@@ -48,7 +34,7 @@ async fn a_connection_that_publishes_to_its_own_busy_queue_and_consumes_it_keeps
         let consumer = conn.create_channel().await.unwrap();
         let q = exclusive_queue(&publisher, "own").await;
         consumer.basic_qos(100, BasicQosOptions::default()).await.unwrap();
-        let mut deliveries = consume(&consumer, &q, false).await;
+        let mut deliveries = consume(&consumer, &q, false, FieldTable::default()).await;
         const N: u32 = 20_000;
         let publishing = tokio::spawn({
             let q = q.clone();
@@ -99,7 +85,7 @@ async fn a_flooding_publisher_does_not_hold_up_another_connections_queue() {
         // Meanwhile another connection's messages go through one by one.
         let (_other, och) = broker.channel().await;
         let q = exclusive_queue(&och, "moving").await;
-        let mut deliveries = consume(&och, &q, true).await;
+        let mut deliveries = consume(&och, &q, true, FieldTable::default()).await;
         for i in 0..200 {
             publish(&och, "", &q, &numbered(i)).await;
             let d = tokio::time::timeout(std::time::Duration::from_secs(2), deliveries.next())
@@ -111,7 +97,7 @@ async fn a_flooding_publisher_does_not_hold_up_another_connections_queue() {
         }
         flood.await.unwrap();
         // Every confirmed message is there, in order.
-        let mut flooded_deliveries = consume(&och, &flooded, true).await;
+        let mut flooded_deliveries = consume(&och, &flooded, true, FieldTable::default()).await;
         for expected in 0..N {
             let d = flooded_deliveries.next().await.unwrap().unwrap();
             assert_eq!(number(&d.data), expected);
@@ -176,7 +162,7 @@ async fn under_memory_pressure_a_queue_pages_out_what_it_held_and_delivers_it_in
         }
         // Consumers are served during the alarm; the paged bodies come back
         // in their places.
-        let mut deliveries = consume(&ch, &q, true).await;
+        let mut deliveries = consume(&ch, &q, true, FieldTable::default()).await;
         for expected in 0..N {
             let d = deliveries.next().await.unwrap().unwrap();
             assert_eq!(d.data.len(), KIB);

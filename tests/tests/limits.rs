@@ -3,29 +3,9 @@
 
 use futures::StreamExt;
 use lapin::options::*;
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::types::{AMQPValue, FieldTable};
 use lapin::BasicProperties;
 use warren_tests::*;
-
-fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut table = FieldTable::default();
-    for (key, value) in pairs {
-        table.insert((*key).into(), value.clone());
-    }
-    table
-}
-
-fn s(v: &str) -> AMQPValue {
-    AMQPValue::LongString(LongString::from(v))
-}
-
-async fn declare(ch: &lapin::Channel, name: &str, args: FieldTable) {
-    let options = QueueDeclareOptions {
-        exclusive: true,
-        ..Default::default()
-    };
-    ch.queue_declare(name.into(), options, args).await.unwrap();
-}
 
 /// Publishes with confirms on; whether the broker acked it.
 async fn confirmed(ch: &lapin::Channel, queue: &str, body: &[u8]) -> bool {
@@ -61,14 +41,14 @@ async fn drop_head_keeps_the_newest_and_dead_letters_the_oldest_as_maxlen() {
         let broker = start_broker().await;
         let (_conn, ch) = broker.channel().await;
         let (q, dlq) = (unique("maxlen"), unique("dlq"));
-        declare(&ch, &dlq, FieldTable::default()).await;
-        declare(
+        declare_exclusive(&ch, &dlq, FieldTable::default()).await;
+        declare_exclusive(
             &ch,
             &q,
-            args(&[
+            table(&[
                 ("x-max-length", AMQPValue::LongInt(2)),
-                ("x-dead-letter-exchange", s("")),
-                ("x-dead-letter-routing-key", s(&dlq)),
+                ("x-dead-letter-exchange", long_string("")),
+                ("x-dead-letter-routing-key", long_string(&dlq)),
             ]),
         )
         .await;
@@ -103,7 +83,7 @@ async fn max_length_bytes_counts_message_bodies() {
         let broker = start_broker().await;
         let (_conn, ch) = broker.channel().await;
         let q = unique("maxbytes");
-        declare(&ch, &q, args(&[("x-max-length-bytes", AMQPValue::LongInt(10))])).await;
+        declare_exclusive(&ch, &q, table(&[("x-max-length-bytes", AMQPValue::LongInt(10))])).await;
         for body in ["aaaa", "bbbb", "cccc"] {
             publish(&ch, "", &q, body.as_bytes()).await;
         }
@@ -119,12 +99,12 @@ async fn reject_publish_nacks_a_confirming_publisher_and_unacked_messages_do_not
         let (_conn, ch) = broker.channel().await;
         ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
         let q = unique("reject");
-        declare(
+        declare_exclusive(
             &ch,
             &q,
-            args(&[
+            table(&[
                 ("x-max-length", AMQPValue::LongInt(1)),
-                ("x-overflow", s("reject-publish")),
+                ("x-overflow", long_string("reject-publish")),
             ]),
         )
         .await;
@@ -146,15 +126,15 @@ async fn reject_publish_dlx_nacks_and_dead_letters() {
         let (_conn, ch) = broker.channel().await;
         ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
         let (q, dlq) = (unique("rejectdlx"), unique("dlq"));
-        declare(&ch, &dlq, FieldTable::default()).await;
-        declare(
+        declare_exclusive(&ch, &dlq, FieldTable::default()).await;
+        declare_exclusive(
             &ch,
             &q,
-            args(&[
+            table(&[
                 ("x-max-length", AMQPValue::LongInt(1)),
-                ("x-overflow", s("reject-publish-dlx")),
-                ("x-dead-letter-exchange", s("")),
-                ("x-dead-letter-routing-key", s(&dlq)),
+                ("x-overflow", long_string("reject-publish-dlx")),
+                ("x-dead-letter-exchange", long_string("")),
+                ("x-dead-letter-routing-key", long_string(&dlq)),
             ]),
         )
         .await;
@@ -186,7 +166,7 @@ async fn a_consumer_waiting_on_a_queue_limited_to_zero_gets_each_message() {
         let broker = start_broker().await;
         let (_conn, ch) = broker.channel().await;
         let q = unique("zero");
-        declare(&ch, &q, args(&[("x-max-length", AMQPValue::LongInt(0))])).await;
+        declare_exclusive(&ch, &q, table(&[("x-max-length", AMQPValue::LongInt(0))])).await;
         publish(&ch, "", &q, b"nobody").await;
         publish(&ch, "", &q, b"nobody either").await;
         assert_eq!(drain(&ch, &q).await, Vec::<String>::new());
@@ -216,12 +196,12 @@ async fn reject_publish_counts_a_queue_its_consumer_keeps_empty() {
         let (_conn, ch) = broker.channel().await;
         ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
         let q = unique("reject-busy");
-        declare(
+        declare_exclusive(
             &ch,
             &q,
-            args(&[
+            table(&[
                 ("x-max-length", AMQPValue::LongInt(1)),
-                ("x-overflow", s("reject-publish")),
+                ("x-overflow", long_string("reject-publish")),
             ]),
         )
         .await;

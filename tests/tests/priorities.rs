@@ -7,28 +7,6 @@ use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use warren_tests::*;
 
-fn table(pairs: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    for (k, v) in pairs {
-        t.insert((*k).into(), v.clone());
-    }
-    t
-}
-
-async fn consume(ch: &lapin::Channel, queue: &str, no_ack: bool, args: FieldTable) -> lapin::Consumer {
-    ch.basic_consume(
-        queue.into(),
-        "".into(),
-        BasicConsumeOptions {
-            no_ack,
-            ..Default::default()
-        },
-        args,
-    )
-    .await
-    .unwrap()
-}
-
 #[tokio::test]
 async fn a_higher_priority_consumer_is_served_first_while_it_has_room() {
     within(async {

@@ -4,18 +4,12 @@
 //! every test passes against it too.
 
 use lapin::options::*;
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::types::{AMQPValue, FieldTable};
 use warren_tests::*;
 
 fn quorum(extra: &[(&str, AMQPValue)]) -> FieldTable {
-    let mut t = FieldTable::default();
-    t.insert(
-        "x-queue-type".into(),
-        AMQPValue::LongString(LongString::from("quorum")),
-    );
-    for (k, v) in extra {
-        t.insert((*k).into(), v.clone());
-    }
+    let mut t = table(extra);
+    t.insert("x-queue-type".into(), long_string("quorum"));
     t
 }
 

@@ -17,18 +17,6 @@ fn ttl_args(ms: i32) -> FieldTable {
     args
 }
 
-async fn queue_with(ch: &lapin::Channel, prefix: &str, args: FieldTable) -> String {
-    let name = unique(prefix);
-    let options = QueueDeclareOptions {
-        exclusive: true,
-        ..Default::default()
-    };
-    ch.queue_declare(name.as_str().into(), options, args)
-        .await
-        .unwrap();
-    name
-}
-
 async fn publish_expiring(ch: &lapin::Channel, queue: &str, body: &[u8], expiration: &str) {
     ch.basic_publish(
         "".into(),
@@ -46,7 +34,7 @@ async fn a_queue_ttl_removes_messages_nobody_reads() {
     within(async {
         let broker = start_broker().await;
         let (_conn, ch) = broker.channel().await;
-        let q = queue_with(&ch, "ttl", ttl_args(1000)).await;
+        let q = exclusive_queue_with(&ch, "ttl", ttl_args(1000)).await;
         for body in [b"a", b"b", b"c"] {
             publish(&ch, "", &q, body).await;
         }
@@ -67,14 +55,14 @@ async fn an_expired_message_is_never_delivered_and_the_lower_ttl_wins() {
     within(async {
         let broker = start_broker().await;
         let (_conn, ch) = broker.channel().await;
-        let q = queue_with(&ch, "ttl", ttl_args(60_000)).await;
+        let q = exclusive_queue_with(&ch, "ttl", ttl_args(60_000)).await;
         publish_expiring(&ch, &q, b"short", "50").await;
         publish(&ch, "", &q, b"queue ttl").await;
         publish_expiring(&ch, &q, b"long", "60000000").await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(drain(&ch, &q).await, ["queue ttl", "long"]);
         // The queue's TTL wins over a longer expiration.
-        let q = queue_with(&ch, "ttl", ttl_args(50)).await;
+        let q = exclusive_queue_with(&ch, "ttl", ttl_args(50)).await;
         publish_expiring(&ch, &q, b"long", "60000").await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(drain(&ch, &q).await, Vec::<String>::new());
@@ -87,7 +75,7 @@ async fn a_ttl_of_zero_reaches_a_waiting_consumer_only() {
     within(async {
         let broker = start_broker().await;
         let (_conn, ch) = broker.channel().await;
-        let q = queue_with(&ch, "ttl0", FieldTable::default()).await;
+        let q = exclusive_queue_with(&ch, "ttl0", FieldTable::default()).await;
         publish_expiring(&ch, &q, b"nobody", "0").await;
         // Published after the first: once it is in, the first was handled.
         publish(&ch, "", &q, b"marker").await;
@@ -116,7 +104,7 @@ async fn a_requeued_message_keeps_its_expiry() {
     within(async {
         let broker = start_broker().await;
         let (_conn, ch) = broker.channel().await;
-        let q = queue_with(&ch, "ttl", ttl_args(1000)).await;
+        let q = exclusive_queue_with(&ch, "ttl", ttl_args(1000)).await;
         publish(&ch, "", &q, b"held").await;
         let got = get(&ch, &q).await.expect("the message");
         tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -151,7 +139,7 @@ async fn an_invalid_expiration_is_406_as_in_rabbitmq() {
             ),
         ] {
             let ch = conn.create_channel().await.unwrap();
-            let q = queue_with(&ch, "exp", FieldTable::default()).await;
+            let q = exclusive_queue_with(&ch, "exp", FieldTable::default()).await;
             let publishing = ch.basic_publish(
                 "".into(),
                 q.as_str().into(),
