@@ -247,27 +247,16 @@ impl VHost {
         args: QueueArgs,
         delays: bool,
     ) -> Arc<QueueHandle> {
-        let new = NewQueue {
+        self.spawn_queue(NewQueue {
             name,
             exclusive_owner,
             auto_delete,
             arguments,
             args,
-            disk: Some(Disk {
-                store: self.store.clone(),
-                queue: self.store.new_queue_id(),
-                durable: false,
-                memory_pressure: self.memory_pressure.clone(),
-            }),
+            disk: Some(self.disk(self.store.new_queue_id(), false)),
             recovered: Vec::new(),
             delays,
-        };
-        QueueHandle::spawn(
-            self.registry(),
-            &self.name,
-            self.next_queue_id.fetch_add(1, Ordering::Relaxed),
-            new,
-        )
+        })
     }
 
     fn spawn_durable_queue(
@@ -277,28 +266,32 @@ impl VHost {
         entries: Vec<RecoveredEntry>,
         delays: bool,
     ) -> Arc<QueueHandle> {
-        let disk = Disk {
-            store: self.store.clone(),
-            queue: def.id,
-            durable: true,
-            memory_pressure: self.memory_pressure.clone(),
-        };
-        let new = NewQueue {
+        self.spawn_queue(NewQueue {
             name: def.name.into(),
             exclusive_owner: None,
             auto_delete: def.auto_delete,
             arguments: def.arguments,
             args,
-            disk: Some(disk),
+            disk: Some(self.disk(def.id, true)),
             recovered: entries,
             delays,
-        };
-        QueueHandle::spawn(
-            self.registry(),
-            &self.name,
-            self.next_queue_id.fetch_add(1, Ordering::Relaxed),
-            new,
-        )
+        })
+    }
+
+    /// A queue's place in the store, as store queue `id`.
+    fn disk(&self, id: u64, durable: bool) -> Disk {
+        Disk {
+            store: self.store.clone(),
+            queue: id,
+            durable,
+            memory_pressure: self.memory_pressure.clone(),
+        }
+    }
+
+    /// Starts a queue's actor, with an id no other queue had.
+    fn spawn_queue(&self, new: NewQueue) -> Arc<QueueHandle> {
+        let id = self.next_queue_id.fetch_add(1, Ordering::Relaxed);
+        QueueHandle::spawn(self.registry(), &self.name, id, new)
     }
 
     /// Waits until every queue has handled the commands sent to it so far.

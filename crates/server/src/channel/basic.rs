@@ -90,15 +90,17 @@ impl Connection {
             self.open_channel(id).consumers.remove(&tag);
             return Err(e);
         }
-        self.reply(
-            id,
-            m.nowait,
-            AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
-                consumer_tag: tag.as_str().into(),
-            })),
-        )
-        .await;
+        self.consume_ok(id, m.nowait, &tag).await;
         Ok(())
+    }
+
+    /// basic.consume-ok, unless nowait.
+    pub(crate) async fn consume_ok(&self, id: u16, nowait: bool, tag: &str) {
+        let ok = basic::ConsumeOk {
+            consumer_tag: tag.into(),
+        };
+        self.reply(id, nowait, AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(ok)))
+            .await;
     }
 
     pub(crate) async fn handle_basic_cancel(&mut self, id: u16, m: basic::Cancel) -> Result<(), AmqpError> {

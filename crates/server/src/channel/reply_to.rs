@@ -16,7 +16,7 @@
 
 use std::sync::Arc;
 
-use amq_protocol::protocol::{basic, AMQPClass};
+use amq_protocol::protocol::basic;
 use warren_codec::Message;
 
 use crate::connection::Connection;
@@ -77,14 +77,7 @@ impl Connection {
                 inbox: self.inbox.clone(),
             },
         );
-        self.reply(
-            id,
-            m.nowait,
-            AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
-                consumer_tag: tag.as_str().into(),
-            })),
-        )
-        .await;
+        self.consume_ok(id, m.nowait, &tag).await;
         Ok(())
     }
 
