@@ -402,8 +402,15 @@ impl Connection {
         if confirmable <= confirms.acked {
             return;
         }
+        let from = confirms.acked;
+        // The usual case, nothing refused: one ack, no list to build.
+        if confirms.nacked.is_empty() {
+            confirms.acked = confirmable;
+            self.send(id, ack(confirmable, confirmable - from > 1)).await;
+            return;
+        }
         let mut replies = Vec::new();
-        let mut from = confirms.acked;
+        let mut from = from;
         let nacked: Vec<u64> = confirms.nacked.range(..=confirmable).copied().collect();
         for seq in nacked {
             confirms.nacked.remove(&seq);
