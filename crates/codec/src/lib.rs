@@ -25,6 +25,7 @@
 
 pub mod content;
 pub mod error;
+pub mod expiration;
 pub mod fast;
 pub mod frame;
 pub mod nesting;

@@ -94,27 +94,14 @@ pub(crate) fn scheduling(bytes: &[u8]) -> Option<(Option<u8>, Option<u64>)> {
         }
     }
     let expiration = if has(8) {
-        expiration_ms(short_string(&mut at)?)
+        // One refused at publish never got here; damage reads as none.
+        std::str::from_utf8(short_string(&mut at)?)
+            .ok()
+            .and_then(|text| warren_codec::expiration::parse(text).ok())
     } else {
         None
     };
     Some((priority, expiration))
-}
-
-/// An `expiration` in milliseconds. Publishes with one that is not a
-/// non-negative integer were refused (an optional sign, then digits, as
-/// RabbitMQ reads it), so anything else is damage: no expiration.
-fn expiration_ms(text: &[u8]) -> Option<u64> {
-    let digits = text
-        .strip_prefix(b"+")
-        .or_else(|| text.strip_prefix(b"-"))
-        .unwrap_or(text);
-    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    let value: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
-    // "-0" is the only negative value taken.
-    (value == 0 || !text.starts_with(b"-")).then_some(value)
 }
 
 #[cfg(test)]

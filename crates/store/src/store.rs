@@ -216,11 +216,6 @@ impl Store {
         self.define(Definition::PutUser(def));
     }
 
-    /// Forgets a user.
-    pub fn delete_user(&self, name: &str) {
-        self.define(Definition::DeleteUser(name.to_owned()));
-    }
-
     /// Records a durable exchange.
     pub fn put_exchange(&self, def: ExchangeDef) {
         self.define(Definition::PutExchange(def));

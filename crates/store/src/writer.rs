@@ -101,7 +101,6 @@ pub(crate) enum Op {
 pub(crate) enum Definition {
     PutVhost(String),
     PutUser(UserDef),
-    DeleteUser(String),
     PutExchange(ExchangeDef),
     DeleteExchange { vhost: String, name: String },
     PutQueue(QueueDef),
@@ -418,9 +417,6 @@ impl Writer {
             }
             Definition::PutUser(def) => {
                 t.users.insert(def.name.as_bytes(), def.encode()).map_err(&err)?;
-            }
-            Definition::DeleteUser(name) => {
-                t.users.remove(name.as_bytes()).map_err(&err)?;
             }
             Definition::PutExchange(def) => {
                 t.exchanges.insert(def.key(), def.encode()).map_err(&err)?;

@@ -19,16 +19,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 use warren_codec::Message;
 
+pub(crate) use warren_codec::expiration::{parse as parse_expiration, MAX_EXPIRY};
+
 use super::dead_letter::Reason;
 use super::{Entry, Queue};
 
 /// An entry that never expires.
 pub(super) const NEVER: u64 = u64::MAX;
-
-/// The longest TTL or queue expiry taken, in milliseconds: ten years, as
-/// RabbitMQ's `rabbit_misc:check_expiry` (more is `{value_too_large,N}`).
-/// It also keeps every deadline a client sets within the clock's range.
-pub(crate) const MAX_EXPIRY: u64 = 315_360_000_000;
 
 /// When a recovered message expires, on the clock of a queue started `now`
 /// (wall-clock milliseconds): its TTL (the lower of the queue's and its
@@ -40,45 +37,6 @@ pub(crate) fn recovered(entry: &warren_store::RecoveredEntry, queue_ttl: Option<
     match by_queue.min(entry.expires) {
         u64::MAX => NEVER,
         at => at.saturating_sub(now),
-    }
-}
-
-/// The `expiration` property as RabbitMQ reads it (Erlang's
-/// `string:to_integer`): milliseconds, or the reason it is refused, in
-/// RabbitMQ's words, for `406 "invalid expiration '…': …"`.
-pub(crate) fn parse_expiration(text: &str) -> Result<u64, String> {
-    let digits_from = usize::from(text.starts_with(['+', '-']));
-    let digits = text[digits_from..]
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or(text.len(), |end| digits_from + end);
-    if digits == digits_from {
-        return Err("no_integer".into());
-    }
-    if digits < text.len() {
-        return Err(format!("{{leftover_string,\"{}\"}}", &text[digits..]));
-    }
-    let magnitude = &text[digits_from..];
-    let negative = text.starts_with('-') && magnitude.bytes().any(|b| b != b'0');
-    if negative {
-        return Err(format!("{{value_negative,{text}}}"));
-    }
-    match magnitude.parse::<u64>() {
-        Ok(ms) if ms <= MAX_EXPIRY => Ok(ms),
-        // Erlang's `~p` of the reason, as RabbitMQ prints it: past 78
-        // columns it breaks the line and aligns the number after the `{`,
-        // which stands after "invalid expiration '…': ".
-        _ => {
-            let column = "invalid expiration '".len() + text.len() + "': ".len();
-            if column + "{value_too_large,".len() + magnitude.len() + 1 > 78 {
-                Err(format!(
-                    "{{value_too_large,\n{:indent$}{magnitude}}}",
-                    "",
-                    indent = column + 1
-                ))
-            } else {
-                Err(format!("{{value_too_large,{magnitude}}}"))
-            }
-        }
     }
 }
 
@@ -193,43 +151,5 @@ impl Queue {
     /// Whether its `x-expires` lease ran out.
     pub(super) fn unused_too_long(&self) -> bool {
         self.unused_until().is_some_and(|at| Instant::now() >= at)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn expirations_are_read_as_rabbitmq_reads_them() {
-        // Each case as RabbitMQ 3.10.8 answered it.
-        assert_eq!(parse_expiration("60000"), Ok(60_000));
-        assert_eq!(parse_expiration("0"), Ok(0));
-        assert_eq!(parse_expiration("+5"), Ok(5));
-        assert_eq!(parse_expiration("-0"), Ok(0));
-        assert_eq!(parse_expiration("4294967296"), Ok(4_294_967_296));
-        assert_eq!(parse_expiration("315360000000"), Ok(MAX_EXPIRY));
-        // RabbitMQ 3.10.8's texts, line break included.
-        assert_eq!(
-            parse_expiration("315360000001").unwrap_err(),
-            "{value_too_large,315360000001}"
-        );
-        assert_eq!(
-            parse_expiration("315360000000000000").unwrap_err(),
-            "{value_too_large,315360000000000000}"
-        );
-        assert_eq!(
-            parse_expiration("3153600000000000000").unwrap_err(),
-            "{value_too_large,\n                                           3153600000000000000}"
-        );
-        assert_eq!(parse_expiration("-1").unwrap_err(), "{value_negative,-1}");
-        assert_eq!(parse_expiration("1.5").unwrap_err(), "{leftover_string,\".5\"}");
-        assert_eq!(parse_expiration("5abc").unwrap_err(), "{leftover_string,\"abc\"}");
-        assert_eq!(parse_expiration("").unwrap_err(), "no_integer");
-        assert_eq!(parse_expiration(" 5").unwrap_err(), "no_integer");
-        assert_eq!(
-            parse_expiration("18446744073709551616").unwrap_err(),
-            "{value_too_large,\n                                            18446744073709551616}"
-        );
     }
 }
