@@ -25,6 +25,19 @@ async fn virtual_hosts_keep_their_queues_and_messages_apart_across_a_restart() {
         let broker = start_broker().await;
         assert!(broker.warren.as_ref().unwrap().add_vhost("orders"));
         assert!(!broker.warren.as_ref().unwrap().add_vhost("orders"), "it exists");
+        let everything = warren_store::PermissionDef {
+            user: "guest".into(),
+            vhost: "orders".into(),
+            configure: ".*".into(),
+            write: ".*".into(),
+            read: ".*".into(),
+        };
+        broker
+            .warren
+            .as_ref()
+            .unwrap()
+            .set_permissions(everything)
+            .unwrap();
         let durable = QueueDeclareOptions {
             durable: true,
             ..Default::default()

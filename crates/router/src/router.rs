@@ -49,6 +49,11 @@ impl Router {
     }
 
     /// The exchange with this name.
+    pub fn exchanges(&self) -> impl Iterator<Item = &Exchange> {
+        self.exchanges.values()
+    }
+
+    /// The exchange called `name`.
     pub fn exchange(&self, name: &str) -> Option<&Exchange> {
         self.exchanges.get(name)
     }

@@ -24,12 +24,14 @@ pub struct Broker {
     /// The virtual hosts, by name.
     vhosts: RwLock<HashMap<String, Arc<VHost>>>,
     /// Who may log in.
-    pub users: Users,
+    pub users: Arc<Users>,
     /// Memory and disk alarms.
     pub alarms: Arc<Alarms>,
     /// Source of connection ids, which tag logs and own exclusive queues.
     next_connection_id: AtomicU64,
-    /// Open connections, for `max_connections`.
+    /// Open connections, for administrators ([`crate::admin`]).
+    pub(crate) connections: crate::admin::Connections,
+    /// How many connections are open, for `max_connections`.
     open_connections: Arc<AtomicUsize>,
 }
 
@@ -75,12 +77,6 @@ impl Broker {
             config.memory_paging_ratio,
             config.data_dir.clone(),
         );
-        let users = Users::open(
-            store.clone(),
-            std::mem::take(&mut recovered.users),
-            &config.default_user,
-            &config.default_pass,
-        );
         // Each virtual host takes its own definitions. A store with none
         // recorded is new, or from before virtual hosts: its host is `/`,
         // made on the first start as RabbitMQ makes it.
@@ -89,6 +85,13 @@ impl Broker {
             store.put_vhost(DEFAULT_VHOST);
             names.push(DEFAULT_VHOST.to_owned());
         }
+        let users = Arc::new(Users::open(
+            store.clone(),
+            &mut recovered,
+            &names,
+            &config.default_user,
+            &config.default_pass,
+        ));
         let mut parts: HashMap<String, Recovered> =
             names.iter().map(|n| (n.clone(), Recovered::default())).collect();
         for x in recovered.exchanges {
@@ -140,6 +143,7 @@ impl Broker {
             users,
             alarms,
             next_connection_id: AtomicU64::new(1),
+            connections: Default::default(),
             open_connections: Arc::new(AtomicUsize::new(0)),
         }))
     }
@@ -164,7 +168,6 @@ impl Broker {
     }
 
     /// Makes a virtual host, empty, and records it; false if it exists.
-    /// (The administration CLI, to come in issue 11, calls it.)
     pub fn add_vhost(&self, name: &str) -> bool {
         let mut vhosts = self.vhosts.write().unwrap_or_else(|e| e.into_inner());
         if vhosts.contains_key(name) {
@@ -176,6 +179,14 @@ impl Broker {
         vhosts.insert(name.to_owned(), vhost);
         info!(vhost = name, "virtual host added");
         true
+    }
+
+    /// Takes a virtual host out of the table ([`Broker::delete_vhost`]).
+    pub(crate) fn remove_vhost(&self, name: &str) -> Option<Arc<VHost>> {
+        self.vhosts
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
     }
 
     /// Memory, disk and alarm state, for operators (the management API

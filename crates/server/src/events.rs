@@ -570,6 +570,8 @@ pub enum ConnEvent {
         /// What to tell the publisher.
         outcome: Outcome,
     },
+    /// An administrator closes the connection (320, with this reason).
+    Close(String),
 }
 
 /// A channel's direct reply-to consumer, as its virtual host finds it by

@@ -17,6 +17,9 @@
 //! - [`delayed`]: the `x-delayed-message` exchange's held messages.
 //! - [`queue`]: the queue actor, sole owner of a queue's messages and consumers.
 //! - [`users`]: who may log in (RabbitMQ's password hashes), kept in the store.
+//! - [`admin`]: administering a running broker (vhosts, permissions,
+//!   connections, queues), for `warren ctl` and the management API.
+//! - [`permissions`]: what a user may do in a virtual host, checked as RabbitMQ checks it.
 //! - [`gate`]: prefetch and credit limits shared by queues and channels.
 //! - [`events`]: the types that cross tasks (queue commands, connection
 //!   events, consumers, confirm trackers), at the bottom of the crate so that
@@ -29,6 +32,7 @@
 //! - [`error`] holds [`AmqpError`], a reply code and text as a value.
 //! - [`config`] holds [`Config`]; [`config_file`] reads the TOML file.
 
+pub mod admin;
 pub mod alarm;
 pub(crate) mod arguments;
 pub mod broker;
@@ -44,6 +48,7 @@ pub mod error;
 pub mod events;
 pub mod gate;
 pub mod listener;
+pub mod permissions;
 pub mod ping;
 pub mod queue;
 pub mod users;

@@ -1,4 +1,5 @@
-//! Users: who may log in, with what password, and their tags.
+//! Users: who may log in, with what password, and their tags; and their
+//! permissions in each virtual host ([`crate::permissions`]).
 //!
 //! Passwords are kept as RabbitMQ keeps them (`rabbit_password_hashing_sha256`):
 //! base64 of a random 4-octet salt followed by SHA-256(salt ++ password), so
@@ -10,61 +11,256 @@
 //! `administrator` tag.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use tracing::info;
-use warren_store::{Store, UserDef};
+use warren_store::{PermissionDef, Store, TopicPermissionDef, UserDef, DEFAULT_VHOST};
 
-/// The users, shared by every connection.
+use crate::permissions::{Grant, Pattern};
+
+/// Every pattern: the permissions the default user gets in `/`, and that
+/// users of a store from before permissions keep.
+const EVERYTHING: &str = ".*";
+
+#[derive(Debug, Default)]
+struct Tables {
+    users: HashMap<String, UserDef>,
+    /// By user, then vhost.
+    permissions: HashMap<(String, String), PermissionDef>,
+    /// By user, vhost, then exchange.
+    topic_permissions: HashMap<(String, String, String), TopicPermissionDef>,
+}
+
+/// The users and their permissions, shared by every connection.
 #[derive(Debug)]
 pub struct Users {
-    users: RwLock<HashMap<String, UserDef>>,
+    tables: RwLock<Tables>,
+    /// Bumped by every change, so that connections know to read their
+    /// permissions again ([`crate::permissions::Access`]).
+    epoch: AtomicU64,
     store: Store,
 }
 
 impl Users {
-    /// The users the store recovered; on a first start, the default user.
+    /// The users and permissions the store recovered. On a first start,
+    /// the default user, with every permission in `/` (as RabbitMQ makes
+    /// `guest`); from a store written before permissions, every user gets
+    /// every permission in every vhost, as they had.
     pub(crate) fn open(
         store: Store,
-        recovered: Vec<UserDef>,
+        recovered: &mut warren_store::Recovered,
+        vhosts: &[String],
         default_user: &str,
         default_pass: &str,
     ) -> Self {
+        let tables = Tables {
+            users: recovered.users.drain(..).map(|u| (u.name.clone(), u)).collect(),
+            permissions: recovered
+                .permissions
+                .drain(..)
+                .map(|p| ((p.user.clone(), p.vhost.clone()), p))
+                .collect(),
+            topic_permissions: recovered
+                .topic_permissions
+                .drain(..)
+                .map(|t| ((t.user.clone(), t.vhost.clone(), t.exchange.clone()), t))
+                .collect(),
+        };
         let users = Self {
-            users: RwLock::new(recovered.into_iter().map(|u| (u.name.clone(), u)).collect()),
+            tables: RwLock::new(tables),
+            epoch: AtomicU64::new(0),
             store,
         };
-        if users.read().is_empty() {
+        if users.read().users.is_empty() {
             info!(user = default_user, "creating the default user");
             users.put(UserDef {
                 name: default_user.to_owned(),
                 password_hash: hash_password(default_pass),
                 tags: vec!["administrator".to_owned()],
             });
+            users.grant_everything(default_user, DEFAULT_VHOST);
+        } else if recovered.before_permissions {
+            let names: Vec<String> = users.read().users.keys().cloned().collect();
+            for (user, vhost) in names.iter().flat_map(|u| vhosts.iter().map(move |v| (u, v))) {
+                info!(%user, %vhost, "giving every permission, as before permissions existed");
+                users.grant_everything(user, vhost);
+            }
         }
         users
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, UserDef>> {
-        self.users.read().unwrap_or_else(|e| e.into_inner())
+    fn grant_everything(&self, user: &str, vhost: &str) {
+        let def = PermissionDef {
+            user: user.to_owned(),
+            vhost: vhost.to_owned(),
+            configure: EVERYTHING.to_owned(),
+            write: EVERYTHING.to_owned(),
+            read: EVERYTHING.to_owned(),
+        };
+        self.set_permissions(def).expect("'.*' is a valid expression");
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Tables> {
+        self.tables.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The tables, for a change: the epoch moves on.
+    fn write(&self) -> RwLockWriteGuard<'_, Tables> {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.tables.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts changes to users and permissions.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
     }
 
     /// Whether `name` exists and `password` is its password.
     pub fn authenticate(&self, name: &str, password: &str) -> bool {
         self.read()
+            .users
             .get(name)
             .is_some_and(|user| verify(&user.password_hash, password))
+    }
+
+    /// Whether the user exists.
+    pub fn exists(&self, name: &str) -> bool {
+        self.read().users.contains_key(name)
+    }
+
+    /// Whether the user has the tag.
+    pub fn has_tag(&self, name: &str, tag: &str) -> bool {
+        self.read()
+            .users
+            .get(name)
+            .is_some_and(|u| u.tags.iter().any(|t| t == tag))
+    }
+
+    /// Every user, by name.
+    pub fn list(&self) -> Vec<UserDef> {
+        let mut users: Vec<UserDef> = self.read().users.values().cloned().collect();
+        users.sort_by(|a, b| a.name.cmp(&b.name));
+        users
     }
 
     /// Adds or replaces a user, in memory and in the store.
     pub fn put(&self, user: UserDef) {
         self.store.put_user(user.clone());
-        self.users
+        self.write().users.insert(user.name.clone(), user);
+    }
+
+    /// Deletes a user and their permissions; false if there was none.
+    pub fn delete(&self, name: &str) -> bool {
+        let mut tables = self.write();
+        if tables.users.remove(name).is_none() {
+            return false;
+        }
+        tables.permissions.retain(|(user, _), _| user != name);
+        tables.topic_permissions.retain(|(user, _, _), _| user != name);
+        self.store.delete_user(name);
+        true
+    }
+
+    /// The user's permissions in the vhost, compiled; `None` if they have
+    /// none there (and so may not use it).
+    pub(crate) fn grant(&self, user: &str, vhost: &str) -> Option<Arc<Grant>> {
+        let tables = self.read();
+        let p = tables.permissions.get(&(user.to_owned(), vhost.to_owned()))?;
+        let topics = tables
+            .topic_permissions
+            .values()
+            .filter(|t| t.user == user && t.vhost == vhost)
+            .map(|t| (t.exchange.as_str(), t.write.as_str(), t.read.as_str()));
+        Some(Arc::new(Grant::new(
+            user,
+            vhost,
+            [&p.configure, &p.write, &p.read],
+            topics,
+        )))
+    }
+
+    /// Sets a user's permissions in a vhost. The caller has checked that
+    /// both exist; an expression that does not compile is refused.
+    pub fn set_permissions(&self, def: PermissionDef) -> Result<(), String> {
+        for pattern in [&def.configure, &def.write, &def.read] {
+            Pattern::new(pattern)?;
+        }
+        self.store.put_permission(def.clone());
+        self.write()
+            .permissions
+            .insert((def.user.clone(), def.vhost.clone()), def);
+        Ok(())
+    }
+
+    /// Clears a user's permissions in a vhost; false if there were none.
+    pub fn clear_permissions(&self, user: &str, vhost: &str) -> bool {
+        let removed = self
             .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(user.name.clone(), user);
+            .permissions
+            .remove(&(user.to_owned(), vhost.to_owned()))
+            .is_some();
+        if removed {
+            self.store.delete_permission(user, vhost);
+        }
+        removed
+    }
+
+    /// Every user's permissions, by user then vhost.
+    pub fn permissions(&self) -> Vec<PermissionDef> {
+        let mut all: Vec<PermissionDef> = self.read().permissions.values().cloned().collect();
+        all.sort_by(|a, b| (&a.user, &a.vhost).cmp(&(&b.user, &b.vhost)));
+        all
+    }
+
+    /// Sets a user's topic permissions on an exchange; an expression that
+    /// does not compile is refused. Variables (`{username}`, `{vhost}`)
+    /// are put in at each check; the expression is checked with them
+    /// standing for plain words.
+    pub fn set_topic_permissions(&self, def: TopicPermissionDef) -> Result<(), String> {
+        for pattern in [&def.write, &def.read] {
+            Pattern::new(&pattern.replace("{username}", "u").replace("{vhost}", "v"))?;
+        }
+        self.store.put_topic_permission(def.clone());
+        let key = (def.user.clone(), def.vhost.clone(), def.exchange.clone());
+        self.write().topic_permissions.insert(key, def);
+        Ok(())
+    }
+
+    /// Clears a user's topic permissions in a vhost, on one exchange or on
+    /// all; false if there were none.
+    pub fn clear_topic_permissions(&self, user: &str, vhost: &str, exchange: Option<&str>) -> bool {
+        let mut tables = self.write();
+        let doomed: Vec<TopicPermissionDef> = tables
+            .topic_permissions
+            .values()
+            .filter(|t| t.user == user && t.vhost == vhost && exchange.is_none_or(|x| x == t.exchange))
+            .cloned()
+            .collect();
+        for def in &doomed {
+            tables
+                .topic_permissions
+                .remove(&(def.user.clone(), def.vhost.clone(), def.exchange.clone()));
+            self.store.delete_topic_permission(def.clone());
+        }
+        !doomed.is_empty()
+    }
+
+    /// Every topic permission, by user, vhost, then exchange.
+    pub fn topic_permissions(&self) -> Vec<TopicPermissionDef> {
+        let mut all: Vec<TopicPermissionDef> = self.read().topic_permissions.values().cloned().collect();
+        all.sort_by(|a, b| (&a.user, &a.vhost, &a.exchange).cmp(&(&b.user, &b.vhost, &b.exchange)));
+        all
+    }
+
+    /// Forgets every permission in a vhost being deleted (the store
+    /// forgets them with the vhost).
+    pub(crate) fn forget_vhost(&self, vhost: &str) {
+        let mut tables = self.write();
+        tables.permissions.retain(|(_, v), _| v != vhost);
+        tables.topic_permissions.retain(|(_, v, _), _| v != vhost);
     }
 }
 

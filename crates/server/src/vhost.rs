@@ -129,8 +129,11 @@ impl RecoveryStats {
 /// What queue.declare asked for.
 #[derive(Debug)]
 pub struct QueueSpec<'a> {
-    /// The name; empty asks the server to choose one.
+    /// The name.
     pub name: &'a str,
+    /// The server chose the name ([`server_named_queue`]): it may start
+    /// with `amq.`.
+    pub server_named: bool,
     /// Only check that it exists.
     pub passive: bool,
     /// Survive a restart.
@@ -593,11 +596,7 @@ impl VHost {
                 .ok_or_else(|| self.queue_not_found(spec.name))?;
             return self.check_access(queue, connection).map(|_| queue.clone());
         }
-        let generated = spec
-            .name
-            .is_empty()
-            .then(|| format!("amq.gen-{}", random_suffix()));
-        let shown = generated.as_deref().unwrap_or(spec.name);
+        let shown = spec.name;
         let args = QueueArgs::parse(spec.arguments, shown, &self.name)?;
         // A quorum queue is durable, shared and kept (RabbitMQ 3.10's texts).
         let improper = match () {
@@ -625,8 +624,8 @@ impl VHost {
             self.check_queue_equivalent(queue, &spec)?;
             return Ok(queue.clone());
         }
-        let name = if let Some(generated) = generated {
-            QueueName::from(generated)
+        let name = if spec.server_named {
+            QueueName::from(spec.name)
         } else if spec.name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format!(
                 "queue name '{}' contains reserved prefix 'amq.*'",
@@ -716,6 +715,14 @@ impl VHost {
         let queue = state.queues.get(name).ok_or_else(|| self.queue_not_found(name))?;
         self.check_access(queue, connection)?;
         Ok(queue.clone())
+    }
+
+    /// Whether the exchange is a topic exchange (the only kind topic
+    /// permissions apply to); `None` if there is no such exchange.
+    pub fn exchange_is_topic(&self, name: &str) -> Option<bool> {
+        let state = self.read();
+        let exchange = state.router.exchange(name)?;
+        Some(exchange.type_name() == "topic")
     }
 
     /// Checks the exchange of a queue.bind or exchange.bind: not the
@@ -1039,6 +1046,11 @@ fn show(value: &AMQPValue) -> String {
 /// 128 bits from std's randomly keyed hasher, in URL-safe base64 as RabbitMQ
 /// writes them. Written by hand because it is ten lines and names need no
 /// cryptographic randomness, only uniqueness.
+/// A name for a queue declared without one, as RabbitMQ makes them.
+pub(crate) fn server_named_queue() -> String {
+    format!("amq.gen-{}", random_suffix())
+}
+
 pub(crate) fn random_suffix() -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -1048,6 +1060,75 @@ pub(crate) fn random_suffix() -> String {
     (0..22)
         .map(|i| ALPHABET[((bits >> (i * 6)) & 63) as usize] as char)
         .collect()
+}
+
+/// Listing and deleting, for [`crate::admin`].
+impl VHost {
+    /// Its queues.
+    pub(crate) fn queue_handles(&self) -> Vec<Arc<QueueHandle>> {
+        self.read().queues.values().cloned().collect()
+    }
+
+    /// Deletes its exchanges but the predeclared ones, as its deletion
+    /// does; its queues are deleted first.
+    pub(crate) fn delete_exchanges(&self) {
+        let names: Vec<String> = self
+            .read()
+            .router
+            .exchanges()
+            .map(|x| x.name.to_string())
+            .filter(|n| !n.is_empty() && !n.starts_with("amq."))
+            .collect();
+        for name in names {
+            let _ = self.delete_exchange(&name, false);
+        }
+    }
+
+    /// Its exchanges, by name.
+    pub(crate) fn exchange_infos(&self) -> Vec<crate::admin::ExchangeInfo> {
+        let state = self.read();
+        let mut all: Vec<crate::admin::ExchangeInfo> = state
+            .router
+            .exchanges()
+            .map(|x| crate::admin::ExchangeInfo {
+                vhost: self.name.clone(),
+                name: x.name.to_string(),
+                kind: x.type_name(),
+                durable: x.durable,
+                auto_delete: x.auto_delete,
+                internal: x.internal,
+                arguments: x.arguments.clone(),
+            })
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Its bindings, by source.
+    pub(crate) fn binding_infos(&self) -> Vec<crate::admin::BindingInfo> {
+        let state = self.read();
+        let mut all: Vec<crate::admin::BindingInfo> = state
+            .router
+            .exchanges()
+            .flat_map(|x| x.bindings.iter().map(move |b| (x, b)))
+            .map(|(x, b)| {
+                let (destination_type, destination) = match &b.destination {
+                    Destination::Queue(q) => ("queue", q.to_string()),
+                    Destination::Exchange(e) => ("exchange", e.to_string()),
+                };
+                crate::admin::BindingInfo {
+                    vhost: self.name.clone(),
+                    source: x.name.to_string(),
+                    destination,
+                    destination_type,
+                    routing_key: b.routing_key.clone(),
+                    arguments: b.arguments.clone(),
+                }
+            })
+            .collect();
+        all.sort_by(|a, b| (&a.source, &a.destination).cmp(&(&b.source, &b.destination)));
+        all
+    }
 }
 
 #[cfg(test)]

@@ -54,6 +54,39 @@ pub struct UserDef {
     pub tags: Vec<String>,
 }
 
+/// A user's permissions in a virtual host, as RabbitMQ's definitions give
+/// them: three regular expressions matched against the names of the
+/// resources the user configures, writes to and reads from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PermissionDef {
+    /// The user.
+    pub user: String,
+    /// The virtual host.
+    pub vhost: String,
+    /// Declare and delete.
+    pub configure: String,
+    /// Publish to, bind to.
+    pub write: String,
+    /// Consume, get, purge, bind from.
+    pub read: String,
+}
+
+/// A user's topic permissions on one topic exchange of a virtual host:
+/// regular expressions matched against routing keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicPermissionDef {
+    /// The user.
+    pub user: String,
+    /// The virtual host.
+    pub vhost: String,
+    /// The topic exchange.
+    pub exchange: String,
+    /// Routing keys the user may publish with.
+    pub write: String,
+    /// Binding keys the user may bind queues with.
+    pub read: String,
+}
+
 /// What a durable binding points at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DestinationKind {
@@ -154,6 +187,73 @@ impl UserDef {
             name: name.to_owned(),
             password_hash,
             tags,
+        })
+    }
+}
+
+/// The key of a user's permissions in a virtual host.
+pub(crate) fn permission_key(user: &str, vhost: &str) -> Vec<u8> {
+    let mut key = Vec::new();
+    put_str(user, &mut key);
+    put_str(vhost, &mut key);
+    key
+}
+
+impl PermissionDef {
+    pub(crate) fn key(&self) -> Vec<u8> {
+        permission_key(&self.user, &self.vhost)
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for pattern in [&self.configure, &self.write, &self.read] {
+            put_str(pattern, &mut out);
+        }
+        out
+    }
+
+    pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Option<Self> {
+        let (user, rest) = take_str(key)?;
+        let (vhost, _) = take_str(rest)?;
+        let (configure, rest) = take_str(bytes)?;
+        let (write, rest) = take_str(rest)?;
+        let (read, _) = take_str(rest)?;
+        Some(Self {
+            user,
+            vhost,
+            configure,
+            write,
+            read,
+        })
+    }
+}
+
+impl TopicPermissionDef {
+    pub(crate) fn key(&self) -> Vec<u8> {
+        let mut key = permission_key(&self.user, &self.vhost);
+        put_str(&self.exchange, &mut key);
+        key
+    }
+
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_str(&self.write, &mut out);
+        put_str(&self.read, &mut out);
+        out
+    }
+
+    pub(crate) fn decode(key: &[u8], bytes: &[u8]) -> Option<Self> {
+        let (user, rest) = take_str(key)?;
+        let (vhost, rest) = take_str(rest)?;
+        let (exchange, _) = take_str(rest)?;
+        let (write, rest) = take_str(bytes)?;
+        let (read, _) = take_str(rest)?;
+        Some(Self {
+            user,
+            vhost,
+            exchange,
+            write,
+            read,
         })
     }
 }
@@ -292,6 +392,24 @@ mod tests {
             };
             assert_eq!(BindingDef::decode(&b.key()), Some(b));
             assert_eq!(ExchangeDef::decode(b"x", &[1, 2]), None);
+        }
+        for vhost in [DEFAULT_VHOST, "orders"] {
+            let p = PermissionDef {
+                user: "u".into(),
+                vhost: vhost.into(),
+                configure: "^a".into(),
+                write: "".into(),
+                read: ".*".into(),
+            };
+            assert_eq!(PermissionDef::decode(&p.key(), &p.encode()), Some(p));
+            let t = TopicPermissionDef {
+                user: "u".into(),
+                vhost: vhost.into(),
+                exchange: "amq.topic".into(),
+                write: "^{username}".into(),
+                read: "".into(),
+            };
+            assert_eq!(TopicPermissionDef::decode(&t.key(), &t.encode()), Some(t));
         }
         // A key of a store from before virtual hosts is `/`'s.
         assert_eq!(unscoped(b"q"), Some((DEFAULT_VHOST.to_owned(), &b"q"[..])));

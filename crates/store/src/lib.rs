@@ -11,9 +11,13 @@
 //!
 //!   | tree | key | value |
 //!   |---|---|---|
-//!   | `exchanges` | name | kind, flags, arguments |
-//!   | `queues` | name | id, flags, arguments |
-//!   | `bindings` | source, destination, routing key, arguments | empty |
+//!   | `exchanges` | vhost, name | kind, flags, arguments |
+//!   | `queues` | vhost, name | id, flags, arguments |
+//!   | `bindings` | vhost, source, destination, routing key, arguments | empty |
+//!   | `users` | name | password hash, tags |
+//!   | `vhosts` | name | empty |
+//!   | `permissions` | user, vhost | configure, write, read patterns |
+//!   | `topic_permissions` | user, vhost, exchange | write, read patterns |
 //!   | `segments` | segment number | active, or closed with its message count per queue |
 //!   | `meta` | `generation`, `next-queue-id` | u64 |
 //!
@@ -44,7 +48,10 @@ pub mod transient;
 mod trees;
 pub mod writer;
 
-pub use definitions::{BindingDef, DestinationKind, ExchangeDef, QueueDef, UserDef, DEFAULT_VHOST};
+pub use definitions::{
+    BindingDef, DestinationKind, ExchangeDef, PermissionDef, QueueDef, TopicPermissionDef, UserDef,
+    DEFAULT_VHOST,
+};
 pub use error::StoreError;
 pub use recovery::{Damage, Recovered, RecoveredEntry, RecoveredQueue};
 pub use store::Store;

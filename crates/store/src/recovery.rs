@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 
-use crate::definitions::{BindingDef, ExchangeDef, QueueDef, UserDef};
+use crate::definitions::{BindingDef, ExchangeDef, PermissionDef, QueueDef, TopicPermissionDef, UserDef};
 use crate::io::io_error;
 use crate::locations::Locations;
 use crate::messages;
@@ -30,6 +30,13 @@ pub struct Recovered {
     pub vhosts: Vec<String>,
     /// Users.
     pub users: Vec<UserDef>,
+    /// Users' permissions in virtual hosts.
+    pub permissions: Vec<PermissionDef>,
+    /// Users' topic permissions.
+    pub topic_permissions: Vec<TopicPermissionDef>,
+    /// The store was written before there were permissions: its users had
+    /// every right in every virtual host, and should keep them.
+    pub before_permissions: bool,
     /// Durable exchanges.
     pub exchanges: Vec<ExchangeDef>,
     /// Durable queues with their messages, in queue order.

@@ -11,7 +11,9 @@ use sled::Db;
 use tracing::warn;
 use warren_codec::Message;
 
-use crate::definitions::{BindingDef, DestinationKind, ExchangeDef, QueueDef, UserDef};
+use crate::definitions::{
+    BindingDef, DestinationKind, ExchangeDef, PermissionDef, QueueDef, TopicPermissionDef, UserDef,
+};
 use crate::io::{io_error, sync_sled};
 use crate::recovery::{self, Recovered, RecoveredQueue};
 use crate::segments::{self, Active, Summary};
@@ -216,6 +218,41 @@ impl Store {
         self.define(Definition::PutUser(def));
     }
 
+    /// Forgets a user and their permissions.
+    pub fn delete_user(&self, name: &str) {
+        self.define(Definition::DeleteUser(name.to_owned()));
+    }
+
+    /// Forgets a virtual host: its definitions and every permission in it.
+    /// Its queues are deleted first, by the broker, so that their messages
+    /// are settled.
+    pub fn delete_vhost(&self, name: &str) {
+        self.define(Definition::DeleteVhost(name.to_owned()));
+    }
+
+    /// Records a user's permissions in a virtual host (new, or changed).
+    pub fn put_permission(&self, def: PermissionDef) {
+        self.define(Definition::PutPermission(def));
+    }
+
+    /// Forgets a user's permissions in a virtual host.
+    pub fn delete_permission(&self, user: &str, vhost: &str) {
+        self.define(Definition::DeletePermission {
+            user: user.to_owned(),
+            vhost: vhost.to_owned(),
+        });
+    }
+
+    /// Records a user's topic permissions on an exchange.
+    pub fn put_topic_permission(&self, def: TopicPermissionDef) {
+        self.define(Definition::PutTopicPermission(def));
+    }
+
+    /// Forgets a user's topic permissions on an exchange.
+    pub fn delete_topic_permission(&self, def: TopicPermissionDef) {
+        self.define(Definition::DeleteTopicPermission(def));
+    }
+
     /// Records a durable exchange.
     pub fn put_exchange(&self, def: ExchangeDef) {
         self.define(Definition::PutExchange(def));
@@ -285,11 +322,15 @@ fn open(path: &Path, cache_bytes: u64) -> Result<(Store, Recovered), StoreError>
              message log and cannot read that format",
         ));
     }
+    let before_permissions = !db.tree_names().iter().any(|n| n.as_ref() == b"permissions")
+        && db.tree_names().iter().any(|n| n.as_ref() == b"users");
     let tree = |name: &str| db.open_tree(name).map_err(sled_err);
     let trees = Trees {
         exchanges: tree("exchanges")?,
         users: tree("users")?,
         vhosts: tree("vhosts")?,
+        permissions: tree("permissions")?,
+        topic_permissions: tree("topic_permissions")?,
         queues: tree("queues")?,
         bindings: tree("bindings")?,
         segments: tree("segments")?,
@@ -333,6 +374,19 @@ fn open(path: &Path, cache_bytes: u64) -> Result<(Store, Recovered), StoreError>
         let def = UserDef::decode(&name, &v)
             .ok_or_else(|| refused(&db_path, format!("the definition of user '{name}' is damaged")))?;
         recovered.users.push(def);
+    }
+    recovered.before_permissions = before_permissions;
+    for item in trees.permissions.iter() {
+        let (k, v) = item.map_err(sled_err)?;
+        let def = PermissionDef::decode(&k, &v)
+            .ok_or_else(|| refused(&db_path, "a user's permissions are damaged"))?;
+        recovered.permissions.push(def);
+    }
+    for item in trees.topic_permissions.iter() {
+        let (k, v) = item.map_err(sled_err)?;
+        let def = TopicPermissionDef::decode(&k, &v)
+            .ok_or_else(|| refused(&db_path, "a user's topic permissions are damaged"))?;
+        recovered.topic_permissions.push(def);
     }
     let mut queues = HashMap::new();
     let mut defs = Vec::new();

@@ -17,6 +17,10 @@ pub(crate) struct Trees {
     pub users: Tree,
     /// Virtual host name → nothing: the virtual hosts there are.
     pub vhosts: Tree,
+    /// User and vhost → [`crate::PermissionDef`].
+    pub permissions: Tree,
+    /// User, vhost and exchange → [`crate::TopicPermissionDef`].
+    pub topic_permissions: Tree,
     pub queues: Tree,
     pub bindings: Tree,
     /// Segment number → [`Summary`].

@@ -32,7 +32,10 @@ use std::sync::Arc;
 use tracing::error;
 use warren_codec::Message;
 
-use crate::definitions::{scoped, BindingDef, DestinationKind, ExchangeDef, QueueDef, UserDef};
+use crate::definitions::{
+    permission_key, scoped, take_str, BindingDef, DestinationKind, ExchangeDef, PermissionDef, QueueDef,
+    TopicPermissionDef, UserDef,
+};
 use crate::io::io_error;
 use crate::locations::Locations;
 use crate::record::{self, AckKind, AckRecord, Kind};
@@ -101,6 +104,12 @@ pub(crate) enum Op {
 pub(crate) enum Definition {
     PutVhost(String),
     PutUser(UserDef),
+    DeleteUser(String),
+    DeleteVhost(String),
+    PutPermission(PermissionDef),
+    DeletePermission { user: String, vhost: String },
+    PutTopicPermission(TopicPermissionDef),
+    DeleteTopicPermission(TopicPermissionDef),
     PutExchange(ExchangeDef),
     DeleteExchange { vhost: String, name: String },
     PutQueue(QueueDef),
@@ -417,6 +426,59 @@ impl Writer {
             }
             Definition::PutUser(def) => {
                 t.users.insert(def.name.as_bytes(), def.encode()).map_err(&err)?;
+            }
+            Definition::DeleteUser(name) => {
+                t.users.remove(name.as_bytes()).map_err(&err)?;
+                let mut prefix = Vec::new();
+                crate::definitions::put_str(&name, &mut prefix);
+                for tree in [&t.permissions, &t.topic_permissions] {
+                    for item in tree.scan_prefix(&prefix) {
+                        tree.remove(item.map_err(&err)?.0).map_err(&err)?;
+                    }
+                }
+            }
+            Definition::DeleteVhost(name) => {
+                t.vhosts.remove(name.as_bytes()).map_err(&err)?;
+                // Permission keys are user then vhost: every key is read.
+                let in_vhost = |key: &[u8]| {
+                    take_str(key)
+                        .and_then(|(_, rest)| take_str(rest))
+                        .is_some_and(|(vhost, _)| vhost == name)
+                };
+                for tree in [&t.permissions, &t.topic_permissions] {
+                    for item in tree.iter() {
+                        let (key, _) = item.map_err(&err)?;
+                        if in_vhost(&key) {
+                            tree.remove(key).map_err(&err)?;
+                        }
+                    }
+                }
+                // What its deleted queues and exchanges left: nothing,
+                // unless the vhost is `/`, whose keys have no prefix.
+                if name != crate::DEFAULT_VHOST {
+                    let prefix = scoped(&name, &[]);
+                    for tree in [&t.exchanges, &t.queues, &t.bindings] {
+                        for item in tree.scan_prefix(&prefix) {
+                            tree.remove(item.map_err(&err)?.0).map_err(&err)?;
+                        }
+                    }
+                }
+            }
+            Definition::PutPermission(def) => {
+                t.permissions.insert(def.key(), def.encode()).map_err(&err)?;
+            }
+            Definition::DeletePermission { user, vhost } => {
+                t.permissions
+                    .remove(permission_key(&user, &vhost))
+                    .map_err(&err)?;
+            }
+            Definition::PutTopicPermission(def) => {
+                t.topic_permissions
+                    .insert(def.key(), def.encode())
+                    .map_err(&err)?;
+            }
+            Definition::DeleteTopicPermission(def) => {
+                t.topic_permissions.remove(def.key()).map_err(&err)?;
             }
             Definition::PutExchange(def) => {
                 t.exchanges.insert(def.key(), def.encode()).map_err(&err)?;

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use amq_protocol::protocol::{basic, AMQPClass};
-use warren_codec::Published;
+use warren_codec::{Message, Published};
 
 use super::ack_timeout::Deadline;
 use super::reply_to::REPLY_TO;
@@ -14,6 +14,7 @@ use crate::events::ConfirmTracker;
 use crate::events::ConsumerShared;
 use crate::events::{Decision, Enqueue, QueueCommand};
 use crate::gate::{Gate, CREDIT};
+use crate::permissions::{Permission, Resource};
 use crate::queue::args::ConsumeArgs;
 use crate::queue::expiry::parse_expiration;
 use crate::vhost::Queues;
@@ -52,6 +53,8 @@ impl Connection {
             return self.consume_reply_to(id, m).await;
         }
         let queue_name = self.queue_name(id, m.queue.as_str())?;
+        self.access
+            .check(Permission::Read, Resource::Queue, &queue_name)?;
         let queue = self.vhost.queue(&queue_name, self.id)?;
         let args = ConsumeArgs::parse(&m.arguments, queue_name.as_str(), &self.vhost.name)?;
         let ack_timeout = self.ack_timeout(args.timeout, &queue);
@@ -143,6 +146,8 @@ impl Connection {
         if immediate {
             return Err(AmqpError::not_implemented("immediate=true").for_method(PUBLISH.0, PUBLISH.1));
         }
+        self.check_publish(&message)
+            .map_err(|e| e.for_method(PUBLISH.0, PUBLISH.1))?;
         if let Some(expiration) = message.properties.expiration() {
             if let Err(why) = parse_expiration(expiration.as_str()) {
                 return Err(AmqpError::precondition_failed(format!(
@@ -172,6 +177,22 @@ impl Connection {
             queues,
             dedup,
         })
+    }
+
+    /// The permissions a publish needs, and its `user_id`: write on the
+    /// exchange, topic write for the routing key on a topic exchange, and
+    /// a `user_id` that is the user's own (RabbitMQ's `check_user_id_header`).
+    /// A missing or internal exchange is the router's to refuse.
+    fn check_publish(&mut self, message: &Message) -> Result<(), AmqpError> {
+        let exchange = message.exchange.as_str();
+        self.access
+            .check(Permission::Write, Resource::Exchange, exchange)?;
+        if self.access.has_topic_permissions() && self.vhost.exchange_is_topic(exchange) == Some(true) {
+            self.access
+                .check_topic(Permission::Write, exchange, message.routing_key.as_str())?;
+        }
+        let user_id = message.properties.user_id().as_ref().map(|u| u.as_str());
+        self.access.check_user_id(user_id)
     }
 
     /// Hands a routed message to its queues (or returns it, if mandatory and
@@ -296,9 +317,9 @@ impl Connection {
     }
 
     pub(crate) async fn handle_basic_get(&mut self, id: u16, m: basic::Get) -> Result<(), AmqpError> {
-        let queue = self
-            .vhost
-            .queue(&self.queue_name(id, m.queue.as_str())?, self.id)?;
+        let name = self.queue_name(id, m.queue.as_str())?;
+        self.access.check(Permission::Read, Resource::Queue, &name)?;
+        let queue = self.vhost.queue(&name, self.id)?;
         let got = queue
             .ask(|reply| QueueCommand::Get {
                 no_ack: m.no_ack,

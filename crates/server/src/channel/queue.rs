@@ -1,10 +1,19 @@
 //! queue.declare, queue.bind, queue.unbind, queue.purge, queue.delete.
 
+//!
+//! Permissions, where RabbitMQ checks them: configure on the queue to
+//! declare (not passively; a server-named queue is checked under the name
+//! it gets) or delete it, and, declaring one with a dead-letter exchange,
+//! read on it and write on that exchange; read to purge it. Bindings: see
+//! [`Connection::check_binding`].
+
 use amq_protocol::protocol::{queue, AMQPClass};
+use amq_protocol::types::AMQPValue;
 
 use crate::connection::Connection;
 use crate::events::QueueCommand;
-use crate::vhost::QueueSpec;
+use crate::permissions::{Permission, Resource};
+use crate::vhost::{server_named_queue, QueueSpec};
 use crate::AmqpError;
 
 impl Connection {
@@ -23,9 +32,26 @@ impl Connection {
             .await;
             return Ok(());
         }
+        let server_named = m.queue.as_str().is_empty() && !m.passive;
+        let name = match server_named {
+            true => server_named_queue(),
+            false => m.queue.to_string(),
+        };
+        if !m.passive {
+            self.access.check(Permission::Configure, Resource::Queue, &name)?;
+            let dead_letter_exchange = match m.arguments.inner().get("x-dead-letter-exchange") {
+                Some(AMQPValue::LongString(dlx)) => Some(dlx.to_string()),
+                _ => None,
+            };
+            if let Some(dlx) = dead_letter_exchange.filter(|_| self.vhost.queue(&name, self.id).is_err()) {
+                self.access.check(Permission::Read, Resource::Queue, &name)?;
+                self.access.check(Permission::Write, Resource::Exchange, &dlx)?;
+            }
+        }
         let handle = self.vhost.declare_queue(
             QueueSpec {
-                name: m.queue.as_str(),
+                name: &name,
+                server_named,
                 passive: m.passive,
                 // RabbitMQ: an exclusive queue is never durable, whatever was asked.
                 durable: m.durable && !m.exclusive,
@@ -70,6 +96,7 @@ impl Connection {
             ("", "") => queue.as_str(),
             (_, key) => key,
         };
+        self.check_binding(Resource::Queue, &queue, m.exchange.as_str(), routing_key)?;
         self.vhost
             .bind_queue(&queue, m.exchange.as_str(), routing_key, &m.arguments, self.id)?;
         self.reply(
@@ -83,6 +110,12 @@ impl Connection {
 
     pub(crate) async fn handle_queue_unbind(&mut self, id: u16, m: queue::Unbind) -> Result<(), AmqpError> {
         let queue = self.queue_name(id, m.queue.as_str())?;
+        self.check_binding(
+            Resource::Queue,
+            &queue,
+            m.exchange.as_str(),
+            m.routing_key.as_str(),
+        )?;
         self.vhost.unbind_queue(
             &queue,
             m.exchange.as_str(),
@@ -99,9 +132,9 @@ impl Connection {
     }
 
     pub(crate) async fn handle_queue_purge(&mut self, id: u16, m: queue::Purge) -> Result<(), AmqpError> {
-        let handle = self
-            .vhost
-            .queue(&self.queue_name(id, m.queue.as_str())?, self.id)?;
+        let name = self.queue_name(id, m.queue.as_str())?;
+        self.access.check(Permission::Read, Resource::Queue, &name)?;
+        let handle = self.vhost.queue(&name, self.id)?;
         let message_count = handle.ask(QueueCommand::Purge).await.unwrap_or(0);
         self.reply(
             id,
@@ -113,7 +146,9 @@ impl Connection {
     }
 
     pub(crate) async fn handle_queue_delete(&mut self, id: u16, m: queue::Delete) -> Result<(), AmqpError> {
-        let message_count = match self.vhost.queue(&self.queue_name(id, m.queue.as_str())?, self.id) {
+        let name = self.queue_name(id, m.queue.as_str())?;
+        self.access.check(Permission::Configure, Resource::Queue, &name)?;
+        let message_count = match self.vhost.queue(&name, self.id) {
             Ok(handle) => {
                 let deleted = handle
                     .ask(|reply| QueueCommand::Delete {

@@ -18,6 +18,7 @@ use warren_codec::{CodecError, Frame, FrameCodec, PROTOCOL_HEADER};
 
 use super::liveness::Counted;
 use crate::broker::{Broker, ConnectionSlot};
+use crate::permissions::Access;
 use crate::AmqpError;
 
 /// The largest frame read before connection.open: a client that has not
@@ -29,7 +30,8 @@ pub(crate) const PRE_OPEN_FRAME_MAX: u32 = 4096 + 8;
 /// What the handshake settled.
 #[derive(Debug)]
 pub(crate) struct Negotiated {
-    pub user: String,
+    /// The user, and what they may do in the vhost.
+    pub access: Access,
     pub vhost: std::sync::Arc<crate::vhost::VHost>,
     pub channel_max: u16,
     pub heartbeat: u16,
@@ -242,6 +244,7 @@ pub(crate) async fn negotiate(
             .for_method(10, 40)
             .into());
     };
+    let access = Access::open(broker.users.clone(), &user, name).map_err(|e| e.for_method(10, 40))?;
     let Some(slot) = broker.admit() else {
         return Err(AmqpError::not_allowed(format!(
             "connection refused: node connection limit ({}) is reached",
@@ -257,7 +260,7 @@ pub(crate) async fn negotiate(
         .await
         .map_err(|_| Refused::Closed)?;
     Ok(Negotiated {
-        user,
+        access,
         vhost,
         channel_max,
         heartbeat,

@@ -36,6 +36,7 @@ use crate::broker::Broker;
 use crate::channel::ack_timeout::Deadline;
 use crate::channel::{Channel, ChannelState, PendingPublishes, QueueBatches, Settle};
 use crate::events::{ConnEvent, Delivery, Outcome, QueueCommand, QueueHandle};
+use crate::permissions::Access;
 use crate::vhost::{RouteCache, VHost};
 use crate::AmqpError;
 
@@ -69,8 +70,8 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct Connection {
     pub(crate) id: u64,
-    /// The user it logged in as.
-    pub(crate) user: String,
+    /// The user it logged in as, and their permissions in the vhost.
+    pub(crate) access: Access,
     pub(crate) vhost: Arc<VHost>,
     /// Frames for the writer task; bounded, see [`writer`].
     writer: mpsc::Sender<writer::Out>,
@@ -189,16 +190,23 @@ pub async fn serve(
             return;
         }
     };
-    info!(user = %negotiated.user, vhost = %negotiated.vhost.name, "connection opened");
+    info!(user = %negotiated.access.user(), vhost = %negotiated.vhost.name, "connection opened");
     let heartbeat = (negotiated.heartbeat > 0).then(|| writer::Heartbeat {
         interval: Duration::from_secs(u64::from(negotiated.heartbeat)),
         activity: activity.clone(),
     });
     let (writer, writer_task) = writer::spawn(sink, heartbeat, shutdown.resubscribe());
     let (inbox, mut inbox_rx) = mpsc::unbounded_channel();
+    let listed = broker.list_connection(
+        id,
+        peer,
+        negotiated.access.user(),
+        &negotiated.vhost.name,
+        inbox.clone(),
+    );
     let mut conn = Connection {
         id,
-        user: negotiated.user.clone(),
+        access: negotiated.access,
         vhost: negotiated.vhost.clone(),
         writer,
         inbox,
@@ -290,6 +298,7 @@ pub async fn serve(
         conn.release_everything(&mut inbox_rx).await;
     }
     drop(conn);
+    drop(listed);
     drop(negotiated.slot);
     finish_writer(writer_task).await;
     info!("connection closed");
@@ -614,7 +623,7 @@ impl Connection {
             // the secret (probed on 3.10.8 with pika: a wrong secret gets
             // update-secret-ok too). Warren's users are internal ones.
             AMQPClass::Connection(connection::AMQPMethod::UpdateSecret(update)) => {
-                info!(user = %self.user, reason = %update.reason, "user updated secret");
+                info!(user = %self.access.user(), reason = %update.reason, "user updated secret");
                 let ok = connection::AMQPMethod::UpdateSecretOk(connection::UpdateSecretOk {});
                 self.send(0, AMQPClass::Connection(ok)).await;
                 Ok(None)
@@ -733,6 +742,7 @@ impl Connection {
 
     async fn handle_event(&mut self, event: ConnEvent) -> Result<(), AmqpError> {
         match event {
+            ConnEvent::Close(reason) => return Err(AmqpError::connection_forced(reason)),
             ConnEvent::Deliver(deliveries) => {
                 // One clock reading for the batch's deadlines.
                 let now = tokio::time::Instant::now();

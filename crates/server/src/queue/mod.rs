@@ -299,6 +299,7 @@ mod tests {
         let arguments = FieldTable::default();
         let spec = || QueueSpec {
             name: "q",
+            server_named: false,
             passive: false,
             durable: false,
             exclusive: false,

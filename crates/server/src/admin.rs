@@ -1,0 +1,324 @@
+//! Administration of a running broker: what `warren ctl` and the management
+//! API do (rabbitmqctl's verbs), in one place, with no HTTP in it.
+//!
+//! - virtual hosts: add, delete (closing its connections and deleting its
+//!   queues, whose messages go with them), list;
+//! - permissions and topic permissions: set, checked against the users and
+//!   virtual hosts that exist, and clear;
+//! - connections: list, close (320 CONNECTION_FORCED, as
+//!   `rabbitmqctl close_connection` does);
+//! - queues, exchanges, bindings and consumers: list with their counts;
+//!   purge and delete a queue.
+//!
+//! Users themselves are [`crate::users::Users`]'.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use amq_protocol::types::FieldTable;
+use tokio::sync::mpsc;
+use tracing::info;
+use warren_store::{PermissionDef, TopicPermissionDef};
+
+use crate::broker::Broker;
+use crate::events::{ConnEvent, QueueCommand, QueueHandle};
+use crate::vhost::VHost;
+use crate::AmqpError;
+
+/// Why an administrative request was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    /// What it names does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// It is malformed, or not allowed.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<AmqpError> for AdminError {
+    fn from(e: AmqpError) -> Self {
+        match e.code() {
+            404 => AdminError::NotFound(e.to_string()),
+            _ => AdminError::Invalid(e.to_string()),
+        }
+    }
+}
+
+/// An open connection, as listed.
+#[derive(Clone, Debug)]
+pub struct ConnectionInfo {
+    /// Its name, unique among open connections: the peer's address.
+    pub name: String,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The user it logged in as.
+    pub user: String,
+    /// Its virtual host.
+    pub vhost: String,
+    /// When it opened, in milliseconds since the Unix epoch.
+    pub connected_at: u64,
+    /// Its inbox, to close it.
+    inbox: mpsc::UnboundedSender<ConnEvent>,
+}
+
+/// The open connections, by id.
+#[derive(Debug, Default)]
+pub(crate) struct Connections(Mutex<HashMap<u64, ConnectionInfo>>);
+
+impl Connections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ConnectionInfo>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A connection's place in the list, given back on drop.
+#[derive(Debug)]
+pub(crate) struct Listed {
+    broker: Arc<Broker>,
+    id: u64,
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        self.broker.connections.lock().remove(&self.id);
+    }
+}
+
+/// A queue, as listed.
+#[derive(Clone, Debug)]
+pub struct QueueInfo {
+    /// Its virtual host.
+    pub vhost: String,
+    /// Its name.
+    pub name: String,
+    /// Survives a restart.
+    pub durable: bool,
+    /// Deleted when its last consumer goes.
+    pub auto_delete: bool,
+    /// Owned by one connection.
+    pub exclusive: bool,
+    /// Declare arguments.
+    pub arguments: FieldTable,
+    /// Messages ready for delivery.
+    pub messages: u32,
+    /// Consumers.
+    pub consumers: u32,
+}
+
+/// An exchange, as listed.
+#[derive(Clone, Debug)]
+pub struct ExchangeInfo {
+    /// Its virtual host.
+    pub vhost: String,
+    /// Its name (empty: the default exchange).
+    pub name: String,
+    /// Its type.
+    pub kind: String,
+    /// Survives a restart.
+    pub durable: bool,
+    /// Deleted when its last binding goes.
+    pub auto_delete: bool,
+    /// Clients may not publish to it.
+    pub internal: bool,
+    /// Declare arguments.
+    pub arguments: FieldTable,
+}
+
+/// A binding, as listed.
+#[derive(Clone, Debug)]
+pub struct BindingInfo {
+    /// Its virtual host.
+    pub vhost: String,
+    /// The source exchange.
+    pub source: String,
+    /// The destination's name.
+    pub destination: String,
+    /// `queue` or `exchange`.
+    pub destination_type: &'static str,
+    /// The binding key.
+    pub routing_key: String,
+    /// Binding arguments.
+    pub arguments: FieldTable,
+}
+
+impl Broker {
+    /// Lists a connection that has opened; it leaves the list when the
+    /// returned value is dropped, as the connection ends.
+    pub(crate) fn list_connection(
+        self: &Arc<Self>,
+        id: u64,
+        peer: SocketAddr,
+        user: &str,
+        vhost: &str,
+        inbox: mpsc::UnboundedSender<ConnEvent>,
+    ) -> Listed {
+        let info = ConnectionInfo {
+            name: peer.to_string(),
+            peer,
+            user: user.to_owned(),
+            vhost: vhost.to_owned(),
+            connected_at: crate::clock::wall_ms(),
+            inbox,
+        };
+        self.connections.lock().insert(id, info);
+        Listed {
+            broker: self.clone(),
+            id,
+        }
+    }
+
+    /// The open connections.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        let mut all: Vec<ConnectionInfo> = self.connections.lock().values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Closes the connection called `name` with 320 and `reason`; false if
+    /// there is none.
+    pub fn close_connection(&self, name: &str, reason: &str) -> bool {
+        let connections = self.connections.lock();
+        let Some(info) = connections.values().find(|c| c.name == name) else {
+            return false;
+        };
+        info!(connection = name, reason, "closing connection on request");
+        let _ = info.inbox.send(ConnEvent::Close(reason.to_owned()));
+        true
+    }
+
+    /// Deletes a virtual host: its connections are closed (320), its queues
+    /// deleted with their messages, and its definitions and permissions
+    /// forgotten. False if there is none.
+    pub async fn delete_vhost(&self, name: &str) -> bool {
+        let Some(vhost) = self.remove_vhost(name) else {
+            return false;
+        };
+        for info in self.connections().into_iter().filter(|c| c.vhost == name) {
+            let _ = info
+                .inbox
+                .send(ConnEvent::Close(format!("vhost '{name}' is deleted")));
+        }
+        for queue in vhost.queue_handles() {
+            delete(&queue).await;
+        }
+        vhost.delete_exchanges();
+        self.users.forget_vhost(name);
+        self.store.delete_vhost(name);
+        info!(vhost = name, "virtual host deleted");
+        true
+    }
+
+    fn vhost_or_404(&self, name: &str) -> Result<Arc<VHost>, AdminError> {
+        self.vhost(name)
+            .ok_or_else(|| AdminError::NotFound(format!("no vhost '{name}'")))
+    }
+
+    fn user_or_404(&self, name: &str) -> Result<(), AdminError> {
+        match self.users.exists(name) {
+            true => Ok(()),
+            false => Err(AdminError::NotFound(format!("no user '{name}'"))),
+        }
+    }
+
+    /// Sets a user's permissions in a vhost; both must exist.
+    pub fn set_permissions(&self, def: PermissionDef) -> Result<(), AdminError> {
+        self.user_or_404(&def.user)?;
+        self.vhost_or_404(&def.vhost)?;
+        self.users.set_permissions(def).map_err(AdminError::Invalid)
+    }
+
+    /// Sets a user's topic permissions on an exchange of a vhost; the user
+    /// and the vhost must exist (the exchange need not, as in RabbitMQ).
+    pub fn set_topic_permissions(&self, def: TopicPermissionDef) -> Result<(), AdminError> {
+        self.user_or_404(&def.user)?;
+        self.vhost_or_404(&def.vhost)?;
+        self.users.set_topic_permissions(def).map_err(AdminError::Invalid)
+    }
+
+    fn vhosts_named(&self, vhost: Option<&str>) -> Result<Vec<Arc<VHost>>, AdminError> {
+        let mut vhosts = match vhost {
+            Some(name) => vec![self.vhost_or_404(name)?],
+            None => self.vhosts(),
+        };
+        vhosts.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(vhosts)
+    }
+
+    /// The queues of a vhost, or of all, with their counts.
+    pub async fn queues(&self, vhost: Option<&str>) -> Result<Vec<QueueInfo>, AdminError> {
+        let mut all = Vec::new();
+        for vhost in self.vhosts_named(vhost)? {
+            let mut handles = vhost.queue_handles();
+            handles.sort_by(|a, b| a.name.cmp(&b.name));
+            for queue in handles {
+                // A queue that ends meanwhile is listed empty.
+                let (messages, consumers) = queue.ask(QueueCommand::Stats).await.unwrap_or((0, 0));
+                all.push(QueueInfo {
+                    vhost: vhost.name.clone(),
+                    name: queue.name.to_string(),
+                    durable: queue.durable,
+                    auto_delete: queue.auto_delete,
+                    exclusive: queue.exclusive_owner.is_some(),
+                    arguments: queue.arguments.clone(),
+                    messages,
+                    consumers,
+                });
+            }
+        }
+        Ok(all)
+    }
+
+    /// The exchanges of a vhost, or of all.
+    pub fn exchanges(&self, vhost: Option<&str>) -> Result<Vec<ExchangeInfo>, AdminError> {
+        Ok(self
+            .vhosts_named(vhost)?
+            .iter()
+            .flat_map(|v| v.exchange_infos())
+            .collect())
+    }
+
+    /// The bindings of a vhost, or of all.
+    pub fn bindings(&self, vhost: Option<&str>) -> Result<Vec<BindingInfo>, AdminError> {
+        Ok(self
+            .vhosts_named(vhost)?
+            .iter()
+            .flat_map(|v| v.binding_infos())
+            .collect())
+    }
+
+    fn queue_or_404(&self, vhost: &str, name: &str) -> Result<Arc<QueueHandle>, AdminError> {
+        self.vhost_or_404(vhost)?
+            .queue_handles()
+            .into_iter()
+            .find(|q| q.name.as_str() == name)
+            .ok_or_else(|| AdminError::NotFound(format!("no queue '{name}' in vhost '{vhost}'")))
+    }
+
+    /// Empties a queue; how many messages it dropped.
+    pub async fn purge_queue(&self, vhost: &str, name: &str) -> Result<u32, AdminError> {
+        let queue = self.queue_or_404(vhost, name)?;
+        Ok(queue.ask(QueueCommand::Purge).await.unwrap_or(0))
+    }
+
+    /// Deletes a queue, whoever owns or consumes from it; how many
+    /// messages went with it.
+    pub async fn delete_queue(&self, vhost: &str, name: &str) -> Result<u32, AdminError> {
+        let queue = self.queue_or_404(vhost, name)?;
+        Ok(delete(&queue).await)
+    }
+}
+
+/// Deletes a queue unconditionally; how many messages went with it.
+async fn delete(queue: &QueueHandle) -> u32 {
+    queue
+        .ask(|reply| QueueCommand::Delete {
+            if_unused: false,
+            if_empty: false,
+            reply,
+        })
+        .await
+        .and_then(Result::ok)
+        .unwrap_or(0)
+}
