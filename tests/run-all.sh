@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-cargo build --locked -p warren-server
+cargo build --locked -p warren
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked
 else

@@ -47,7 +47,7 @@ if [ -z "${AMQP_URL:-}" ]; then
   data_dir=$(mktemp -d)
   # The default listener's way: [::], dual-stack. The scripts reach it as
   # `localhost`, which Node resolves to ::1 first and Python to 127.0.0.1.
-  "$bin" --bind "[::]:$port" --data-dir "$data_dir" >"$data_dir/broker.log" 2>&1 &
+  "$bin" --bind "[::]:$port" --management-bind 127.0.0.1:0 --data-dir "$data_dir" >"$data_dir/broker.log" 2>&1 &
   broker_pid=$!
   deadline=$((SECONDS + 30))
   until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do

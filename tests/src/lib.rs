@@ -28,6 +28,9 @@ pub struct TestBroker {
     pub url: String,
     /// Host and port, for raw sockets.
     pub addr: SocketAddr,
+    /// The management API's `http://` address: Warren's, or the
+    /// reference's (`MANAGEMENT_URL`, by default RabbitMQ's on 15682).
+    pub management: String,
     /// The in-process broker, for Warren-only tests that act on it as an
     /// operator would (e.g. change its memory watermark).
     pub warren: Option<std::sync::Arc<warren_server::broker::Broker>>,
@@ -66,6 +69,8 @@ pub async fn start_warren_on(
     configure: impl FnOnce(&mut warren_server::Config),
 ) -> TestBroker {
     let mut listeners = warren_server::listener::bind(&[bind.parse().unwrap()]).unwrap();
+    let api = warren_server::listener::bind(&["127.0.0.1:0".parse().unwrap()]).unwrap();
+    let management = format!("http://{}", api[0].local_addr().unwrap());
     let addr = listeners[0].local_addr().unwrap();
     // A wildcard listener is reached on the loopback, as `warren ping` reaches it.
     let addr = warren_server::ping::local_address(addr);
@@ -77,14 +82,23 @@ pub async fn start_warren_on(
         .expect("the store opens");
     let warren = broker.clone();
     let task = tokio::spawn(async move {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let until_stopped = async move {
+            let mut stopped = stopped;
+            let _ = stopped.wait_for(|s| *s).await;
+        };
+        let api = tokio::spawn(warren_management::serve(broker.clone(), api, until_stopped));
         let shutdown = async move {
             let _ = rx.await;
+            let _ = stop.send(true);
         };
         warren_server::serve(broker, std::mem::take(&mut listeners), shutdown).await;
+        let _ = api.await;
     });
     TestBroker {
         url: format!("amqp://guest:guest@{addr}/%2f"),
         addr,
+        management,
         warren: Some(warren),
         shutdown: Some(tx),
         task: Some(task),
@@ -97,9 +111,11 @@ async fn external_broker() -> TestBroker {
     let authority = url.split("://").nth(1).unwrap_or(&url);
     let host_port = authority.rsplit('@').next().unwrap().split('/').next().unwrap();
     let addr = tokio::net::lookup_host(host_port).await.unwrap().next().unwrap();
+    let management = std::env::var("MANAGEMENT_URL").unwrap_or_else(|_| "http://127.0.0.1:15682".to_owned());
     TestBroker {
         url,
         addr,
+        management,
         warren: None,
         shutdown: None,
         task: None,
@@ -118,6 +134,47 @@ impl TestBroker {
         Connection::connect(&self.url, ConnectionProperties::default())
             .await
             .unwrap()
+    }
+
+    /// A management API request as `guest`: its status and JSON body.
+    /// `path` is escaped already (see [`warren_management::client::segment`]).
+    pub async fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        self.admin_as("guest", "guest", method, path, body).await
+    }
+
+    /// [`TestBroker::admin`] as another user.
+    pub async fn admin_as(
+        &self,
+        user: &str,
+        password: &str,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let client = warren_management::client::Client::new(&self.management, user, password);
+        let (method, path) = (method.to_owned(), path.to_owned());
+        tokio::task::spawn_blocking(move || client.request(&method, &path, body.as_ref()))
+            .await
+            .unwrap()
+            .expect("the management API answers")
+    }
+
+    /// A connection as `user` to `vhost`, or the broker's refusal.
+    pub async fn connect_as(&self, user: &str, password: &str, vhost: &str) -> lapin::Result<Connection> {
+        use warren_management::client::segment;
+        let url = format!(
+            "amqp://{}:{}@{}/{}",
+            segment(user),
+            segment(password),
+            self.addr,
+            segment(vhost)
+        );
+        Connection::connect(&url, ConnectionProperties::default()).await
     }
 
     /// A lapin connection and one channel on it.
@@ -380,7 +437,7 @@ pub fn warren_binary() -> std::path::PathBuf {
     let bin = dir.join("warren");
     assert!(
         bin.exists(),
-        "{} is missing: run `cargo build -p warren-server` first",
+        "{} is missing: run `cargo build -p warren` first",
         bin.display()
     );
     bin

@@ -16,6 +16,7 @@ async fn log_until_listening(args: &[&str]) -> Vec<String> {
 async fn log_until_listening_with(args: &[&str], env: &[(&str, &str)]) -> Vec<String> {
     let data_dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(warren_binary())
+        .env("WARREN_MANAGEMENT_BIND", "127.0.0.1:0")
         .args(["--bind", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir.path())
         .args(args)
@@ -83,6 +84,7 @@ async fn a_failed_login_is_logged_with_the_peer_and_never_the_password() {
         let data_dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut child = Command::new(warren_binary())
+            .env("WARREN_MANAGEMENT_BIND", "127.0.0.1:0")
             .args(["--bind", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(data_dir.path())
             .env("WARREN_DEFAULT_USER", "ops")
@@ -132,6 +134,7 @@ async fn ping_says_whether_a_broker_answers() {
         let broker = start_broker().await;
         let ping = |addr: String| async move {
             Command::new(warren_binary())
+                .env("WARREN_MANAGEMENT_BIND", "127.0.0.1:0")
                 .args(["ping", "--addr", &addr, "--timeout", "2000"])
                 .output()
                 .await
@@ -181,6 +184,7 @@ async fn the_image_environment_runs_a_broker_its_healthcheck_and_default_user_se
                 // The image's port and volume, moved to this test's own.
                 "WARREN_BIND" => (key, value.replace(":5672", &format!(":{port}"))),
                 "WARREN_DATA_DIR" => (key, data_dir.path().display().to_string()),
+                "WARREN_MANAGEMENT_BIND" => (key, value.replace(":15672", ":0")),
                 _ => (key, value),
             })
             .chain([
@@ -194,6 +198,7 @@ async fn the_image_environment_runs_a_broker_its_healthcheck_and_default_user_se
             "{env:?}"
         );
         let mut broker = Command::new(warren_binary())
+            .env("WARREN_MANAGEMENT_BIND", "127.0.0.1:0")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -207,6 +212,7 @@ async fn the_image_environment_runs_a_broker_its_healthcheck_and_default_user_se
         }
         // The HEALTHCHECK's command, in the same environment.
         let health = Command::new(warren_binary())
+            .env("WARREN_MANAGEMENT_BIND", "127.0.0.1:0")
             .args(["ping", "--timeout", "5000"])
             .envs(env.iter().map(|(k, v)| (k, v)))
             .output()
@@ -243,6 +249,7 @@ async fn the_configuration_file_is_under_the_environment_and_refused_when_wrong(
         // A bad value stops it at start, naming the file and the key.
         std::fs::write(&file, "log_format = \"json\"\nchannel_max = 0\n").unwrap();
         let refused = Command::new(warren_binary())
+            .env("WARREN_MANAGEMENT_BIND", "127.0.0.1:0")
             .args(["--config", config])
             .output()
             .await

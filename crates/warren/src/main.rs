@@ -1,4 +1,7 @@
-//! `warren`: run the broker.
+//! `warren`: run the broker; `warren ping` checks that one answers;
+//! `warren ctl` administers one (rabbitmqctl's verbs).
+
+mod ctl;
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -32,6 +35,15 @@ struct Args {
     /// falls back to 0.0.0.0 where the machine has no IPv6.
     #[arg(long, env = "WARREN_BIND", default_value = "[::]:5672", value_delimiter = ',')]
     bind: Vec<SocketAddr>,
+    /// Addresses for the management HTTP API (RabbitMQ's paths; `warren
+    /// ctl` uses it), like `--bind`.
+    #[arg(
+        long,
+        env = "WARREN_MANAGEMENT_BIND",
+        default_value = "[::]:15672",
+        value_delimiter = ','
+    )]
+    management_bind: Vec<SocketAddr>,
     /// Directory for durable state.
     #[arg(long, env = "WARREN_DATA_DIR", default_value = "./warren-data")]
     data_dir: PathBuf,
@@ -115,6 +127,10 @@ enum Command {
         #[arg(long, default_value_t = 5000)]
         timeout: u64,
     },
+    /// Administer a running broker through its management API, as
+    /// rabbitmqctl does: users, vhosts, permissions, queues, connections,
+    /// definitions.
+    Ctl(ctl::Ctl),
 }
 
 /// The flags, over the environment, over the configuration file, over the
@@ -155,6 +171,12 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Ctl(ctl)) = args.command {
+        // Blocking HTTP: off the runtime's threads.
+        return tokio::task::spawn_blocking(move || ctl::run(ctl))
+            .await
+            .unwrap_or(std::process::ExitCode::FAILURE);
+    }
     if let Some(Command::Ping { addr, timeout }) = args.command {
         let first = args
             .bind
@@ -215,7 +237,29 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
-    warren_server::serve(broker, listeners, shutdown_signal()).await;
+    let management = match warren_server::listener::bind(&args.management_bind) {
+        Ok(listeners) => listeners,
+        Err(e) => {
+            tracing::error!(bind = ?args.management_bind, error = %e, "cannot listen for the management API");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    // One signal stops both servers.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    let api = tokio::spawn(warren_management::serve(
+        broker.clone(),
+        management,
+        until_stopped(stopped.clone()),
+    ));
+    warren_server::serve(broker, listeners, until_stopped(stopped)).await;
+    let _ = api.await;
     std::process::ExitCode::SUCCESS
 }
 

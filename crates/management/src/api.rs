@@ -1,0 +1,547 @@
+//! The routes of the management API, on RabbitMQ's paths, with its JSON
+//! shapes and status codes: 200 with a body, 201 for a PUT that created,
+//! 204 for one that changed or a DELETE, 400 `bad_request`, 401
+//! `not_authorised`, 404 `Object Not Found`.
+//!
+//! Every request is authenticated with HTTP basic authentication against
+//! the broker's users, as AMQP logins are (`guest` only from the loopback
+//! unless allowed). Reading needs the `administrator` or `monitoring` tag;
+//! changing anything, `administrator`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tracing::{info, warn};
+use warren_server::admin::AdminError;
+use warren_server::broker::Broker;
+use warren_store::{PermissionDef, TopicPermissionDef, UserDef};
+
+use crate::definitions::{self, Definitions, SHA256};
+use crate::json::table_to_json;
+
+type Shared = State<Arc<Broker>>;
+
+/// An error as RabbitMQ's API writes one.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl ApiError {
+    fn bad_request(reason: impl Into<String>) -> Self {
+        Self(StatusCode::BAD_REQUEST, reason.into())
+    }
+
+    fn not_found() -> Self {
+        Self(StatusCode::NOT_FOUND, "Not Found".to_owned())
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::NotFound(_) => Self::not_found(),
+            AdminError::Invalid(why) => Self::bad_request(why),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let error = match self.0 {
+            StatusCode::NOT_FOUND => "Object Not Found",
+            StatusCode::UNAUTHORIZED => "not_authorised",
+            _ => "bad_request",
+        };
+        (self.0, Json(json!({"error": error, "reason": self.1}))).into_response()
+    }
+}
+
+type Answer = Result<Response, ApiError>;
+
+fn ok(value: Value) -> Answer {
+    Ok(Json(value).into_response())
+}
+
+fn created(new: bool) -> Answer {
+    Ok(match new {
+        true => StatusCode::CREATED,
+        false => StatusCode::NO_CONTENT,
+    }
+    .into_response())
+}
+
+fn no_content(found: bool) -> Answer {
+    match found {
+        true => Ok(StatusCode::NO_CONTENT.into_response()),
+        false => Err(ApiError::not_found()),
+    }
+}
+
+/// A JSON body, or `{}` for an empty one (RabbitMQ takes a bare PUT of a
+/// vhost).
+fn body<T: for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<T, ApiError> {
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        bytes
+    };
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+}
+
+/// The API's routes.
+pub fn router(broker: Arc<Broker>) -> Router {
+    Router::new()
+        .route("/api/overview", get(overview))
+        .route("/api/whoami", get(whoami))
+        .route("/api/vhosts", get(list_vhosts))
+        .route(
+            "/api/vhosts/{vhost}",
+            get(get_vhost).put(put_vhost).delete(delete_vhost),
+        )
+        .route("/api/users", get(list_users))
+        .route(
+            "/api/users/{user}",
+            get(get_user).put(put_user).delete(delete_user),
+        )
+        .route("/api/permissions", get(list_permissions))
+        .route(
+            "/api/permissions/{vhost}/{user}",
+            get(get_permissions)
+                .put(put_permissions)
+                .delete(delete_permissions),
+        )
+        .route("/api/topic-permissions", get(list_topic_permissions))
+        .route(
+            "/api/topic-permissions/{vhost}/{user}",
+            get(get_topic_permissions)
+                .put(put_topic_permissions)
+                .delete(delete_topic_permissions),
+        )
+        .route("/api/queues", get(list_queues))
+        .route("/api/queues/{vhost}", get(list_queues_in))
+        .route("/api/queues/{vhost}/{name}", get(get_queue).delete(delete_queue))
+        .route("/api/queues/{vhost}/{name}/contents", delete(purge_queue))
+        .route("/api/exchanges", get(list_exchanges))
+        .route("/api/exchanges/{vhost}", get(list_exchanges_in))
+        .route("/api/bindings", get(list_bindings))
+        .route("/api/bindings/{vhost}", get(list_bindings_in))
+        .route("/api/connections", get(list_connections))
+        .route(
+            "/api/connections/{name}",
+            get(get_connection).delete(close_connection),
+        )
+        .route("/api/definitions", get(export).post(import))
+        .layer(middleware::from_fn_with_state(broker.clone(), authenticate))
+        .with_state(broker)
+}
+
+/// HTTP basic authentication against the broker's users, and the tags the
+/// method needs.
+async fn authenticate(
+    State(broker): Shared,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let unauthorised = |reason: &str| {
+        let mut response = ApiError(StatusCode::UNAUTHORIZED, reason.to_owned()).into_response();
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Basic realm=\"Warren Management\""),
+        );
+        response
+    };
+    let Some((user, password)) = basic_credentials(request.headers()) else {
+        return unauthorised("Login failed");
+    };
+    let loopback_only =
+        user == "guest" && !broker.config.allow_remote_guest && !peer.ip().to_canonical().is_loopback();
+    if !broker.users.authenticate(&user, &password) || loopback_only {
+        warn!(%peer, %user, "management login failed");
+        return unauthorised("Login failed");
+    }
+    let may_read = ["administrator", "monitoring"]
+        .iter()
+        .any(|t| broker.users.has_tag(&user, t));
+    let may_write = broker.users.has_tag(&user, "administrator");
+    let reading = matches!(*request.method(), Method::GET | Method::HEAD);
+    if !(may_write || (reading && may_read)) {
+        return unauthorised("Not administrator user");
+    }
+    if !reading {
+        info!(%peer, %user, method = %request.method(), path = %request.uri().path(), "management request");
+    }
+    next.run(request).await
+}
+
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
+    let (user, password) = decoded.split_once(':')?;
+    Some((user.to_owned(), password.to_owned()))
+}
+
+async fn overview() -> Answer {
+    ok(json!({
+        "product_name": "Warren",
+        "product_version": env!("CARGO_PKG_VERSION"),
+        "management_version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+async fn whoami(State(broker): Shared, headers: HeaderMap) -> Answer {
+    let (name, _) = basic_credentials(&headers).unwrap_or_default();
+    let tags = broker
+        .users
+        .list()
+        .into_iter()
+        .find(|u| u.name == name)
+        .map(|u| u.tags);
+    ok(json!({"name": name, "tags": tags.unwrap_or_default()}))
+}
+
+fn vhost_json(name: &str) -> Value {
+    json!({"name": name})
+}
+
+async fn list_vhosts(State(broker): Shared) -> Answer {
+    let mut names: Vec<String> = broker.vhosts().iter().map(|v| v.name.clone()).collect();
+    names.sort();
+    ok(names.iter().map(|n| vhost_json(n)).collect())
+}
+
+async fn get_vhost(State(broker): Shared, Path(vhost): Path<String>) -> Answer {
+    match broker.vhost(&vhost) {
+        Some(_) => ok(vhost_json(&vhost)),
+        None => Err(ApiError::not_found()),
+    }
+}
+
+async fn put_vhost(State(broker): Shared, Path(vhost): Path<String>) -> Answer {
+    created(broker.add_vhost(&vhost))
+}
+
+async fn delete_vhost(State(broker): Shared, Path(vhost): Path<String>) -> Answer {
+    no_content(broker.delete_vhost(&vhost).await)
+}
+
+fn user_json(user: &UserDef) -> Value {
+    json!({
+        "name": user.name,
+        "password_hash": user.password_hash,
+        "hashing_algorithm": SHA256,
+        "tags": user.tags,
+        "limits": {},
+    })
+}
+
+async fn list_users(State(broker): Shared) -> Answer {
+    ok(broker.users.list().iter().map(user_json).collect())
+}
+
+async fn get_user(State(broker): Shared, Path(user): Path<String>) -> Answer {
+    let users = broker.users.list();
+    let user = users
+        .iter()
+        .find(|u| u.name == user)
+        .ok_or_else(ApiError::not_found)?;
+    ok(user_json(user))
+}
+
+/// PUT /api/users/{user}: `password` or `password_hash`, and `tags`.
+#[derive(Deserialize)]
+struct PutUser {
+    password: Option<String>,
+    password_hash: Option<String>,
+    hashing_algorithm: Option<String>,
+    #[serde(default, deserialize_with = "definitions::tags")]
+    tags: Vec<String>,
+}
+
+async fn put_user(State(broker): Shared, Path(name): Path<String>, bytes: Bytes) -> Answer {
+    let put: PutUser = body(&bytes)?;
+    if put.hashing_algorithm.as_deref().is_some_and(|a| a != SHA256) {
+        return Err(ApiError::bad_request(format!("only {SHA256} is supported")));
+    }
+    let password_hash = match (put.password, put.password_hash) {
+        (Some(password), _) => warren_server::users::hash_password(&password),
+        (None, Some(hash)) => hash,
+        (None, None) => return Err(ApiError::bad_request("password or password_hash must be set")),
+    };
+    let new = !broker.users.exists(&name);
+    broker.users.put(UserDef {
+        name,
+        password_hash,
+        tags: put.tags,
+    });
+    created(new)
+}
+
+async fn delete_user(State(broker): Shared, Path(user): Path<String>) -> Answer {
+    no_content(broker.users.delete(&user))
+}
+
+fn permission_json(p: &PermissionDef) -> Value {
+    json!({"user": p.user, "vhost": p.vhost, "configure": p.configure, "write": p.write, "read": p.read})
+}
+
+async fn list_permissions(State(broker): Shared) -> Answer {
+    ok(broker.users.permissions().iter().map(permission_json).collect())
+}
+
+async fn get_permissions(State(broker): Shared, Path((vhost, user)): Path<(String, String)>) -> Answer {
+    let all = broker.users.permissions();
+    let p = all
+        .iter()
+        .find(|p| p.vhost == vhost && p.user == user)
+        .ok_or_else(ApiError::not_found)?;
+    ok(permission_json(p))
+}
+
+#[derive(Deserialize)]
+struct PutPermissions {
+    configure: String,
+    write: String,
+    read: String,
+}
+
+async fn put_permissions(
+    State(broker): Shared,
+    Path((vhost, user)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Answer {
+    let put: PutPermissions = body(&bytes)?;
+    let new = !broker
+        .users
+        .permissions()
+        .iter()
+        .any(|p| p.vhost == vhost && p.user == user);
+    broker.set_permissions(PermissionDef {
+        user,
+        vhost,
+        configure: put.configure,
+        write: put.write,
+        read: put.read,
+    })?;
+    created(new)
+}
+
+async fn delete_permissions(State(broker): Shared, Path((vhost, user)): Path<(String, String)>) -> Answer {
+    no_content(broker.users.clear_permissions(&user, &vhost))
+}
+
+fn topic_json(t: &TopicPermissionDef) -> Value {
+    json!({"user": t.user, "vhost": t.vhost, "exchange": t.exchange, "write": t.write, "read": t.read})
+}
+
+async fn list_topic_permissions(State(broker): Shared) -> Answer {
+    ok(broker.users.topic_permissions().iter().map(topic_json).collect())
+}
+
+async fn get_topic_permissions(State(broker): Shared, Path((vhost, user)): Path<(String, String)>) -> Answer {
+    let mine: Vec<Value> = broker
+        .users
+        .topic_permissions()
+        .iter()
+        .filter(|t| t.vhost == vhost && t.user == user)
+        .map(topic_json)
+        .collect();
+    match mine.is_empty() {
+        true => Err(ApiError::not_found()),
+        false => ok(mine.into()),
+    }
+}
+
+#[derive(Deserialize)]
+struct PutTopicPermissions {
+    exchange: String,
+    write: String,
+    read: String,
+}
+
+async fn put_topic_permissions(
+    State(broker): Shared,
+    Path((vhost, user)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Answer {
+    let put: PutTopicPermissions = body(&bytes)?;
+    let new = !broker
+        .users
+        .topic_permissions()
+        .iter()
+        .any(|t| t.vhost == vhost && t.user == user && t.exchange == put.exchange);
+    broker.set_topic_permissions(TopicPermissionDef {
+        user,
+        vhost,
+        exchange: put.exchange,
+        write: put.write,
+        read: put.read,
+    })?;
+    created(new)
+}
+
+async fn delete_topic_permissions(
+    State(broker): Shared,
+    Path((vhost, user)): Path<(String, String)>,
+) -> Answer {
+    no_content(broker.users.clear_topic_permissions(&user, &vhost, None))
+}
+
+fn queue_json(q: &warren_server::admin::QueueInfo) -> Value {
+    let kind = match q.arguments.inner().get("x-queue-type") {
+        Some(amq_protocol::types::AMQPValue::LongString(t)) => t.to_string(),
+        _ => "classic".to_owned(),
+    };
+    json!({
+        "name": q.name,
+        "vhost": q.vhost,
+        "type": kind,
+        "durable": q.durable,
+        "auto_delete": q.auto_delete,
+        "exclusive": q.exclusive,
+        "arguments": table_to_json(&q.arguments),
+        "messages": q.messages,
+        "messages_ready": q.messages,
+        "consumers": q.consumers,
+    })
+}
+
+async fn queues(broker: &Broker, vhost: Option<&str>) -> Answer {
+    ok(broker.queues(vhost).await?.iter().map(queue_json).collect())
+}
+
+async fn list_queues(State(broker): Shared) -> Answer {
+    queues(&broker, None).await
+}
+
+async fn list_queues_in(State(broker): Shared, Path(vhost): Path<String>) -> Answer {
+    queues(&broker, Some(&vhost)).await
+}
+
+async fn get_queue(State(broker): Shared, Path((vhost, name)): Path<(String, String)>) -> Answer {
+    let all = broker.queues(Some(&vhost)).await?;
+    let q = all
+        .iter()
+        .find(|q| q.name == name)
+        .ok_or_else(ApiError::not_found)?;
+    ok(queue_json(q))
+}
+
+async fn delete_queue(State(broker): Shared, Path((vhost, name)): Path<(String, String)>) -> Answer {
+    broker.delete_queue(&vhost, &name).await?;
+    no_content(true)
+}
+
+async fn purge_queue(State(broker): Shared, Path((vhost, name)): Path<(String, String)>) -> Answer {
+    broker.purge_queue(&vhost, &name).await?;
+    no_content(true)
+}
+
+fn exchanges(broker: &Broker, vhost: Option<&str>) -> Answer {
+    let all = broker.exchanges(vhost)?;
+    ok(all
+        .iter()
+        .map(|x| {
+            json!({
+                "name": x.name,
+                "vhost": x.vhost,
+                "type": x.kind,
+                "durable": x.durable,
+                "auto_delete": x.auto_delete,
+                "internal": x.internal,
+                "arguments": table_to_json(&x.arguments),
+            })
+        })
+        .collect())
+}
+
+async fn list_exchanges(State(broker): Shared) -> Answer {
+    exchanges(&broker, None)
+}
+
+async fn list_exchanges_in(State(broker): Shared, Path(vhost): Path<String>) -> Answer {
+    exchanges(&broker, Some(&vhost))
+}
+
+fn bindings(broker: &Broker, vhost: Option<&str>) -> Answer {
+    let all = broker.bindings(vhost)?;
+    ok(all
+        .iter()
+        .map(|b| {
+            json!({
+                "source": b.source,
+                "vhost": b.vhost,
+                "destination": b.destination,
+                "destination_type": b.destination_type,
+                "routing_key": b.routing_key,
+                "arguments": table_to_json(&b.arguments),
+            })
+        })
+        .collect())
+}
+
+async fn list_bindings(State(broker): Shared) -> Answer {
+    bindings(&broker, None)
+}
+
+async fn list_bindings_in(State(broker): Shared, Path(vhost): Path<String>) -> Answer {
+    bindings(&broker, Some(&vhost))
+}
+
+fn connection_json(c: &warren_server::admin::ConnectionInfo) -> Value {
+    json!({
+        "name": c.name,
+        "user": c.user,
+        "vhost": c.vhost,
+        "peer_host": c.peer.ip().to_canonical().to_string(),
+        "peer_port": c.peer.port(),
+        "connected_at": c.connected_at,
+    })
+}
+
+async fn list_connections(State(broker): Shared) -> Answer {
+    ok(broker.connections().iter().map(connection_json).collect())
+}
+
+async fn get_connection(State(broker): Shared, Path(name): Path<String>) -> Answer {
+    let all = broker.connections();
+    let c = all
+        .iter()
+        .find(|c| c.name == name)
+        .ok_or_else(ApiError::not_found)?;
+    ok(connection_json(c))
+}
+
+/// DELETE /api/connections/{name}, with the reason in `X-Reason` as in
+/// RabbitMQ's API.
+async fn close_connection(State(broker): Shared, Path(name): Path<String>, headers: HeaderMap) -> Answer {
+    let reason = headers
+        .get("x-reason")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("Closed via management plugin");
+    no_content(broker.close_connection(&name, reason))
+}
+
+async fn export(State(broker): Shared) -> Answer {
+    let defs = definitions::export(&broker).await?;
+    ok(serde_json::to_value(defs).map_err(|e| ApiError::bad_request(e.to_string()))?)
+}
+
+async fn import(State(broker): Shared, bytes: Bytes) -> Answer {
+    let defs: Definitions = body(&bytes)?;
+    definitions::import(&broker, defs).await?;
+    no_content(true)
+}

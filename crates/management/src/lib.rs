@@ -1,0 +1,61 @@
+//! `warren-management`: the broker's management HTTP API, on RabbitMQ's
+//! paths and JSON shapes (`/api/vhosts`, `/api/users`, `/api/permissions`,
+//! `/api/definitions`, …), so that tools written for RabbitMQ's API work;
+//! and the client `warren ctl` speaks it with.
+//!
+//! # Layout
+//!
+//! - [`api`]: the routes, authentication (HTTP basic, administrator tag),
+//!   and errors as RabbitMQ's API writes them.
+//! - [`definitions`]: export and import in RabbitMQ's definitions format.
+//! - [`json`]: arguments tables as JSON.
+//! - [`client`]: a small blocking client of the API, for `warren ctl` and
+//!   the tests.
+//!
+//! The operations themselves are the server's ([`warren_server::admin`]):
+//! this crate only speaks HTTP.
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod client;
+pub mod definitions;
+pub mod json;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tracing::info;
+use warren_server::broker::Broker;
+
+/// Serves the API on `listeners` until `shutdown` completes.
+pub async fn serve(broker: Arc<Broker>, listeners: Vec<TcpListener>, shutdown: impl Future) {
+    let (stop, stopped) = tokio::sync::watch::channel(());
+    let mut tasks = Vec::new();
+    for listener in listeners {
+        if let Ok(addr) = listener.local_addr() {
+            info!(%addr, "management API listening");
+        }
+        let app = api::router(broker.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let mut stopped = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.changed().await;
+                })
+                .await;
+        }));
+    }
+    shutdown.await;
+    drop(stop);
+    // Open keep-alive connections get a moment to finish, not longer.
+    for mut task in tasks {
+        if tokio::time::timeout(std::time::Duration::from_secs(1), &mut task)
+            .await
+            .is_err()
+        {
+            task.abort();
+        }
+    }
+}

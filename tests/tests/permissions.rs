@@ -1,0 +1,454 @@
+//! Users, virtual hosts and permissions, set up through the management API
+//! (RabbitMQ's paths, the same calls on both brokers) and checked over AMQP
+//! where RabbitMQ checks them: each refusal's code and text are RabbitMQ's.
+
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::BasicProperties;
+use serde_json::json;
+use warren_management::client::segment;
+use warren_tests::*;
+
+/// A user of their own in a vhost of their own, with `permissions`
+/// (configure, write, read), deleted when dropped.
+struct Tenant {
+    user: String,
+    vhost: String,
+    password: String,
+}
+
+async fn tenant(broker: &TestBroker, [configure, write, read]: [&str; 3]) -> Tenant {
+    let t = Tenant {
+        user: unique("user"),
+        vhost: unique("vhost"),
+        password: "s3cret".to_owned(),
+    };
+    let (status, _) = broker
+        .admin("PUT", &format!("/api/vhosts/{}", segment(&t.vhost)), None)
+        .await;
+    assert_eq!(status, 201);
+    let user = json!({"password": t.password, "tags": ""});
+    let (status, _) = broker
+        .admin("PUT", &format!("/api/users/{}", segment(&t.user)), Some(user))
+        .await;
+    assert_eq!(status, 201);
+    set_permissions(broker, &t, [configure, write, read]).await;
+    t
+}
+
+async fn set_permissions(broker: &TestBroker, t: &Tenant, [configure, write, read]: [&str; 3]) {
+    let path = format!("/api/permissions/{}/{}", segment(&t.vhost), segment(&t.user));
+    let body = json!({"configure": configure, "write": write, "read": read});
+    let (status, answer) = broker.admin("PUT", &path, Some(body)).await;
+    assert!(matches!(status, 201 | 204), "{status} {answer}");
+}
+
+async fn remove(broker: &TestBroker, t: Tenant) {
+    broker
+        .admin("DELETE", &format!("/api/vhosts/{}", segment(&t.vhost)), None)
+        .await;
+    broker
+        .admin("DELETE", &format!("/api/users/{}", segment(&t.user)), None)
+        .await;
+}
+
+async fn channel_of(broker: &TestBroker, t: &Tenant) -> (lapin::Connection, lapin::Channel) {
+    let conn = broker.connect_as(&t.user, &t.password, &t.vhost).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    (conn, ch)
+}
+
+fn refused(kind: &str, name: &str, t: &Tenant) -> String {
+    format!(
+        "ACCESS_REFUSED - access to {kind} '{name}' in vhost '{}' refused for user '{}'",
+        t.vhost, t.user
+    )
+}
+
+#[tokio::test]
+async fn a_vhost_without_permissions_or_a_missing_one_refuses_the_connection() {
+    within(async {
+        let broker = start_broker().await;
+        let t = tenant(&broker, [".*", ".*", ".*"]).await;
+        let path = format!("/api/permissions/{}/{}", segment(&t.vhost), segment(&t.user));
+        assert_eq!(broker.admin("DELETE", &path, None).await.0, 204);
+        let err = broker
+            .connect_as(&t.user, &t.password, &t.vhost)
+            .await
+            .unwrap_err();
+        assert_eq!(reply_code(&err), 530);
+        assert_eq!(
+            reply_text(&err),
+            format!(
+                "NOT_ALLOWED - access to vhost '{}' refused for user '{}'",
+                t.vhost, t.user
+            )
+        );
+        // The default vhost: the new user has no permissions there either.
+        let err = broker.connect_as(&t.user, &t.password, "/").await.unwrap_err();
+        assert_eq!(reply_code(&err), 530);
+        let err = broker
+            .connect_as(&t.user, &t.password, "no-such-vhost")
+            .await
+            .unwrap_err();
+        assert_eq!(reply_code(&err), 530);
+        // A wrong password is refused at login.
+        let err = broker.connect_as(&t.user, "wrong", &t.vhost).await.unwrap_err();
+        assert_eq!(reply_code(&err), 403);
+        remove(&broker, t).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn configure_is_checked_on_declare_and_delete_under_the_name_a_queue_gets() {
+    within(async {
+        let broker = start_broker().await;
+        let t = tenant(&broker, ["^(mine|probe)", ".*", ".*"]).await;
+        let (_conn, ch) = channel_of(&broker, &t).await;
+        ch.queue_declare(
+            "mine-q".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.exchange_declare(
+            "mine-x".into(),
+            lapin::ExchangeKind::Fanout,
+            ExchangeDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        let err = ch
+            .queue_declare(
+                "theirs".into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (reply_code(&err), reply_text(&err)),
+            (403, refused("queue", "theirs", &t))
+        );
+
+        // A server-named queue is checked under the name it would get.
+        let (_conn, ch) = channel_of(&broker, &t).await;
+        let err = ch
+            .queue_declare("".into(), QueueDeclareOptions::default(), FieldTable::default())
+            .await
+            .unwrap_err();
+        assert_eq!(reply_code(&err), 403);
+        assert!(
+            reply_text(&err).starts_with("ACCESS_REFUSED - access to queue 'amq.gen-"),
+            "{}",
+            reply_text(&err)
+        );
+
+        // A passive declare needs no permission.
+        let (_conn, ch) = channel_of(&broker, &t).await;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let err = ch
+            .queue_declare("theirs".into(), passive, FieldTable::default())
+            .await
+            .unwrap_err();
+        assert_eq!(reply_code(&err), 404, "not found, not refused");
+
+        let (_conn, ch) = channel_of(&broker, &t).await;
+        let err = ch
+            .exchange_declare(
+                "theirs-x".into(),
+                lapin::ExchangeKind::Fanout,
+                ExchangeDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (reply_code(&err), reply_text(&err)),
+            (403, refused("exchange", "theirs-x", &t))
+        );
+
+        // Deleting needs configure too: the owner narrows their own rights.
+        set_permissions(&broker, &t, ["^probe", ".*", ".*"]).await;
+        let (_conn, ch) = channel_of(&broker, &t).await;
+        let err = ch
+            .queue_delete("mine-q".into(), QueueDeleteOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (reply_code(&err), reply_text(&err)),
+            (403, refused("queue", "mine-q", &t))
+        );
+        let (_conn, ch) = channel_of(&broker, &t).await;
+        let err = ch
+            .exchange_delete("mine-x".into(), ExchangeDeleteOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (reply_code(&err), reply_text(&err)),
+            (403, refused("exchange", "mine-x", &t))
+        );
+        remove(&broker, t).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn write_is_checked_on_publish_and_the_default_exchange_is_amq_default() {
+    within(async {
+        let broker = start_broker().await;
+        let t = tenant(&broker, [".*", "^amq\\.fanout$", ".*"]).await;
+        let (_conn, ch) = channel_of(&broker, &t).await;
+        let q = exclusive_queue(&ch, "probe").await;
+        ch.queue_bind(
+            q.as_str().into(),
+            "amq.fanout".into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+        // Binding a queue needs write on the queue: refused above. With it:
+        set_permissions(&broker, &t, [".*", "^(amq\\.fanout|probe)", ".*"]).await;
+        let (_conn, ch) = channel_of(&broker, &t).await;
+        let q = exclusive_queue(&ch, "probe").await;
+        ch.queue_bind(
+            q.as_str().into(),
+            "amq.fanout".into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        publish(&ch, "amq.fanout", "", b"allowed").await;
+        assert_eq!(drain(&ch, &q).await, ["allowed"]);
+        let publish_default = ch.basic_publish(
+            "".into(),
+            q.as_str().into(),
+            BasicPublishOptions::default(),
+            b"refused",
+            BasicProperties::default(),
+        );
+        let (code, text) = closed_reply(&ch, publish_default).await;
+        assert_eq!((code, text), (403, refused("exchange", "amq.default", &t)));
+        remove(&broker, t).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn read_is_checked_on_consume_get_purge_and_the_source_of_a_binding() {
+    within(async {
+        let broker = start_broker().await;
+        let t = tenant(&broker, [".*", ".*", "^probe"]).await;
+        let (_conn, ch) = channel_of(&broker, &t).await;
+        ch.queue_declare(
+            "unread".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        let err = ch
+            .basic_get("unread".into(), BasicGetOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (reply_code(&err), reply_text(&err)),
+            (403, refused("queue", "unread", &t))
+        );
+        let (_conn, ch) = channel_of(&broker, &t).await;
+        let err = ch
+            .basic_consume(
+                "unread".into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(reply_code(&err), 403);
+        let (_conn, ch) = channel_of(&broker, &t).await;
+        let err = ch
+            .queue_purge("unread".into(), QueuePurgeOptions::default())
+            .await
+            .unwrap_err();
+        assert_eq!(reply_code(&err), 403);
+        // Binding from amq.direct needs read on it.
+        let (_conn, ch) = channel_of(&broker, &t).await;
+        let err = ch
+            .queue_bind(
+                "unread".into(),
+                "amq.direct".into(),
+                "k".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (reply_code(&err), reply_text(&err)),
+            (403, refused("exchange", "amq.direct", &t))
+        );
+        remove(&broker, t).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn topic_permissions_check_routing_keys_with_the_users_name_put_in() {
+    within(async {
+        let broker = start_broker().await;
+        let t = tenant(&broker, [".*", ".*", ".*"]).await;
+        let path = format!("/api/topic-permissions/{}/{}", segment(&t.vhost), segment(&t.user));
+        let body = json!({"exchange": "amq.topic", "write": "^{username}\\.", "read": "^public\\."});
+        let (status, answer) = broker.admin("PUT", &path, Some(body)).await;
+        assert_eq!(status, 201, "{answer}");
+        let (_conn, ch) = channel_of(&broker, &t).await;
+        let q = exclusive_queue(&ch, "probe").await;
+        ch.queue_bind(
+            q.as_str().into(),
+            "amq.topic".into(),
+            "public.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        publish(&ch, "amq.topic", &format!("{}.news", t.user), b"mine").await;
+        // Other exchanges are not restricted by amq.topic's permissions.
+        publish(&ch, "amq.direct", "anything", b"elsewhere").await;
+        let bind_private = ch.queue_bind(
+            q.as_str().into(),
+            "amq.topic".into(),
+            "private.#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        );
+        let err = bind_private.await.unwrap_err();
+        assert_eq!(reply_code(&err), 403);
+        assert_eq!(
+            reply_text(&err),
+            format!(
+                "ACCESS_REFUSED - access to topic 'private.#' in exchange 'amq.topic' in vhost '{}' refused for user '{}'",
+                t.vhost, t.user
+            )
+        );
+        let (_conn, ch) = channel_of(&broker, &t).await;
+        let publish_other = ch.basic_publish(
+            "amq.topic".into(),
+            "someone.news".into(),
+            BasicPublishOptions::default(),
+            b"not mine",
+            BasicProperties::default(),
+        );
+        let (code, text) = closed_reply(&ch, publish_other).await;
+        assert_eq!(code, 403);
+        assert_eq!(
+            text,
+            format!(
+                "ACCESS_REFUSED - access to topic 'someone.news' in exchange 'amq.topic' in vhost '{}' refused for user '{}'",
+                t.vhost, t.user
+            )
+        );
+        remove(&broker, t).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_dead_letter_exchange_needs_write_on_it_and_read_on_the_queue() {
+    within(async {
+        let broker = start_broker().await;
+        let t = tenant(&broker, [".*", "^probe", ".*"]).await;
+        let (_conn, ch) = channel_of(&broker, &t).await;
+        let args = table(&[("x-dead-letter-exchange", long_string("dlx"))]);
+        let err = ch
+            .queue_declare("with-dlx".into(), QueueDeclareOptions::default(), args)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (reply_code(&err), reply_text(&err)),
+            (403, refused("exchange", "dlx", &t))
+        );
+        remove(&broker, t).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_user_id_other_than_the_users_own_is_refused() {
+    within(async {
+        let broker = start_broker().await;
+        let t = tenant(&broker, [".*", ".*", ".*"]).await;
+        let (_conn, ch) = channel_of(&broker, &t).await;
+        let q = exclusive_queue(&ch, "probe").await;
+        let own = BasicProperties::default().with_user_id(t.user.as_str().into());
+        ch.basic_publish("".into(), q.as_str().into(), BasicPublishOptions::default(), b"own", own)
+            .await
+            .unwrap();
+        assert_eq!(drain(&ch, &q).await, ["own"]);
+        let other = BasicProperties::default().with_user_id("someone-else".into());
+        let publish_other = ch.basic_publish(
+            "".into(),
+            q.as_str().into(),
+            BasicPublishOptions::default(),
+            b"forged",
+            other,
+        );
+        let (code, text) = closed_reply(&ch, publish_other).await;
+        assert_eq!(code, 406);
+        assert_eq!(
+            text,
+            format!(
+                "PRECONDITION_FAILED - user_id property set to 'someone-else' but authenticated user was '{}'",
+                t.user
+            )
+        );
+        remove(&broker, t).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_management_api_refuses_bad_credentials_and_unknown_targets() {
+    within(async {
+        let broker = start_broker().await;
+        let (status, _) = broker
+            .admin_as("guest", "wrong", "GET", "/api/vhosts", None)
+            .await;
+        assert_eq!(status, 401);
+        // A user without the administrator tag may not manage.
+        let t = tenant(&broker, [".*", ".*", ".*"]).await;
+        let (status, _) = broker
+            .admin_as(&t.user, &t.password, "PUT", "/api/vhosts/nope", None)
+            .await;
+        assert_eq!(status, 401);
+        let path = format!(
+            "/api/permissions/{}/{}",
+            segment("no-such-vhost"),
+            segment(&t.user)
+        );
+        let body = json!({"configure": ".*", "write": ".*", "read": ".*"});
+        let (status, _) = broker.admin("PUT", &path, Some(body)).await;
+        assert!(matches!(status, 400 | 404), "{status}");
+        let (status, _) = broker.admin("GET", "/api/queues/%2F/no-such-queue", None).await;
+        assert_eq!(status, 404);
+        let (status, vhosts) = broker.admin("GET", "/api/vhosts", None).await;
+        assert_eq!(status, 200);
+        assert!(vhosts.as_array().unwrap().iter().any(|v| v["name"] == t.vhost));
+        remove(&broker, t).await;
+        let (status, vhosts) = broker.admin("GET", "/api/vhosts", None).await;
+        assert_eq!(status, 200);
+        assert!(vhosts.as_array().unwrap().iter().all(|v| v["name"] != "nope"));
+    })
+    .await;
+}
