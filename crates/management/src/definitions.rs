@@ -86,8 +86,14 @@ fn sha256() -> String {
     SHA256.to_owned()
 }
 
+/// No limits: absent, `{}`, or (as RabbitMQ 3.10 writes a vhost's) `[]`.
 fn is_empty_object(v: &Value) -> bool {
-    v.is_null() || v.as_object().is_some_and(|o| o.is_empty())
+    match v {
+        Value::Null => true,
+        Value::Object(o) => o.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        _ => false,
+    }
 }
 
 /// Tags as RabbitMQ writes them: `["a","b"]`, or `"a,b"`.

@@ -188,22 +188,24 @@ impl Broker {
         true
     }
 
-    /// Deletes a virtual host: its connections are closed (320), its queues
-    /// deleted with their messages, and its definitions and permissions
+    /// Deletes a virtual host: its queues are deleted with their messages,
+    /// its connections closed (320), and its definitions and permissions
     /// forgotten. False if there is none.
     pub async fn delete_vhost(&self, name: &str) -> bool {
         let Some(vhost) = self.remove_vhost(name) else {
             return false;
         };
+        // RabbitMQ's order: the queues go (their consumers are cancelled),
+        // then the exchanges, then the connections are closed.
+        for queue in vhost.queue_handles() {
+            delete(&queue).await;
+        }
+        vhost.delete_exchanges();
         for info in self.connections().into_iter().filter(|c| c.vhost == name) {
             let _ = info
                 .inbox
                 .send(ConnEvent::Close(format!("vhost '{name}' is deleted")));
         }
-        for queue in vhost.queue_handles() {
-            delete(&queue).await;
-        }
-        vhost.delete_exchanges();
         self.users.forget_vhost(name);
         self.store.delete_vhost(name);
         info!(vhost = name, "virtual host deleted");

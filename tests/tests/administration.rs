@@ -1,0 +1,261 @@
+//! Administration of a running broker: `warren ctl` (rabbitmqctl's verbs,
+//! spoken to the management API) and definitions exported from RabbitMQ.
+//! `warren ctl` speaks RabbitMQ's management API, so the CLI test runs
+//! against the reference's API as well as Warren's.
+
+use std::time::Duration;
+
+use lapin::options::*;
+use lapin::types::FieldTable;
+use lapin::BasicProperties;
+use tokio::process::Command;
+use warren_tests::*;
+
+/// Runs `warren ctl` against the broker's management API: its exit status
+/// and standard output.
+async fn ctl(broker: &TestBroker, args: &[&str]) -> (bool, String) {
+    let out = Command::new(warren_binary())
+        .arg("ctl")
+        .args([
+            "--url",
+            &broker.management,
+            "--user",
+            "guest",
+            "--password",
+            "guest",
+        ])
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() || !stderr.is_empty(), "a failure says why");
+    (out.status.success(), stdout)
+}
+
+async fn ctl_ok(broker: &TestBroker, args: &[&str]) -> String {
+    let (ok, out) = ctl(broker, args).await;
+    assert!(ok, "warren ctl {args:?} failed: {out}");
+    out
+}
+
+/// The code and text the broker closed the connection with.
+async fn closed(mut events: impl futures::Stream<Item = lapin::Event> + Unpin) -> (u16, String) {
+    use futures::StreamExt;
+    loop {
+        match events.next().await {
+            Some(lapin::Event::Error(err)) => return (reply_code(&err), reply_text(&err)),
+            Some(_) => continue,
+            None => panic!("the connection ended without an error"),
+        }
+    }
+}
+
+/// Waits until `ctl` lists a row containing `needle` (RabbitMQ's API
+/// shows connections once its statistics catch up).
+async fn until_listed(broker: &TestBroker, args: &[&str], needle: &str) -> String {
+    loop {
+        let out = ctl_ok(broker, args).await;
+        if let Some(row) = out.lines().find(|l| l.contains(needle)) {
+            return row.to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn warren_ctl_manages_users_vhosts_permissions_queues_and_connections() {
+    within(async {
+        let broker = start_broker().await;
+        let (user, vhost) = (unique("ctl-user"), unique("ctl-vhost"));
+        ctl_ok(&broker, &["add_vhost", &vhost]).await;
+        ctl_ok(&broker, &["add_user", &user, "pa55"]).await;
+        let (ok, _) = ctl(&broker, &["add_user", &user, "again"]).await;
+        assert!(!ok, "adding a user twice fails");
+        ctl_ok(
+            &broker,
+            &["set_permissions", "-p", &vhost, &user, "^app", ".*", ".*"],
+        )
+        .await;
+        // The probe queues below are `app-probe-…`, within `^app`.
+        assert!(ctl_ok(&broker, &["list_users"])
+            .await
+            .lines()
+            .any(|l| l.starts_with(&user)));
+        assert!(ctl_ok(&broker, &["list_vhosts"])
+            .await
+            .lines()
+            .any(|l| l == vhost));
+        let permissions = ctl_ok(&broker, &["list_permissions", "-p", &vhost]).await;
+        assert!(
+            permissions.lines().any(|l| l == format!("{user}\t^app\t.*\t.*")),
+            "{permissions}"
+        );
+
+        let conn = broker.connect_as(&user, "pa55", &vhost).await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.queue_declare(
+            "app-q".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        for _ in 0..3 {
+            publish_confirmed(&ch, "", "app-q", "m", BasicProperties::default()).await;
+        }
+        let row = until_listed(&broker, &["list_queues", "-p", &vhost], "app-q").await;
+        if is_warren() {
+            // RabbitMQ's counts lag behind by its statistics interval.
+            assert_eq!(row, "app-q\t3\t0");
+        }
+        ctl_ok(&broker, &["purge_queue", "-p", &vhost, "app-q"]).await;
+        assert_eq!(message_count(&ch, "app-q").await, 0);
+
+        // Closing a connection: the client hears 320 and the reason.
+        // Its events tell why the broker closed it.
+        let probe = Box::pin(conn.events_listener());
+        let row = until_listed(&broker, &["list_connections"], &user).await;
+        let name = row.split('\t').next().unwrap().to_owned();
+        ctl_ok(&broker, &["close_connection", &name, "maintenance"]).await;
+        assert_eq!(
+            closed(probe).await,
+            (320, "CONNECTION_FORCED - maintenance".to_owned())
+        );
+
+        // Deleting the queue, then the vhost and the user.
+        ctl_ok(&broker, &["delete_queue", "-p", &vhost, "app-q"]).await;
+        assert!(!ctl_ok(&broker, &["list_queues", "-p", &vhost])
+            .await
+            .contains("app-q"));
+        ctl_ok(&broker, &["delete_vhost", &vhost]).await;
+        ctl_ok(&broker, &["delete_user", &user]).await;
+        let err = broker.connect_as(&user, "pa55", &vhost).await.unwrap_err();
+        assert_eq!(reply_code(&err), 403, "the user is gone");
+        let (ok, _) = ctl(&broker, &["delete_vhost", &vhost]).await;
+        assert!(!ok, "a missing vhost cannot be deleted");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deleting_a_vhost_closes_its_connections_and_drops_its_queues() {
+    within(async {
+        let broker = start_broker().await;
+        let vhost = unique("doomed");
+        ctl_ok(&broker, &["add_vhost", &vhost]).await;
+        ctl_ok(
+            &broker,
+            &["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"],
+        )
+        .await;
+        let conn = broker.connect_as("guest", "guest", &vhost).await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        ch.queue_declare("kept".into(), durable, FieldTable::default())
+            .await
+            .unwrap();
+        // Its events tell why the broker closed it.
+        let probe = Box::pin(conn.events_listener());
+        ctl_ok(&broker, &["delete_vhost", &vhost]).await;
+        let reason = format!("CONNECTION_FORCED - vhost '{vhost}' is deleted");
+        assert_eq!(closed(probe).await, (320, reason));
+        // Made again, it is empty.
+        ctl_ok(&broker, &["add_vhost", &vhost]).await;
+        ctl_ok(
+            &broker,
+            &["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"],
+        )
+        .await;
+        let conn = broker.connect_as("guest", "guest", &vhost).await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let err = ch
+            .queue_declare("kept".into(), passive, FieldTable::default())
+            .await
+            .unwrap_err();
+        assert_eq!(reply_code(&err), 404);
+        drop(conn);
+        ctl_ok(&broker, &["delete_vhost", &vhost]).await;
+    })
+    .await;
+}
+
+/// A file from `rabbitmqctl export_definitions` on RabbitMQ 3.10.8 (its
+/// `defs-user`, password `defs-pass`, and `defs-vhost` with a quorum queue,
+/// a topic exchange with an alternate, a binding, permissions and topic
+/// permissions), imported into Warren: the user logs in with their
+/// password, and everything works as defined. Warren-only: it imports into
+/// the broker under test.
+#[tokio::test]
+async fn definitions_exported_from_rabbitmq_import_and_their_users_log_in() {
+    if !is_warren() {
+        return;
+    }
+    within(async {
+        let broker = start_broker().await;
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/rabbitmq-3.10.8-definitions.json");
+        let (ok, _) = ctl(&broker, &["import_definitions", path.to_str().unwrap()]).await;
+        assert!(ok);
+        let conn = broker
+            .connect_as("defs-user", "defs-pass", "defs-vhost")
+            .await
+            .unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        // Topic permission `^{username}` on amq.topic does not bind defs-x.
+        publish_confirmed(&ch, "defs-x", "orders.new", "o1", BasicProperties::default()).await;
+        assert_eq!(message_count(&ch, "defs-q").await, 1);
+        assert_eq!(drain(&ch, "defs-q").await, ["o1"]);
+        // configure is `^defs`.
+        let err = ch
+            .queue_declare(
+                "other".into(),
+                QueueDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(reply_code(&err), 403);
+        // Export gives the same definitions back, in the same format.
+        let (status, exported) = broker.admin("GET", "/api/definitions", None).await;
+        assert_eq!(status, 200);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let original: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for key in ["permissions", "topic_permissions", "bindings"] {
+            let ours: Vec<&serde_json::Value> = exported[key]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|x| x["vhost"] == "defs-vhost")
+                .collect();
+            let theirs: Vec<&serde_json::Value> = original[key].as_array().unwrap().iter().collect();
+            assert_eq!(ours, theirs, "{key}");
+        }
+        let user = exported["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["name"] == "defs-user")
+            .unwrap();
+        assert_eq!(user["password_hash"], original["users"][0]["password_hash"]);
+        assert_eq!(user["tags"], serde_json::json!(["monitoring"]));
+
+        // What Warren cannot honour is refused whole, not skipped.
+        let mut with_policy = original.clone();
+        with_policy["policies"] = serde_json::json!([{"vhost": "/", "name": "ttl", "pattern": ".*",
+            "definition": {"message-ttl": 1000}}]);
+        let (status, answer) = broker.admin("POST", "/api/definitions", Some(with_policy)).await;
+        assert_eq!(status, 400, "{answer}");
+    })
+    .await;
+}
