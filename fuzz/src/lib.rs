@@ -194,6 +194,7 @@ pub fn connection(data: &[u8]) {
             Box::new(server_read),
             Box::new(server_write),
             peer,
+            None,
             shutdown_rx,
         ));
         let (mut client_read, mut client_write) = tokio::io::split(client);

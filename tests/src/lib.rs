@@ -9,6 +9,7 @@
 //! - [`raw`]: a frame-level client for protocol violations lapin cannot send.
 
 pub mod raw;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -28,6 +29,9 @@ pub struct TestBroker {
     pub url: String,
     /// Host and port, for raw sockets.
     pub addr: SocketAddr,
+    /// The in-process broker's amqps address, if it was started with TLS
+    /// ([`start_warren_with_tls`]).
+    pub tls: Option<SocketAddr>,
     /// The management API's `http://` address: Warren's, or the
     /// reference's (`MANAGEMENT_URL`, by default RabbitMQ's on 15682).
     pub management: String,
@@ -68,7 +72,34 @@ pub async fn start_warren_on(
     data_dir: tempfile::TempDir,
     configure: impl FnOnce(&mut warren_server::Config),
 ) -> TestBroker {
-    let mut listeners = warren_server::listener::bind(&[bind.parse().unwrap()]).unwrap();
+    start_warren_full(bind, data_dir, configure, None).await
+}
+
+/// An in-process Warren that also serves AMQP over TLS on 127.0.0.1:0
+/// with `tls` (Warren-only: the reference has no TLS listener).
+pub async fn start_warren_with_tls(tls: warren_server::tls::TlsFiles) -> TestBroker {
+    start_warren_full("127.0.0.1:0", tempfile::tempdir().unwrap(), |_| {}, Some(tls)).await
+}
+
+async fn start_warren_full(
+    bind: &str,
+    data_dir: tempfile::TempDir,
+    configure: impl FnOnce(&mut warren_server::Config),
+    tls: Option<warren_server::tls::TlsFiles>,
+) -> TestBroker {
+    use warren_server::listener::Listener;
+    let plain = warren_server::listener::bind(&[bind.parse().unwrap()]).unwrap();
+    let mut listeners: Vec<Listener> = plain.into_iter().map(Listener::plain).collect();
+    let mut tls_addr = None;
+    if let Some(files) = tls {
+        let socket = warren_server::listener::bind(&["127.0.0.1:0".parse().unwrap()]).unwrap();
+        let socket = socket.into_iter().next().unwrap();
+        tls_addr = Some(socket.local_addr().unwrap());
+        listeners.push(Listener::tls(
+            socket,
+            files.acceptor().expect("the test certificates load"),
+        ));
+    }
     let api = warren_server::listener::bind(&["127.0.0.1:0".parse().unwrap()]).unwrap();
     let management = format!("http://{}", api[0].local_addr().unwrap());
     let addr = listeners[0].local_addr().unwrap();
@@ -98,6 +129,7 @@ pub async fn start_warren_on(
     TestBroker {
         url: format!("amqp://guest:guest@{addr}/%2f"),
         addr,
+        tls: tls_addr,
         management,
         warren: Some(warren),
         shutdown: Some(tx),
@@ -115,6 +147,7 @@ async fn external_broker() -> TestBroker {
     TestBroker {
         url,
         addr,
+        tls: None,
         management,
         warren: None,
         shutdown: None,

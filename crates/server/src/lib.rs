@@ -19,6 +19,7 @@
 //! - [`users`]: who may log in (RabbitMQ's password hashes), kept in the store.
 //! - [`admin`]: administering a running broker (vhosts, permissions,
 //!   connections, queues), for `warren ctl` and the management API.
+//! - [`tls`]: AMQP over TLS (rustls), and the EXTERNAL mechanism's user.
 //! - [`permissions`]: what a user may do in a virtual host, checked as RabbitMQ checks it.
 //! - [`gate`]: prefetch and credit limits shared by queues and channels.
 //! - [`events`]: the types that cross tasks (queue commands, connection
@@ -51,6 +52,7 @@ pub mod listener;
 pub mod permissions;
 pub mod ping;
 pub mod queue;
+pub mod tls;
 pub mod users;
 pub mod vhost;
 

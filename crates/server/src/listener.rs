@@ -10,15 +10,42 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, mpsc};
+use tokio_rustls::TlsAcceptor;
 use tracing::{error, info, warn};
 
 use warren_store::StoreError;
 
 use crate::broker::Broker;
-use crate::connection;
+use crate::connection::{self, ReadHalf, WriteHalf};
 use crate::Config;
+
+/// A bound socket: plain AMQP (5672), or AMQP over TLS (5671).
+pub struct Listener {
+    socket: TcpListener,
+    tls: Option<TlsAcceptor>,
+}
+
+impl Listener {
+    /// Plain AMQP.
+    pub fn plain(socket: TcpListener) -> Self {
+        Self { socket, tls: None }
+    }
+
+    /// AMQP over TLS ([`crate::tls`]).
+    pub fn tls(socket: TcpListener, acceptor: TlsAcceptor) -> Self {
+        Self {
+            socket,
+            tls: Some(acceptor),
+        }
+    }
+
+    /// Where it listens.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+}
 
 /// Opens the store in `config.data_dir` and serves AMQP on `listeners`
 /// until `shutdown` completes (see [`serve`]). Fails only if the store
@@ -30,7 +57,12 @@ pub async fn run(
     shutdown: impl Future,
 ) -> Result<(), StoreError> {
     let broker = Broker::open(config).await?;
-    serve(broker, listeners, shutdown).await;
+    serve(
+        broker,
+        listeners.into_iter().map(Listener::plain).collect(),
+        shutdown,
+    )
+    .await;
     Ok(())
 }
 
@@ -76,7 +108,7 @@ fn ipv6_missing(e: &io::Error) -> bool {
 /// Serves AMQP on `listeners` until `shutdown` completes, then closes every
 /// connection with 320 CONNECTION_FORCED and returns once all have ended
 /// and the store is closed.
-pub async fn serve(broker: std::sync::Arc<Broker>, listeners: Vec<TcpListener>, shutdown: impl Future) {
+pub async fn serve(broker: std::sync::Arc<Broker>, listeners: Vec<Listener>, shutdown: impl Future) {
     // Every connection task holds a receiver; a send asks them all to close.
     let (notify_shutdown, _) = broadcast::channel::<()>(1);
     // Every connection task holds a clone of this sender; recv() returns None
@@ -88,12 +120,16 @@ pub async fn serve(broker: std::sync::Arc<Broker>, listeners: Vec<TcpListener>, 
         .into_iter()
         .map(|listener| {
             if let Ok(addr) = listener.local_addr() {
-                info!(%addr, "listening for AMQP 0-9-1 connections");
+                match listener.tls {
+                    None => info!(%addr, "listening for AMQP 0-9-1 connections"),
+                    Some(_) => info!(%addr, "listening for AMQP 0-9-1 connections over TLS"),
+                }
             }
             let accepted = accepted_tx.clone();
             tokio::spawn(async move {
                 loop {
-                    let next = listener.accept().await;
+                    let next = listener.socket.accept().await;
+                    let next = next.map(|(socket, peer)| (socket, peer, listener.tls.clone()));
                     if next.is_err() {
                         // Out of file descriptors and the like: back off,
                         // keep serving the others.
@@ -111,14 +147,15 @@ pub async fn serve(broker: std::sync::Arc<Broker>, listeners: Vec<TcpListener>, 
     loop {
         tokio::select! {
             Some(accepted) = accepted_rx.recv() => match accepted {
-                Ok((socket, peer)) => {
+                Ok((socket, peer, tls)) => {
                     let _ = socket.set_nodelay(true);
                     let shutdown = notify_shutdown.subscribe();
                     let done = shutdown_complete_tx.clone();
                     let (broker, id) = (broker.clone(), broker.connection_id());
-                    let (read, write) = socket.into_split();
                     tokio::spawn(async move {
-                        connection::serve(broker, id, Box::new(read), Box::new(write), peer, shutdown).await;
+                        if let Some((read, write, external)) = open(socket, peer, tls, &broker).await {
+                            connection::serve(broker, id, read, write, peer, external, shutdown).await;
+                        }
                         drop(done);
                     });
                 }
@@ -178,5 +215,36 @@ mod tests {
         assert_eq!(listeners.len(), 2);
         assert!(reaches(&listeners[0], Ipv4Addr::LOCALHOST.into()).await);
         assert!(reaches(&listeners[1], std::net::Ipv6Addr::LOCALHOST.into()).await);
+    }
+}
+
+/// The socket's two halves, after the TLS handshake on a TLS listener, with
+/// the common name of a verified client certificate (for EXTERNAL). `None`
+/// if the handshake failed or took longer than a connection's handshake
+/// may: the client goes away without a word, as from RabbitMQ.
+async fn open(
+    socket: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    broker: &Broker,
+) -> Option<(ReadHalf, WriteHalf, Option<String>)> {
+    let Some(acceptor) = tls else {
+        let (read, write) = socket.into_split();
+        return Some((Box::new(read), Box::new(write), None));
+    };
+    match tokio::time::timeout(broker.config.handshake_timeout, acceptor.accept(socket)).await {
+        Ok(Ok(stream)) => {
+            let external = crate::tls::peer_common_name(stream.get_ref().1.peer_certificates());
+            let (read, write) = tokio::io::split(stream);
+            Some((Box::new(read), Box::new(write), external))
+        }
+        Ok(Err(e)) => {
+            warn!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            warn!(%peer, "TLS handshake timed out");
+            None
+        }
     }
 }

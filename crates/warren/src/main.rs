@@ -44,6 +44,30 @@ struct Args {
         value_delimiter = ','
     )]
     management_bind: Vec<SocketAddr>,
+    /// Addresses for AMQP over TLS (amqps), like `--bind`; used once
+    /// `--tls-cert` and `--tls-key` are given.
+    #[arg(
+        long,
+        env = "WARREN_TLS_BIND",
+        default_value = "[::]:5671",
+        value_delimiter = ','
+    )]
+    tls_bind: Vec<SocketAddr>,
+    /// The server's certificate chain, PEM (RabbitMQ's ssl_options.certfile).
+    #[arg(long, env = "WARREN_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Its private key, PEM (ssl_options.keyfile).
+    #[arg(long, env = "WARREN_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// CA certificates, PEM, to verify client certificates with
+    /// (ssl_options.cacertfile with verify_peer). A client with a verified
+    /// certificate may log in with EXTERNAL as the user its common name
+    /// names.
+    #[arg(long, env = "WARREN_TLS_CA", requires = "tls_cert")]
+    tls_ca: Option<PathBuf>,
+    /// Refuse TLS clients without a certificate (ssl_options.fail_if_no_peer_cert).
+    #[arg(long, env = "WARREN_TLS_FAIL_IF_NO_PEER_CERT", requires = "tls_ca")]
+    tls_fail_if_no_peer_cert: bool,
     /// Directory for durable state.
     #[arg(long, env = "WARREN_DATA_DIR", default_value = "./warren-data")]
     data_dir: PathBuf,
@@ -244,6 +268,36 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let mut listeners: Vec<_> = listeners
+        .into_iter()
+        .map(warren_server::listener::Listener::plain)
+        .collect();
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        let files = warren_server::tls::TlsFiles {
+            cert,
+            key,
+            ca: args.tls_ca,
+            fail_if_no_peer_cert: args.tls_fail_if_no_peer_cert,
+        };
+        let acceptor = match files.acceptor() {
+            Ok(acceptor) => acceptor,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot use the TLS settings");
+                return std::process::ExitCode::FAILURE;
+            }
+        };
+        match warren_server::listener::bind(&args.tls_bind) {
+            Ok(bound) => listeners.extend(
+                bound
+                    .into_iter()
+                    .map(|l| warren_server::listener::Listener::tls(l, acceptor.clone())),
+            ),
+            Err(e) => {
+                tracing::error!(bind = ?args.tls_bind, error = %e, "cannot listen for TLS");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    }
     // One signal stops both servers.
     let (stop, stopped) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {

@@ -129,6 +129,7 @@ pub(crate) async fn negotiate(
     writer: &mut Writer,
     broker: &Broker,
     peer: SocketAddr,
+    external: Option<String>,
 ) -> Result<Negotiated, Refused> {
     let config = &broker.config;
     match reader.next().await {
@@ -146,7 +147,12 @@ pub(crate) async fn negotiate(
             version_major: 0,
             version_minor: 9,
             server_properties: server_properties(),
-            mechanisms: "PLAIN AMQPLAIN".into(),
+            // EXTERNAL only to a client whose certificate was verified.
+            mechanisms: match external {
+                Some(_) => "PLAIN AMQPLAIN EXTERNAL",
+                None => "PLAIN AMQPLAIN",
+            }
+            .into(),
             locales: "en_US".into(),
         })))
         .await
@@ -166,6 +172,8 @@ pub(crate) async fn negotiate(
     let credentials = match mechanism {
         "PLAIN" => plain(start_ok.response.as_bytes()),
         "AMQPLAIN" => amqplain(start_ok.response.as_bytes()),
+        // The certificate's common name; RabbitMQ ignores the response.
+        "EXTERNAL" if external.is_some() => external.map(|user| (user, String::new())),
         other => {
             return Err(
                 AmqpError::command_invalid(format!("unknown authentication mechanism '{other}'"))
@@ -178,7 +186,11 @@ pub(crate) async fn negotiate(
     // the client only learns that it failed, as with RabbitMQ.
     let failure = match &credentials {
         None => Some(format!("{mechanism} response is malformed")),
-        Some((user, password)) if !broker.users.authenticate(user, password) => {
+        // EXTERNAL: the certificate is the credential; the user must exist.
+        Some((user, _)) if mechanism == "EXTERNAL" && !broker.users.exists(user) => Some(format!(
+            "no user '{user}' for the client certificate's common name"
+        )),
+        Some((user, password)) if mechanism != "EXTERNAL" && !broker.users.authenticate(user, password) => {
             Some(format!("invalid credentials for user '{user}'"))
         }
         Some((user, _)) if user == "guest" && !config.allow_remote_guest && !is_loopback(peer.ip()) => {

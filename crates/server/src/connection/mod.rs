@@ -138,6 +138,7 @@ pub async fn serve(
     read: ReadHalf,
     write: WriteHalf,
     peer: SocketAddr,
+    external: Option<String>,
     mut shutdown: broadcast::Receiver<()>,
 ) {
     let config = &broker.config;
@@ -158,7 +159,7 @@ pub async fn serve(
     let negotiated = tokio::select! {
         negotiated = tokio::time::timeout(
             config.handshake_timeout,
-            handshake::negotiate(&mut reader, &mut sink, &broker, peer),
+            handshake::negotiate(&mut reader, &mut sink, &broker, peer, external),
         ) => negotiated,
         // Not open yet: nothing to tell the client, just drop it.
         _ = shutdown.recv() => return,
