@@ -186,6 +186,37 @@ pub async fn serve(broker: std::sync::Arc<Broker>, listeners: Vec<Listener>, shu
     info!("shut down");
 }
 
+/// The socket's two halves, after the TLS handshake on a TLS listener, with
+/// the common name of a verified client certificate (for EXTERNAL). `None`
+/// if the handshake failed or took longer than a connection's handshake
+/// may: the client goes away without a word, as from RabbitMQ.
+async fn open(
+    socket: TcpStream,
+    peer: SocketAddr,
+    tls: Option<TlsAcceptor>,
+    broker: &Broker,
+) -> Option<(ReadHalf, WriteHalf, Option<String>)> {
+    let Some(acceptor) = tls else {
+        let (read, write) = socket.into_split();
+        return Some((Box::new(read), Box::new(write), None));
+    };
+    match tokio::time::timeout(broker.config.handshake_timeout, acceptor.accept(socket)).await {
+        Ok(Ok(stream)) => {
+            let external = crate::tls::peer_common_name(stream.get_ref().1.peer_certificates());
+            let (read, write) = tokio::io::split(stream);
+            Some((Box::new(read), Box::new(write), external))
+        }
+        Ok(Err(e)) => {
+            warn!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            warn!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,36 +246,5 @@ mod tests {
         assert_eq!(listeners.len(), 2);
         assert!(reaches(&listeners[0], Ipv4Addr::LOCALHOST.into()).await);
         assert!(reaches(&listeners[1], std::net::Ipv6Addr::LOCALHOST.into()).await);
-    }
-}
-
-/// The socket's two halves, after the TLS handshake on a TLS listener, with
-/// the common name of a verified client certificate (for EXTERNAL). `None`
-/// if the handshake failed or took longer than a connection's handshake
-/// may: the client goes away without a word, as from RabbitMQ.
-async fn open(
-    socket: TcpStream,
-    peer: SocketAddr,
-    tls: Option<TlsAcceptor>,
-    broker: &Broker,
-) -> Option<(ReadHalf, WriteHalf, Option<String>)> {
-    let Some(acceptor) = tls else {
-        let (read, write) = socket.into_split();
-        return Some((Box::new(read), Box::new(write), None));
-    };
-    match tokio::time::timeout(broker.config.handshake_timeout, acceptor.accept(socket)).await {
-        Ok(Ok(stream)) => {
-            let external = crate::tls::peer_common_name(stream.get_ref().1.peer_certificates());
-            let (read, write) = tokio::io::split(stream);
-            Some((Box::new(read), Box::new(write), external))
-        }
-        Ok(Err(e)) => {
-            warn!(%peer, error = %e, "TLS handshake failed");
-            None
-        }
-        Err(_) => {
-            warn!(%peer, "TLS handshake timed out");
-            None
-        }
     }
 }
