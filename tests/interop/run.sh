@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Interop suite: RabbitMQ tutorials on pika and amqplib, kombu, celery.
+# Interop suite: RabbitMQ tutorials on pika and amqplib, kombu, celery; pika,
+# aio-pika and amqplib over TLS as a user of a vhost of its own (Warren only:
+# against AMQP_URL, the TLS scripts say they skip, as TLS_URL is unset).
 #   AMQP_URL=amqp://... tests/interop/run.sh   run against a running broker
 #   tests/interop/run.sh                        start ${WARREN_BIN:-target/debug/warren} on a free port
 set -euo pipefail
@@ -45,9 +47,34 @@ if [ -z "${AMQP_URL:-}" ]; then
   [ -x "$bin" ] || { echo "broker binary not found: $bin (build it or set WARREN_BIN / AMQP_URL)" >&2; exit 1; }
   port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   data_dir=$(mktemp -d)
+  free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+  management_port=$(free_port)
+  tls_port=$(free_port)
+  # Certificates for the TLS listener: a CA, the server's for localhost,
+  # and a client's whose common name is the interop user (for EXTERNAL).
+  certs="$data_dir/certs"
+  mkdir -p "$certs"
+  command -v openssl >/dev/null || { echo "openssl is needed to make test certificates" >&2; exit 1; }
+  (
+    cd "$certs"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=Warren interop CA" \
+      -keyout ca.key -out ca.pem 2>/dev/null
+    for who in server client; do
+      case $who in
+        server) subject=/CN=localhost; ext="subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1
+extendedKeyUsage=serverAuth" ;;
+        client) subject=/CN=interop-user; ext="extendedKeyUsage=clientAuth" ;;
+      esac
+      openssl req -newkey rsa:2048 -nodes -subj "$subject" -keyout "$who.key" -out "$who.csr" 2>/dev/null
+      openssl x509 -req -in "$who.csr" -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+        -extfile <(printf '%s\n' "$ext") -out "$who.pem" 2>/dev/null
+    done
+  )
   # The default listener's way: [::], dual-stack. The scripts reach it as
   # `localhost`, which Node resolves to ::1 first and Python to 127.0.0.1.
-  "$bin" --bind "[::]:$port" --management-bind 127.0.0.1:0 --data-dir "$data_dir" >"$data_dir/broker.log" 2>&1 &
+  "$bin" --bind "[::]:$port" --management-bind "127.0.0.1:$management_port" \
+    --tls-bind "[::]:$tls_port" --tls-cert "$certs/server.pem" --tls-key "$certs/server.key" \
+    --tls-ca "$certs/ca.pem" --data-dir "$data_dir" >"$data_dir/broker.log" 2>&1 &
   broker_pid=$!
   deadline=$((SECONDS + 30))
   until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
@@ -59,6 +86,14 @@ if [ -z "${AMQP_URL:-}" ]; then
     sleep 0.1
   done
   export AMQP_URL="amqp://guest:guest@localhost:$port/"
+  # A user of its own on a vhost of its own, made with `warren ctl`, for
+  # the TLS scripts.
+  ctl() { "$bin" ctl --url "http://127.0.0.1:$management_port" "$@" >/dev/null; }
+  ctl add_vhost interop
+  ctl add_user interop-user interop-pass
+  ctl set_permissions -p interop interop-user '.*' '.*' '.*'
+  export TLS_URL="amqps://interop-user:interop-pass@localhost:$tls_port/interop"
+  export TLS_CA="$certs/ca.pem" TLS_CLIENT_CERT="$certs/client.pem" TLS_CLIENT_KEY="$certs/client.key"
 fi
 echo "broker: $AMQP_URL"
 
@@ -68,7 +103,7 @@ alarm_dir=
 if [ -z "${ALARM_URL:-}" ] && [ -n "$data_dir" ]; then
   alarm_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   alarm_dir=$(mktemp -d)
-  "$bin" --bind "127.0.0.1:$alarm_port" --data-dir "$alarm_dir" --memory-high-watermark 1B >"$alarm_dir/broker.log" 2>&1 &
+  "$bin" --bind "127.0.0.1:$alarm_port" --management-bind 127.0.0.1:0 --data-dir "$alarm_dir" --memory-high-watermark 1B >"$alarm_dir/broker.log" 2>&1 &
   alarm_pid=$!
   until (exec 3<>"/dev/tcp/127.0.0.1/$alarm_port") 2>/dev/null; do
     kill -0 "$alarm_pid" 2>/dev/null || { cat "$alarm_dir/broker.log" >&2; exit 1; }
@@ -79,7 +114,7 @@ fi
 
 passed=0
 failed=0
-scripts="pika/*.py pika/work_queues/*.py amqplib/*.js kombu/*.py celery/run_*.py"
+scripts="pika/*.py pika/work_queues/*.py amqplib/*.js kombu/*.py celery/run_*.py aio_pika/*.py"
 if [ -n "${ALARM_URL:-}" ]; then scripts="$scripts pika/alarm/*.py"; fi
 for script in $scripts; do
   case "$script" in
