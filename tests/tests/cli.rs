@@ -177,7 +177,10 @@ async fn the_image_environment_runs_a_broker_its_healthcheck_and_default_user_se
     }
     within(async {
         let data_dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let (port, tls_port) = (free_port(), free_port());
+        // compose.yaml's TLS settings, with certificates of the test's own.
+        let certs = warren_tests::tls::TestCerts::generate();
+        let file = |path: &std::path::Path| path.display().to_string();
         let env: Vec<(String, String)> = dockerfile_env()
             .into_iter()
             .map(|(key, value)| match key.as_str() {
@@ -185,11 +188,15 @@ async fn the_image_environment_runs_a_broker_its_healthcheck_and_default_user_se
                 "WARREN_BIND" => (key, value.replace(":5672", &format!(":{port}"))),
                 "WARREN_DATA_DIR" => (key, data_dir.path().display().to_string()),
                 "WARREN_MANAGEMENT_BIND" => (key, value.replace(":15672", ":0")),
+                "WARREN_TLS_BIND" => (key, value.replace(":5671", &format!(":{tls_port}"))),
                 _ => (key, value),
             })
             .chain([
                 ("WARREN_DEFAULT_USER".to_owned(), "app".to_owned()),
                 ("WARREN_DEFAULT_PASS".to_owned(), "app-secret".to_owned()),
+                ("WARREN_TLS_CERT".to_owned(), file(&certs.server_cert)),
+                ("WARREN_TLS_KEY".to_owned(), file(&certs.server_key)),
+                ("WARREN_TLS_CA".to_owned(), file(&certs.ca)),
             ])
             .collect();
         assert!(
@@ -221,6 +228,14 @@ async fn the_image_environment_runs_a_broker_its_healthcheck_and_default_user_se
         assert!(health.status.success(), "{health:?}");
         let url = format!("amqp://app:app-secret@127.0.0.1:{port}/%2f");
         lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+            .await
+            .unwrap();
+        // And over TLS, on the image's TLS port (moved).
+        lapin::ConnectionBuilder::new()
+            .unwrap()
+            .with_uri_str(format!("amqps://app:app-secret@localhost:{tls_port}/%2f"))
+            .with_tls_config(certs.lapin_config(None))
+            .connect()
             .await
             .unwrap();
         let guest = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
