@@ -40,12 +40,16 @@ async fn ctl_ok(broker: &TestBroker, args: &[&str]) -> String {
     out
 }
 
-/// The code and text the broker closed the connection with.
-async fn closed(mut events: impl futures::Stream<Item = lapin::Event> + Unpin) -> (u16, String) {
+/// The code and text the broker closed the connection with; `None` if
+/// the socket failed first.
+async fn closed(mut events: impl futures::Stream<Item = lapin::Event> + Unpin) -> Option<(u16, String)> {
     use futures::StreamExt;
     loop {
         match events.next().await {
-            Some(lapin::Event::Error(err)) => return (reply_code(&err), reply_text(&err)),
+            Some(lapin::Event::Error(err)) => match err.kind() {
+                lapin::ErrorKind::ProtocolError(_) => return Some((reply_code(&err), reply_text(&err))),
+                _ => return None,
+            },
             Some(_) => continue,
             None => panic!("the connection ended without an error"),
         }
@@ -114,6 +118,26 @@ async fn warren_ctl_manages_users_vhosts_permissions_queues_and_connections() {
         ctl_ok(&broker, &["purge_queue", "-p", &vhost, "app-q"]).await;
         assert_eq!(message_count(&ch, "app-q").await, 0);
 
+        // A consumer, with its prefetch.
+        ch.basic_qos(5, BasicQosOptions::default()).await.unwrap();
+        // Held: lapin cancels a consumer it drops.
+        let _consumer = ch
+            .basic_consume(
+                "app-q".into(),
+                "app-tag".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        let row = until_listed(&broker, &["list_consumers", "-p", &vhost], "app-tag").await;
+        let cells: Vec<&str> = row.split('\t').collect();
+        assert_eq!(
+            (cells[0], cells[1], cells[3], cells[4], cells[5], cells[6]),
+            ("app-q", "app-tag", "1", "true", "5", "true"),
+            "{row}"
+        );
+
         // Closing a connection: the client hears 320 and the reason.
         // Its events tell why the broker closed it.
         let probe = Box::pin(conn.events_listener());
@@ -122,7 +146,7 @@ async fn warren_ctl_manages_users_vhosts_permissions_queues_and_connections() {
         ctl_ok(&broker, &["close_connection", &name, "maintenance"]).await;
         assert_eq!(
             closed(probe).await,
-            (320, "CONNECTION_FORCED - maintenance".to_owned())
+            Some((320, "CONNECTION_FORCED - maintenance".to_owned()))
         );
 
         // Deleting the queue, then the vhost and the user.
@@ -164,7 +188,12 @@ async fn deleting_a_vhost_closes_its_connections_and_drops_its_queues() {
         let probe = Box::pin(conn.events_listener());
         ctl_ok(&broker, &["delete_vhost", &vhost]).await;
         let reason = format!("CONNECTION_FORCED - vhost '{vhost}' is deleted");
-        assert_eq!(closed(probe).await, (320, reason));
+        match closed(probe).await {
+            Some(close) => assert_eq!(close, (320, reason)),
+            // RabbitMQ stops the vhost's connection processes as it sends
+            // the close: lapin sometimes sees the reset first.
+            None => assert!(!is_warren(), "Warren closes with 320 and the reason"),
+        }
         // Made again, it is empty.
         ctl_ok(&broker, &["add_vhost", &vhost]).await;
         ctl_ok(

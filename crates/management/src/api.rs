@@ -130,6 +130,8 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/api/queues/{vhost}", get(list_queues_in))
         .route("/api/queues/{vhost}/{name}", get(get_queue).delete(delete_queue))
         .route("/api/queues/{vhost}/{name}/contents", delete(purge_queue))
+        .route("/api/consumers", get(list_consumers))
+        .route("/api/consumers/{vhost}", get(list_consumers_in))
         .route("/api/exchanges", get(list_exchanges))
         .route("/api/exchanges/{vhost}", get(list_exchanges_in))
         .route("/api/bindings", get(list_bindings))
@@ -448,6 +450,33 @@ async fn delete_queue(State(broker): Shared, Path((vhost, name)): Path<(String, 
 async fn purge_queue(State(broker): Shared, Path((vhost, name)): Path<(String, String)>) -> Answer {
     broker.purge_queue(&vhost, &name).await?;
     no_content(true)
+}
+
+/// As RabbitMQ's API shapes a consumer: its queue and channel as objects.
+async fn consumers(broker: &Broker, vhost: Option<&str>) -> Answer {
+    let all = broker.consumers(vhost).await?;
+    ok(all
+        .iter()
+        .map(|c| {
+            json!({
+                "consumer_tag": c.tag,
+                "queue": {"name": c.queue, "vhost": c.vhost},
+                "channel_details": {"connection_name": c.connection, "number": c.channel},
+                "ack_required": c.ack_required,
+                "prefetch_count": c.prefetch_count,
+                "active": c.active,
+                "arguments": if c.priority == 0 { json!({}) } else { json!({"x-priority": c.priority}) },
+            })
+        })
+        .collect())
+}
+
+async fn list_consumers(State(broker): Shared) -> Answer {
+    consumers(&broker, None).await
+}
+
+async fn list_consumers_in(State(broker): Shared, Path(vhost): Path<String>) -> Answer {
+    consumers(&broker, Some(&vhost)).await
 }
 
 fn exchanges(broker: &Broker, vhost: Option<&str>) -> Answer {

@@ -107,6 +107,29 @@ pub struct QueueInfo {
     pub consumers: u32,
 }
 
+/// A consumer, as listed.
+#[derive(Clone, Debug)]
+pub struct ConsumerInfo {
+    /// Its queue's virtual host.
+    pub vhost: String,
+    /// Its queue.
+    pub queue: String,
+    /// Its tag.
+    pub tag: String,
+    /// Its connection's name (empty for the broker's own consumers).
+    pub connection: String,
+    /// Its channel.
+    pub channel: u16,
+    /// Deliveries wait for an ack.
+    pub ack_required: bool,
+    /// Its own prefetch limit (0: none).
+    pub prefetch_count: u32,
+    /// `x-priority`.
+    pub priority: i64,
+    /// Served now (false: a single-active consumer waiting its turn).
+    pub active: bool,
+}
+
 /// An exchange, as listed.
 #[derive(Clone, Debug)]
 pub struct ExchangeInfo {
@@ -267,6 +290,38 @@ impl Broker {
                     messages,
                     consumers,
                 });
+            }
+        }
+        Ok(all)
+    }
+
+    /// The consumers of a vhost's queues, or of all, by queue.
+    pub async fn consumers(&self, vhost: Option<&str>) -> Result<Vec<ConsumerInfo>, AdminError> {
+        let connections = self.connections();
+        let connection_of = |inbox: &mpsc::UnboundedSender<ConnEvent>| {
+            connections
+                .iter()
+                .find(|c| c.inbox.same_channel(inbox))
+                .map(|c| c.name.clone())
+                .unwrap_or_default()
+        };
+        let mut all = Vec::new();
+        for vhost in self.vhosts_named(vhost)? {
+            let mut handles = vhost.queue_handles();
+            handles.sort_by(|a, b| a.name.cmp(&b.name));
+            for queue in handles {
+                let listed = queue.ask(QueueCommand::Consumers).await.unwrap_or_default();
+                all.extend(listed.into_iter().map(|c| ConsumerInfo {
+                    vhost: vhost.name.clone(),
+                    queue: queue.name.to_string(),
+                    tag: c.tag.to_string(),
+                    connection: connection_of(&c.inbox),
+                    channel: c.channel,
+                    ack_required: c.ack_required,
+                    prefetch_count: c.prefetch_count,
+                    priority: c.priority,
+                    active: c.active,
+                }));
             }
         }
         Ok(all)

@@ -354,6 +354,8 @@ pub enum QueueCommand {
     Wake,
     /// Ready messages and consumers, for declare-ok.
     Stats(oneshot::Sender<(u32, u32)>),
+    /// Its consumers, for administrators ([`crate::admin`]).
+    Consumers(oneshot::Sender<Vec<ConsumerListing>>),
     /// Drop every ready message; replies with how many.
     Purge(oneshot::Sender<u32>),
     /// Panic, to test what a bug in the actor costs.
@@ -572,6 +574,25 @@ pub enum ConnEvent {
     },
     /// An administrator closes the connection (320, with this reason).
     Close(String),
+}
+
+/// A consumer as its queue sees it, for administrators.
+#[derive(Clone, Debug)]
+pub struct ConsumerListing {
+    /// Its tag.
+    pub tag: Arc<str>,
+    /// Its channel.
+    pub channel: u16,
+    /// Deliveries wait for an ack.
+    pub ack_required: bool,
+    /// Its own prefetch limit (basic.qos global=false; 0 = none).
+    pub prefetch_count: u32,
+    /// `x-priority`.
+    pub priority: i64,
+    /// It is served: always, but for a waiting single-active consumer.
+    pub active: bool,
+    /// Its connection's inbox, which tells which connection it is.
+    pub(crate) inbox: mpsc::UnboundedSender<ConnEvent>,
 }
 
 /// A channel's direct reply-to consumer, as its virtual host finds it by

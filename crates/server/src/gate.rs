@@ -56,6 +56,11 @@ impl Gate {
         }
     }
 
+    /// The limit (0 = unlimited).
+    pub fn limit(&self) -> u32 {
+        self.limit.load(Ordering::Relaxed)
+    }
+
     /// Changes the limit (basic.qos global=true changes a live channel's),
     /// and wakes the waiters.
     pub fn set_limit(&self, limit: u32) {

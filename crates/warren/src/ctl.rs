@@ -122,6 +122,12 @@ enum Verb {
     },
     /// List connections.
     ListConnections,
+    /// List consumers: queue, tag, connection, channel, whether acks are
+    /// required, prefetch, whether active.
+    ListConsumers {
+        #[command(flatten)]
+        vhost: In,
+    },
     /// Close a connection (320 CONNECTION_FORCED with the reason).
     CloseConnection { name: String, reason: String },
     /// Drop a queue's ready messages.
@@ -266,6 +272,28 @@ fn execute(client: &Client, verb: Verb, as_json: bool) -> Result<(), ClientError
             &["source", "destination", "destination_type", "routing_key"],
         ),
         Verb::ListConnections => list("/api/connections".into(), &["name", "user", "vhost"]),
+        Verb::ListConsumers { vhost } => {
+            let rows = client.call("GET", &format!("/api/consumers/{}", segment(&vhost.vhost)), None)?;
+            if as_json {
+                println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+                return Ok(());
+            }
+            println!("queue_name\tconsumer_tag\tconnection\tchannel\tack_required\tprefetch_count\tactive");
+            for c in rows.as_array().into_iter().flatten() {
+                let cells = [
+                    &c["queue"]["name"],
+                    &c["consumer_tag"],
+                    &c["channel_details"]["connection_name"],
+                    &c["channel_details"]["number"],
+                    &c["ack_required"],
+                    &c["prefetch_count"],
+                    &c["active"],
+                ];
+                let cells: Vec<String> = cells.iter().map(|v| cell(v)).collect();
+                println!("{}", cells.join("\t"));
+            }
+            Ok(())
+        }
         Verb::CloseConnection { name, reason } => client
             .call_with(
                 "DELETE",

@@ -8,7 +8,7 @@ use tracing::{debug, error};
 
 use super::dead_letter::Reason;
 use super::{Consumer, Next, Queue, BATCH};
-use crate::events::{ConnEvent, Enqueue, GetOk, Inbox, QueueCommand};
+use crate::events::{ConnEvent, ConsumerListing, Enqueue, GetOk, Inbox, QueueCommand};
 use crate::AmqpError;
 
 impl Queue {
@@ -235,6 +235,19 @@ impl Queue {
             QueueCommand::Wake => {}
             #[cfg(test)]
             QueueCommand::Panic => panic!("asked to"),
+            QueueCommand::Consumers(reply) => {
+                let single_active = self.args.single_active_consumer;
+                let listing = self.consumers.iter().enumerate().map(|(at, c)| ConsumerListing {
+                    tag: c.shared.tag.clone(),
+                    channel: c.shared.channel,
+                    ack_required: !c.shared.no_ack,
+                    prefetch_count: c.shared.prefetch.limit(),
+                    priority: c.priority,
+                    active: !single_active || at == 0,
+                    inbox: c.inbox.clone(),
+                });
+                let _ = reply.send(listing.collect());
+            }
             QueueCommand::Stats(reply) => {
                 // Asked for by queue.declare (passive or not).
                 self.used();
