@@ -298,6 +298,11 @@ pub fn reply_text(err: &lapin::Error) -> String {
     }
 }
 
+/// The reply code and text of a channel or connection exception.
+pub fn exception(err: &lapin::Error) -> (u16, String) {
+    (reply_code(err), reply_text(err))
+}
+
 /// Declares a queue exclusive to the channel's connection, so it goes away
 /// with the test even on a shared broker.
 pub async fn exclusive_queue(ch: &lapin::Channel, prefix: &str) -> String {

@@ -164,19 +164,26 @@ async fn warren_ctl_manages_users_vhosts_permissions_queues_and_connections() {
     .await;
 }
 
+/// Makes `vhost` with `warren ctl`, gives `guest` every permission there,
+/// and connects to it.
+async fn guest_in_new_vhost(broker: &TestBroker, vhost: &str) -> (lapin::Connection, lapin::Channel) {
+    ctl_ok(broker, &["add_vhost", vhost]).await;
+    ctl_ok(
+        broker,
+        &["set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"],
+    )
+    .await;
+    let conn = broker.connect_as("guest", "guest", vhost).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    (conn, ch)
+}
+
 #[tokio::test]
 async fn deleting_a_vhost_closes_its_connections_and_drops_its_queues() {
     within(async {
         let broker = start_broker().await;
         let vhost = unique("doomed");
-        ctl_ok(&broker, &["add_vhost", &vhost]).await;
-        ctl_ok(
-            &broker,
-            &["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"],
-        )
-        .await;
-        let conn = broker.connect_as("guest", "guest", &vhost).await.unwrap();
-        let ch = conn.create_channel().await.unwrap();
+        let (conn, ch) = guest_in_new_vhost(&broker, &vhost).await;
         let durable = QueueDeclareOptions {
             durable: true,
             ..Default::default()
@@ -195,14 +202,7 @@ async fn deleting_a_vhost_closes_its_connections_and_drops_its_queues() {
             None => assert!(!is_warren(), "Warren closes with 320 and the reason"),
         }
         // Made again, it is empty.
-        ctl_ok(&broker, &["add_vhost", &vhost]).await;
-        ctl_ok(
-            &broker,
-            &["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"],
-        )
-        .await;
-        let conn = broker.connect_as("guest", "guest", &vhost).await.unwrap();
-        let ch = conn.create_channel().await.unwrap();
+        let (conn, ch) = guest_in_new_vhost(&broker, &vhost).await;
         let passive = QueueDeclareOptions {
             passive: true,
             ..Default::default()

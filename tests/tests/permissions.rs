@@ -129,10 +129,7 @@ async fn configure_is_checked_on_declare_and_delete_under_the_name_a_queue_gets(
             )
             .await
             .unwrap_err();
-        assert_eq!(
-            (reply_code(&err), reply_text(&err)),
-            (403, refused("queue", "theirs", &t))
-        );
+        assert_eq!(exception(&err), (403, refused("queue", "theirs", &t)));
 
         // A server-named queue is checked under the name it would get.
         let (_conn, ch) = channel_of(&broker, &t).await;
@@ -169,10 +166,7 @@ async fn configure_is_checked_on_declare_and_delete_under_the_name_a_queue_gets(
             )
             .await
             .unwrap_err();
-        assert_eq!(
-            (reply_code(&err), reply_text(&err)),
-            (403, refused("exchange", "theirs-x", &t))
-        );
+        assert_eq!(exception(&err), (403, refused("exchange", "theirs-x", &t)));
 
         // Deleting needs configure too: the owner narrows their own rights.
         set_permissions(&broker, &t, ["^probe", ".*", ".*"]).await;
@@ -181,19 +175,13 @@ async fn configure_is_checked_on_declare_and_delete_under_the_name_a_queue_gets(
             .queue_delete("mine-q".into(), QueueDeleteOptions::default())
             .await
             .unwrap_err();
-        assert_eq!(
-            (reply_code(&err), reply_text(&err)),
-            (403, refused("queue", "mine-q", &t))
-        );
+        assert_eq!(exception(&err), (403, refused("queue", "mine-q", &t)));
         let (_conn, ch) = channel_of(&broker, &t).await;
         let err = ch
             .exchange_delete("mine-x".into(), ExchangeDeleteOptions::default())
             .await
             .unwrap_err();
-        assert_eq!(
-            (reply_code(&err), reply_text(&err)),
-            (403, refused("exchange", "mine-x", &t))
-        );
+        assert_eq!(exception(&err), (403, refused("exchange", "mine-x", &t)));
         remove(&broker, t).await;
     })
     .await;
@@ -261,10 +249,7 @@ async fn read_is_checked_on_consume_get_purge_and_the_source_of_a_binding() {
             .basic_get("unread".into(), BasicGetOptions::default())
             .await
             .unwrap_err();
-        assert_eq!(
-            (reply_code(&err), reply_text(&err)),
-            (403, refused("queue", "unread", &t))
-        );
+        assert_eq!(exception(&err), (403, refused("queue", "unread", &t)));
         let (_conn, ch) = channel_of(&broker, &t).await;
         let err = ch
             .basic_consume(
@@ -294,10 +279,7 @@ async fn read_is_checked_on_consume_get_purge_and_the_source_of_a_binding() {
             )
             .await
             .unwrap_err();
-        assert_eq!(
-            (reply_code(&err), reply_text(&err)),
-            (403, refused("exchange", "amq.direct", &t))
-        );
+        assert_eq!(exception(&err), (403, refused("exchange", "amq.direct", &t)));
         remove(&broker, t).await;
     })
     .await;
@@ -375,10 +357,7 @@ async fn a_dead_letter_exchange_needs_write_on_it_and_read_on_the_queue() {
             .queue_declare("with-dlx".into(), QueueDeclareOptions::default(), args)
             .await
             .unwrap_err();
-        assert_eq!(
-            (reply_code(&err), reply_text(&err)),
-            (403, refused("exchange", "dlx", &t))
-        );
+        assert_eq!(exception(&err), (403, refused("exchange", "dlx", &t)));
         remove(&broker, t).await;
     })
     .await;
