@@ -74,7 +74,7 @@ extendedKeyUsage=serverAuth" ;;
   # `localhost`, which Node resolves to ::1 first and Python to 127.0.0.1.
   "$bin" --bind "[::]:$port" --management-bind "127.0.0.1:$management_port" \
     --tls-bind "[::]:$tls_port" --tls-cert "$certs/server.pem" --tls-key "$certs/server.key" \
-    --tls-ca "$certs/ca.pem" --data-dir "$data_dir" >"$data_dir/broker.log" 2>&1 &
+    --tls-ca "$certs/ca.pem" --auth-mechanisms PLAIN,AMQPLAIN,EXTERNAL --data-dir "$data_dir" >"$data_dir/broker.log" 2>&1 &
   broker_pid=$!
   deadline=$((SECONDS + 30))
   until (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do

@@ -77,8 +77,11 @@ pub async fn start_warren_on(
 
 /// An in-process Warren that also serves AMQP over TLS on 127.0.0.1:0
 /// with `tls` (Warren-only: the reference has no TLS listener).
-pub async fn start_warren_with_tls(tls: warren_server::tls::TlsFiles) -> TestBroker {
-    start_warren_full("127.0.0.1:0", tempfile::tempdir().unwrap(), |_| {}, Some(tls)).await
+pub async fn start_warren_with_tls(
+    tls: warren_server::tls::TlsFiles,
+    configure: impl FnOnce(&mut warren_server::Config),
+) -> TestBroker {
+    start_warren_full("127.0.0.1:0", tempfile::tempdir().unwrap(), configure, Some(tls)).await
 }
 
 async fn start_warren_full(

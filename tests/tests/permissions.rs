@@ -431,3 +431,115 @@ async fn the_management_api_refuses_bad_credentials_and_unknown_targets() {
     })
     .await;
 }
+
+/// Sends one raw HTTP request to the management API: its status code.
+async fn raw_http(broker: &TestBroker, request: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = broker.management.trim_start_matches("http://");
+    let mut socket = tokio::net::TcpStream::connect(authority).await.unwrap();
+    socket.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        let n = socket.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the API closed without answering");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let status_line = String::from_utf8_lossy(&answer);
+    status_line.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+#[tokio::test]
+async fn the_management_api_gives_each_tag_what_rabbitmq_gives_it() {
+    within(async {
+        let broker = start_broker().await;
+        let user = unique("monitor");
+        let body = json!({"password": "m0n", "tags": "monitoring"});
+        let (status, _) = broker
+            .admin("PUT", &format!("/api/users/{}", segment(&user)), Some(body))
+            .await;
+        assert_eq!(status, 201);
+        for (path, expected) in [
+            ("/api/overview", 200),
+            ("/api/whoami", 200),
+            ("/api/queues", 200),
+            ("/api/vhosts", 200),
+            ("/api/connections", 200),
+            // Password hashes and permissions are for administrators.
+            ("/api/users", 401),
+            ("/api/permissions", 401),
+            ("/api/definitions", 401),
+        ] {
+            let (status, _) = broker.admin_as(&user, "m0n", "GET", path, None).await;
+            assert_eq!(status, expected, "{path}");
+        }
+        let (status, _) = broker
+            .admin_as(&user, "m0n", "PUT", "/api/vhosts/nope", None)
+            .await;
+        assert_eq!(status, 401);
+        // A body that is not JSON (a form a web page could post) is refused.
+        let credentials = "Z3Vlc3Q6Z3Vlc3Q="; // guest:guest
+        let form = format!(
+            "POST /api/definitions HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {credentials}\r\n\
+             Content-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        );
+        assert_eq!(raw_http(&broker, &form).await, 415);
+        // A PUT with no body at all is fine (RabbitMQ's documented `curl -X PUT`).
+        let vhost = unique("bare");
+        let bare = format!(
+            "PUT /api/vhosts/{vhost} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {credentials}\r\n\
+             Content-Length: 0\r\nConnection: close\r\n\r\n"
+        );
+        assert_eq!(raw_http(&broker, &bare).await, 201);
+        broker
+            .admin("DELETE", &format!("/api/vhosts/{vhost}"), None)
+            .await;
+        broker
+            .admin("DELETE", &format!("/api/users/{}", segment(&user)), None)
+            .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn listing_queues_does_not_keep_an_expiring_queue_alive() {
+    within(async {
+        let broker = start_broker().await;
+        let (conn, ch) = broker.channel().await;
+        let q = unique("expiring");
+        let args = table(&[("x-expires", lapin::types::AMQPValue::LongInt(1000))]);
+        ch.queue_declare(q.as_str().into(), QueueDeclareOptions::default(), args)
+            .await
+            .unwrap();
+        conn.close(200, "bye".into()).await.unwrap();
+        // Looked at every 100 ms, the unused queue still expires.
+        let path = format!("/api/queues/%2F/{}", segment(&q));
+        loop {
+            let (status, _) = broker.admin("GET", &path, None).await;
+            if status == 404 {
+                break;
+            }
+            assert_eq!(status, 200);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_missing_exchange_is_reported_before_a_forged_user_id() {
+    within(async {
+        let broker = start_broker().await;
+        let (_conn, ch) = broker.channel().await;
+        let forged = BasicProperties::default().with_user_id("someone-else".into());
+        let publish = ch.basic_publish(
+            unique("no-such-exchange").as_str().into(),
+            "k".into(),
+            BasicPublishOptions::default(),
+            b"x",
+            forged,
+        );
+        assert_eq!(closed_code(&ch, publish).await, 404);
+    })
+    .await;
+}

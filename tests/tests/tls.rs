@@ -59,7 +59,7 @@ async fn a_user_of_a_vhost_of_their_own_works_over_amqps_beside_plain_amqp() {
     }
     within(async {
         let certs = TestCerts::generate();
-        let broker = start_warren_with_tls(certs.files(false, false)).await;
+        let broker = start_warren_with_tls(certs.files(false, false), |_| {}).await;
         let (user, vhost) = tenant(&broker).await;
         let conn = connect_tls(&broker, &certs, &format!("{user}:s3cret@"), &vhost, "", None)
             .await
@@ -89,7 +89,10 @@ async fn external_logs_in_as_the_verified_certificates_common_name() {
     }
     within(async {
         let certs = TestCerts::generate();
-        let broker = start_warren_with_tls(certs.files(true, false)).await;
+        let broker = start_warren_with_tls(certs.files(true, false), |config| {
+            config.auth_mechanisms.push("EXTERNAL".to_owned())
+        })
+        .await;
         let (user, vhost) = tenant(&broker).await;
         let conn = connect_tls(
             &broker,
@@ -143,7 +146,7 @@ async fn fail_if_no_peer_cert_refuses_clients_without_one() {
     }
     within(async {
         let certs = TestCerts::generate();
-        let broker = start_warren_with_tls(certs.files(true, true)).await;
+        let broker = start_warren_with_tls(certs.files(true, true), |_| {}).await;
         let refused = connect_tls(&broker, &certs, "guest:guest@", "/", "", None).await;
         assert!(refused.is_err(), "no certificate, no connection");
         // A certificate from another CA is refused too.
@@ -161,6 +164,29 @@ async fn fail_if_no_peer_cert_refuses_clients_without_one() {
         .await
         .unwrap();
         conn.create_channel().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn external_is_offered_only_when_configured() {
+    if !is_warren() {
+        return;
+    }
+    within(async {
+        let certs = TestCerts::generate();
+        // A CA to verify clients with, but EXTERNAL not in auth_mechanisms.
+        let broker = start_warren_with_tls(certs.files(true, false), |_| {}).await;
+        let refused = connect_tls(
+            &broker,
+            &certs,
+            "",
+            "/",
+            "?auth_mechanism=external",
+            Some(certs.client("guest")),
+        )
+        .await;
+        assert!(refused.is_err(), "a certificate alone does not log in");
     })
     .await;
 }

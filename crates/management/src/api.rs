@@ -5,14 +5,20 @@
 //!
 //! Every request is authenticated with HTTP basic authentication against
 //! the broker's users, as AMQP logins are (`guest` only from the loopback
-//! unless allowed). Reading needs the `administrator` or `monitoring` tag;
-//! changing anything, `administrator`.
+//! unless allowed). As in RabbitMQ: `/api/overview` and `/api/whoami` are
+//! for any user with a management tag (`management`, `policymaker`,
+//! `monitoring`, `administrator`); reading queues, exchanges, bindings,
+//! consumers, connections and vhosts needs `monitoring` or
+//! `administrator`; users (with their password hashes), permissions and
+//! definitions, and every change, need `administrator`. A request with a
+//! body must say it is JSON, so that a web page cannot post a form to the
+//! API with an administrator's remembered credentials.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -143,11 +149,44 @@ pub fn router(broker: Arc<Broker>) -> Router {
         )
         .route("/api/definitions", get(export).post(import))
         .layer(middleware::from_fn_with_state(broker.clone(), authenticate))
+        // RabbitMQ's `management.http.max_body_size`: definitions files
+        // are large.
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(broker)
 }
 
-/// HTTP basic authentication against the broker's users, and the tags the
-/// method needs.
+/// The largest request body taken, as RabbitMQ's default (20 MB).
+const MAX_BODY: usize = 20_000_000;
+
+/// What a request needs of its user's tags.
+enum Needs {
+    /// Any management tag.
+    Management,
+    /// `monitoring` or `administrator`.
+    Monitoring,
+    /// `administrator`.
+    Administrator,
+}
+
+fn needs(method: &Method, path: &str) -> Needs {
+    let reading = matches!(*method, Method::GET | Method::HEAD);
+    let secret = [
+        "/api/users",
+        "/api/permissions",
+        "/api/topic-permissions",
+        "/api/definitions",
+    ]
+    .iter()
+    .any(|p| path == *p || path.starts_with(&format!("{p}/")));
+    match (reading, secret, path) {
+        (true, _, "/api/overview" | "/api/whoami") => Needs::Management,
+        (true, false, _) => Needs::Monitoring,
+        _ => Needs::Administrator,
+    }
+}
+
+/// HTTP basic authentication against the broker's users, the tags the
+/// request needs, and a JSON body.
 async fn authenticate(
     State(broker): Shared,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -171,15 +210,34 @@ async fn authenticate(
         warn!(%peer, %user, "management login failed");
         return unauthorised("Login failed");
     }
-    let may_read = ["administrator", "monitoring"]
-        .iter()
-        .any(|t| broker.users.has_tag(&user, t));
-    let may_write = broker.users.has_tag(&user, "administrator");
-    let reading = matches!(*request.method(), Method::GET | Method::HEAD);
-    if !(may_write || (reading && may_read)) {
+    let has = |tags: &[&str]| tags.iter().any(|t| broker.users.has_tag(&user, t));
+    let allowed = match needs(request.method(), request.uri().path()) {
+        Needs::Management => has(&["management", "policymaker", "monitoring", "administrator"]),
+        Needs::Monitoring => has(&["monitoring", "administrator"]),
+        Needs::Administrator => has(&["administrator"]),
+    };
+    if !allowed {
         return unauthorised("Not administrator user");
     }
-    if !reading {
+    let has_body = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|n| n != "0")
+        || request.headers().contains_key(header::TRANSFER_ENCODING);
+    let json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|t| t.starts_with("application/json"));
+    if has_body && !json {
+        return ApiError(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a request body must be application/json".to_owned(),
+        )
+        .into_response();
+    }
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
         info!(%peer, %user, method = %request.method(), path = %request.uri().path(), "management request");
     }
     next.run(request).await
@@ -278,10 +336,12 @@ async fn put_user(State(broker): Shared, Path(name): Path<String>, bytes: Bytes)
     if put.hashing_algorithm.as_deref().is_some_and(|a| a != SHA256) {
         return Err(ApiError::bad_request(format!("only {SHA256} is supported")));
     }
+    // Neither: a user who cannot log in with a password (EXTERNAL only),
+    // as RabbitMQ makes one.
     let password_hash = match (put.password, put.password_hash) {
         (Some(password), _) => warren_server::users::hash_password(&password),
         (None, Some(hash)) => hash,
-        (None, None) => return Err(ApiError::bad_request("password or password_hash must be set")),
+        (None, None) => String::new(),
     };
     let new = !broker.users.exists(&name);
     broker.users.put(UserDef {
@@ -415,8 +475,9 @@ fn queue_json(q: &warren_server::admin::QueueInfo) -> Value {
         "auto_delete": q.auto_delete,
         "exclusive": q.exclusive,
         "arguments": table_to_json(&q.arguments),
-        "messages": q.messages,
-        "messages_ready": q.messages,
+        "messages": q.ready + q.unacked,
+        "messages_ready": q.ready,
+        "messages_unacknowledged": q.unacked,
         "consumers": q.consumers,
     })
 }

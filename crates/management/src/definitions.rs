@@ -329,8 +329,97 @@ fn invalid(what: impl Into<String>) -> AdminError {
     AdminError::Invalid(what.into())
 }
 
-/// Checks everything first, then imports: a file Warren cannot honour in
-/// full changes nothing.
+/// Checks what can be checked before anything changes: patterns compile,
+/// every user, vhost, exchange and queue named is there or in the file,
+/// names and types are valid. What only declaring finds out (a queue
+/// declared already with other arguments) stops the import half-way, as
+/// in RabbitMQ.
+fn check(broker: &Broker, defs: &Definitions) -> Result<(), AdminError> {
+    use std::collections::HashSet;
+    use warren_server::permissions::Pattern;
+    let users: HashSet<&str> = defs.users.iter().map(|u| u.name.as_str()).collect();
+    let vhosts: HashSet<&str> = defs.vhosts.iter().map(|v| v.name.as_str()).collect();
+    let user = |name: &str| match users.contains(name) || broker.users.exists(name) {
+        true => Ok(()),
+        false => Err(invalid(format!("no user '{name}'"))),
+    };
+    let vhost = |name: &str| match vhosts.contains(name) || broker.vhost(name).is_some() {
+        true => Ok(()),
+        false => Err(invalid(format!("no vhost '{name}'"))),
+    };
+    let pattern = |source: &str| {
+        Pattern::new(&source.replace("{username}", "u").replace("{vhost}", "v")).map_err(invalid)
+    };
+    for p in &defs.permissions {
+        user(&p.user)?;
+        vhost(&p.vhost)?;
+        for source in [&p.configure, &p.write, &p.read] {
+            pattern(source)?;
+        }
+    }
+    for t in &defs.topic_permissions {
+        user(&t.user)?;
+        vhost(&t.vhost)?;
+        pattern(&t.write)?;
+        pattern(&t.read)?;
+    }
+    let known_exchange = |vhost_name: &str, name: &str| {
+        name.is_empty()
+            || name.starts_with("amq.")
+            || defs
+                .exchanges
+                .iter()
+                .any(|x| x.vhost == vhost_name && x.name == name)
+            || broker
+                .exchanges(Some(vhost_name))
+                .is_ok_and(|all| all.iter().any(|x| x.name == name))
+    };
+    for x in &defs.exchanges {
+        vhost(&x.vhost)?;
+        if x.name.is_empty() || x.name.starts_with("amq.") {
+            return Err(invalid(format!("exchange name '{}' is reserved", x.name)));
+        }
+        if !["direct", "fanout", "topic", "headers", "x-delayed-message"].contains(&x.kind.as_str()) {
+            return Err(invalid(format!(
+                "exchange '{}': unknown type '{}'",
+                x.name, x.kind
+            )));
+        }
+        json_to_table(&x.arguments).map_err(invalid)?;
+    }
+    for q in &defs.queues {
+        vhost(&q.vhost)?;
+        if q.name.is_empty() || q.name.starts_with("amq.") {
+            return Err(invalid(format!("queue name '{}' is reserved or empty", q.name)));
+        }
+        json_to_table(&q.arguments).map_err(invalid)?;
+    }
+    for b in &defs.bindings {
+        vhost(&b.vhost)?;
+        json_to_table(&b.arguments).map_err(invalid)?;
+        let destination = match b.destination_type.as_str() {
+            "queue" => {
+                defs.queues
+                    .iter()
+                    .any(|q| q.vhost == b.vhost && q.name == b.destination)
+                    || broker
+                        .vhost(&b.vhost)
+                        .is_some_and(|v| v.queue(&b.destination, 0).is_ok())
+            }
+            "exchange" => known_exchange(&b.vhost, &b.destination),
+            other => return Err(invalid(format!("unknown destination_type '{other}'"))),
+        };
+        if !destination || !known_exchange(&b.vhost, &b.source) {
+            return Err(invalid(format!(
+                "binding from '{}' to {} '{}' in vhost '{}': an end is missing",
+                b.source, b.destination_type, b.destination, b.vhost
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Checks everything it can first ([`check`]), then imports.
 pub async fn import(broker: &Broker, defs: Definitions) -> Result<(), AdminError> {
     if !defs.policies.is_empty() {
         return Err(invalid(
@@ -362,15 +451,7 @@ pub async fn import(broker: &Broker, defs: Definitions) -> Result<(), AdminError
             v.name
         )));
     }
-    for q in &defs.queues {
-        json_to_table(&q.arguments).map_err(invalid)?;
-    }
-    for x in &defs.exchanges {
-        json_to_table(&x.arguments).map_err(invalid)?;
-    }
-    for b in &defs.bindings {
-        json_to_table(&b.arguments).map_err(invalid)?;
-    }
+    check(broker, &defs)?;
     for user in defs.users {
         broker.users.put(UserDef {
             name: user.name,

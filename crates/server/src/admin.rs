@@ -102,7 +102,9 @@ pub struct QueueInfo {
     /// Declare arguments.
     pub arguments: FieldTable,
     /// Messages ready for delivery.
-    pub messages: u32,
+    pub ready: u32,
+    /// Messages delivered and not yet acked.
+    pub unacked: u32,
     /// Consumers.
     pub consumers: u32,
 }
@@ -178,7 +180,9 @@ impl Broker {
         inbox: mpsc::UnboundedSender<ConnEvent>,
     ) -> Listed {
         let info = ConnectionInfo {
-            name: peer.to_string(),
+            // Canonical, so that `peer_host:peer_port` names it too on a
+            // dual-stack listener (no `::ffff:` prefix).
+            name: SocketAddr::new(peer.ip().to_canonical(), peer.port()).to_string(),
             peer,
             user: user.to_owned(),
             vhost: vhost.to_owned(),
@@ -218,6 +222,11 @@ impl Broker {
         let Some(vhost) = self.remove_vhost(name) else {
             return false;
         };
+        // First, nothing more is allowed or declared in it: its users'
+        // permissions go (every check of its connections fails from now
+        // on), and declares fail.
+        self.users.forget_vhost(name);
+        vhost.mark_deleted();
         // RabbitMQ's order: the queues go (their consumers are cancelled),
         // then the exchanges, then the connections are closed.
         for queue in vhost.queue_handles() {
@@ -229,7 +238,6 @@ impl Broker {
                 .inbox
                 .send(ConnEvent::Close(format!("vhost '{name}' is deleted")));
         }
-        self.users.forget_vhost(name);
         self.store.delete_vhost(name);
         info!(vhost = name, "virtual host deleted");
         true
@@ -279,7 +287,7 @@ impl Broker {
             handles.sort_by(|a, b| a.name.cmp(&b.name));
             for queue in handles {
                 // A queue that ends meanwhile is listed empty.
-                let (messages, consumers) = queue.ask(QueueCommand::Stats).await.unwrap_or((0, 0));
+                let (ready, unacked, consumers) = queue.ask(QueueCommand::Counts).await.unwrap_or_default();
                 all.push(QueueInfo {
                     vhost: vhost.name.clone(),
                     name: queue.name.to_string(),
@@ -287,7 +295,8 @@ impl Broker {
                     auto_delete: queue.auto_delete,
                     exclusive: queue.exclusive_owner.is_some(),
                     arguments: queue.arguments.clone(),
-                    messages,
+                    ready,
+                    unacked,
                     consumers,
                 });
             }

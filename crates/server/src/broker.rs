@@ -88,7 +88,6 @@ impl Broker {
         let users = Arc::new(Users::open(
             store.clone(),
             &mut recovered,
-            &names,
             &config.default_user,
             &config.default_pass,
         ));

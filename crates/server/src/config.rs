@@ -53,6 +53,11 @@ pub struct Config {
     /// How long a delivery may stay unacked before its channel is closed
     /// (RabbitMQ's `consumer_timeout`, 30 minutes); None for never.
     pub consumer_timeout: Option<Duration>,
+    /// The mechanisms offered in connection.start, in order (RabbitMQ's
+    /// `auth_mechanisms`): `PLAIN` and `AMQPLAIN` by default. `EXTERNAL`
+    /// must be listed to be offered, and is offered only on a TLS
+    /// connection whose client certificate was verified.
+    pub auth_mechanisms: Vec<String>,
 }
 
 impl Config {
@@ -75,6 +80,7 @@ impl Config {
             disk_free_limit: 50_000_000,
             memory_paging_ratio: 0.5,
             consumer_timeout: Some(Duration::from_secs(30 * 60)),
+            auth_mechanisms: vec!["PLAIN".to_owned(), "AMQPLAIN".to_owned()],
         }
     }
 }

@@ -354,6 +354,10 @@ pub enum QueueCommand {
     Wake,
     /// Ready messages and consumers, for declare-ok.
     Stats(oneshot::Sender<(u32, u32)>),
+    /// Ready messages, unacked messages and consumers, for administrators:
+    /// unlike `Stats`, looking does not count as using the queue (its
+    /// `x-expires` lease is not renewed), as in RabbitMQ.
+    Counts(oneshot::Sender<(u32, u32, u32)>),
     /// Its consumers, for administrators ([`crate::admin`]).
     Consumers(oneshot::Sender<Vec<ConsumerListing>>),
     /// Drop every ready message; replies with how many.

@@ -4,9 +4,11 @@
 //! not (`fail_if_no_peer_cert`).
 //!
 //! A client whose certificate was verified may log in with the EXTERNAL
-//! mechanism, as the `rabbitmq_auth_mechanism_ssl` plugin allows: the user
-//! is the certificate subject's common name (the plugin's default,
-//! `ssl_cert_login_from = common_name`), and must exist.
+//! mechanism when `auth_mechanisms` lists it, as the
+//! `rabbitmq_auth_mechanism_ssl` plugin allows: the user is the certificate
+//! subject's common name (the plugin with `ssl_cert_login_from =
+//! common_name`; its default is the whole distinguished name), and must
+//! exist.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -21,11 +21,10 @@ use warren_store::{PermissionDef, Store, TopicPermissionDef, UserDef, DEFAULT_VH
 
 use crate::permissions::{Grant, Pattern};
 
-/// Every pattern: the permissions the default user gets in `/`, and that
-/// users of a store from before permissions keep.
+/// Every pattern: the permissions the default user gets in `/`.
 const EVERYTHING: &str = ".*";
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Tables {
     users: HashMap<String, UserDef>,
     /// By user, then vhost.
@@ -34,8 +33,37 @@ struct Tables {
     topic_permissions: HashMap<(String, String, String), TopicPermissionDef>,
 }
 
-/// The users and their permissions, shared by every connection.
-#[derive(Debug)]
+/// The tables under the write lock. Dropped, it moves the epoch on before
+/// the lock is released: a connection that sees the new epoch then waits
+/// for the lock and reads the change, and one that read the old epoch reads
+/// again at its next check. (Moved on before the change, a connection could
+/// read the new epoch and the old tables, and keep a revoked permission.)
+struct Changing<'a> {
+    tables: RwLockWriteGuard<'a, Tables>,
+    epoch: &'a AtomicU64,
+}
+
+impl std::ops::Deref for Changing<'_> {
+    type Target = Tables;
+    fn deref(&self) -> &Tables {
+        &self.tables
+    }
+}
+
+impl std::ops::DerefMut for Changing<'_> {
+    fn deref_mut(&mut self) -> &mut Tables {
+        &mut self.tables
+    }
+}
+
+impl Drop for Changing<'_> {
+    fn drop(&mut self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// The users and their permissions, shared by every connection. Its
+/// `Debug` shows counts only: never a password hash in a log.
 pub struct Users {
     tables: RwLock<Tables>,
     /// Bumped by every change, so that connections know to read their
@@ -44,15 +72,25 @@ pub struct Users {
     store: Store,
 }
 
+impl std::fmt::Debug for Users {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tables = self.read();
+        f.debug_struct("Users")
+            .field("users", &tables.users.len())
+            .field("permissions", &tables.permissions.len())
+            .field("topic_permissions", &tables.topic_permissions.len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Users {
-    /// The users and permissions the store recovered. On a first start,
-    /// the default user, with every permission in `/` (as RabbitMQ makes
-    /// `guest`); from a store written before permissions, every user gets
-    /// every permission in every vhost, as they had.
+    /// The users and permissions the store recovered (a store from before
+    /// permissions gives its users every permission in every vhost, see
+    /// `warren_store`). On a first start, the default user, with every
+    /// permission in `/`, as RabbitMQ makes `guest`.
     pub(crate) fn open(
         store: Store,
         recovered: &mut warren_store::Recovered,
-        vhosts: &[String],
         default_user: &str,
         default_pass: &str,
     ) -> Self {
@@ -82,12 +120,6 @@ impl Users {
                 tags: vec!["administrator".to_owned()],
             });
             users.grant_everything(default_user, DEFAULT_VHOST);
-        } else if recovered.before_permissions {
-            let names: Vec<String> = users.read().users.keys().cloned().collect();
-            for (user, vhost) in names.iter().flat_map(|u| vhosts.iter().map(move |v| (u, v))) {
-                info!(%user, %vhost, "giving every permission, as before permissions existed");
-                users.grant_everything(user, vhost);
-            }
         }
         users
     }
@@ -107,10 +139,13 @@ impl Users {
         self.tables.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The tables, for a change: the epoch moves on.
-    fn write(&self) -> RwLockWriteGuard<'_, Tables> {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.tables.write().unwrap_or_else(|e| e.into_inner())
+    /// The tables, for a change: the epoch moves on when the change is
+    /// done, still under the lock ([`Changing`]).
+    fn write(&self) -> Changing<'_> {
+        Changing {
+            tables: self.tables.write().unwrap_or_else(|e| e.into_inner()),
+            epoch: &self.epoch,
+        }
     }
 
     /// Counts changes to users and permissions.
@@ -148,8 +183,11 @@ impl Users {
 
     /// Adds or replaces a user, in memory and in the store.
     pub fn put(&self, user: UserDef) {
+        // Stored under the lock, so that the store's order of changes is
+        // the tables'.
+        let mut tables = self.write();
         self.store.put_user(user.clone());
-        self.write().users.insert(user.name.clone(), user);
+        tables.users.insert(user.name.clone(), user);
     }
 
     /// Deletes a user and their permissions; false if there was none.
@@ -188,8 +226,13 @@ impl Users {
         for pattern in [&def.configure, &def.write, &def.read] {
             Pattern::new(pattern)?;
         }
+        let mut tables = self.write();
+        // Checked under the lock: a user deleted meanwhile leaves nothing.
+        if !tables.users.contains_key(&def.user) {
+            return Err(format!("no user '{}'", def.user));
+        }
         self.store.put_permission(def.clone());
-        self.write()
+        tables
             .permissions
             .insert((def.user.clone(), def.vhost.clone()), def);
         Ok(())
@@ -197,8 +240,8 @@ impl Users {
 
     /// Clears a user's permissions in a vhost; false if there were none.
     pub fn clear_permissions(&self, user: &str, vhost: &str) -> bool {
-        let removed = self
-            .write()
+        let mut tables = self.write();
+        let removed = tables
             .permissions
             .remove(&(user.to_owned(), vhost.to_owned()))
             .is_some();
@@ -223,9 +266,13 @@ impl Users {
         for pattern in [&def.write, &def.read] {
             Pattern::new(&pattern.replace("{username}", "u").replace("{vhost}", "v"))?;
         }
-        self.store.put_topic_permission(def.clone());
         let key = (def.user.clone(), def.vhost.clone(), def.exchange.clone());
-        self.write().topic_permissions.insert(key, def);
+        let mut tables = self.write();
+        if !tables.users.contains_key(&def.user) {
+            return Err(format!("no user '{}'", def.user));
+        }
+        self.store.put_topic_permission(def.clone());
+        tables.topic_permissions.insert(key, def);
         Ok(())
     }
 

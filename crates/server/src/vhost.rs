@@ -98,6 +98,9 @@ pub struct VHost {
     /// Direct reply-to addresses and their consumers
     /// ([`crate::channel::reply_to`]).
     replies: std::sync::Mutex<HashMap<String, ReplyConsumer>>,
+    /// Set, under the write lock, when the vhost is being deleted: nothing
+    /// more is declared in it ([`crate::admin`]).
+    deleted: std::sync::atomic::AtomicBool,
 }
 
 /// What recovery found, for the start-up log.
@@ -167,6 +170,7 @@ impl VHost {
             weak_self: weak_self.clone(),
             next_queue_id: AtomicU64::new(1),
             epoch: AtomicU64::new(0),
+            deleted: Default::default(),
             store,
             memory_pressure,
             replies: Default::default(),
@@ -496,6 +500,7 @@ impl VHost {
             return Err(self.router_error(RouterError::ExchangeNotFound(name.into())));
         }
         let mut state = self.write();
+        self.check_not_deleted()?;
         let (kind, delays) = parse_type(kind, arguments).map_err(|e| self.router_error(e))?;
         let dedup = self.exchange_dedup(name, arguments)?;
         if !name.is_empty() && state.router.exchange(name).is_none() && name.starts_with("amq.") {
@@ -613,6 +618,7 @@ impl VHost {
             )));
         }
         let mut state = self.write();
+        self.check_not_deleted()?;
         if let Some(queue) = state.queues.get(spec.name) {
             // Another connection's exclusive queue, or exclusivity that differs
             // from the original declaration, even on the owning connection.
@@ -863,6 +869,24 @@ impl VHost {
         self.unbind(&mut self.write(), source, destination, routing_key, arguments)
     }
 
+    /// A publish's exchange: 404 if it is missing, 403 if it is internal
+    /// (as [`VHost::route`] refuses them). For error paths that must report
+    /// these first, as RabbitMQ does.
+    pub(crate) fn publishable(&self, exchange: &str) -> Result<(), AmqpError> {
+        let state = self.read();
+        let x = state
+            .router
+            .exchange(exchange)
+            .ok_or_else(|| self.router_error(RouterError::ExchangeNotFound(exchange.into())))?;
+        if x.internal {
+            return Err(AmqpError::access_refused(format!(
+                "cannot publish to internal exchange '{exchange}' in vhost '{}'",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
     /// The queues a publish goes to: 404 if the exchange is missing, 403 if
     /// it is internal. An empty result means unroutable. Answers from the
     /// connection's `cache` while the definitions have not changed.
@@ -883,17 +907,8 @@ impl VHost {
         if let Some(queues) = cache.get(exchange, routing_key) {
             return Ok((queues.clone(), None));
         }
+        self.publishable(exchange)?;
         let state = self.read();
-        let x = state
-            .router
-            .exchange(exchange)
-            .ok_or_else(|| self.router_error(RouterError::ExchangeNotFound(exchange.into())))?;
-        if x.internal {
-            return Err(AmqpError::access_refused(format!(
-                "cannot publish to internal exchange '{exchange}' in vhost '{}'",
-                self.name
-            )));
-        }
         let dedup = state.dedup.get(exchange).cloned();
         let routing = state.router.route_detail(exchange, routing_key, headers);
         let queues: Queues = state.targets(&routing, |_| true).collect();
@@ -1067,6 +1082,30 @@ impl VHost {
     /// Its queues.
     pub(crate) fn queue_handles(&self) -> Vec<Arc<QueueHandle>> {
         self.read().queues.values().cloned().collect()
+    }
+
+    /// Marks it deleted: declares fail from now on, so that nothing new is
+    /// made while its queues and exchanges go.
+    pub(crate) fn mark_deleted(&self) {
+        let _state = self.write();
+        self.deleted.store(true, Ordering::Release);
+    }
+
+    /// 320 once the vhost is being deleted (its connections are closed
+    /// with the same reason). Called under the write lock.
+    fn check_not_deleted(&self) -> Result<(), AmqpError> {
+        match self.deleted.load(Ordering::Acquire) {
+            true => Err(AmqpError::connection_forced(format!(
+                "vhost '{}' is deleted",
+                self.name
+            ))),
+            false => Ok(()),
+        }
+    }
+
+    /// Whether it was deleted.
+    pub(crate) fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
     }
 
     /// Deletes its exchanges but the predeclared ones, as its deletion

@@ -34,9 +34,6 @@ pub struct Recovered {
     pub permissions: Vec<PermissionDef>,
     /// Users' topic permissions.
     pub topic_permissions: Vec<TopicPermissionDef>,
-    /// The store was written before there were permissions: its users had
-    /// every right in every virtual host, and should keep them.
-    pub before_permissions: bool,
     /// Durable exchanges.
     pub exchanges: Vec<ExchangeDef>,
     /// Durable queues with their messages, in queue order.

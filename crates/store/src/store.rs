@@ -375,7 +375,6 @@ fn open(path: &Path, cache_bytes: u64) -> Result<(Store, Recovered), StoreError>
             .ok_or_else(|| refused(&db_path, format!("the definition of user '{name}' is damaged")))?;
         recovered.users.push(def);
     }
-    recovered.before_permissions = before_permissions;
     for item in trees.permissions.iter() {
         let (k, v) = item.map_err(sled_err)?;
         let def = PermissionDef::decode(&k, &v)
@@ -387,6 +386,34 @@ fn open(path: &Path, cache_bytes: u64) -> Result<(Store, Recovered), StoreError>
         let def = TopicPermissionDef::decode(&k, &v)
             .ok_or_else(|| refused(&db_path, "a user's topic permissions are damaged"))?;
         recovered.topic_permissions.push(def);
+    }
+    // A store from before permissions: its users had every right in every
+    // vhost, and keep them. Written here, before anything else runs, and
+    // flushed, so that a crash cannot leave the permissions tree made and
+    // empty (which would lock every user out).
+    if before_permissions {
+        let vhosts = match recovered.vhosts.is_empty() {
+            true => vec![crate::DEFAULT_VHOST.to_owned()],
+            false => recovered.vhosts.clone(),
+        };
+        for user in &recovered.users {
+            for vhost in &vhosts {
+                let def = PermissionDef {
+                    user: user.name.clone(),
+                    vhost: vhost.clone(),
+                    configure: ".*".to_owned(),
+                    write: ".*".to_owned(),
+                    read: ".*".to_owned(),
+                };
+                tracing::info!(user = %def.user, vhost = %def.vhost, "giving every permission, as before permissions existed");
+                trees
+                    .permissions
+                    .insert(def.key(), def.encode())
+                    .map_err(sled_err)?;
+                recovered.permissions.push(def);
+            }
+        }
+        db.flush().map_err(sled_err)?;
     }
     let mut queues = HashMap::new();
     let mut defs = Vec::new();

@@ -453,16 +453,18 @@ impl Writer {
                         }
                     }
                 }
-                // What its deleted queues and exchanges left: nothing,
-                // unless the vhost is `/`, whose keys have no prefix.
+                // What its deleted queues and exchanges left (bindings
+                // between predeclared exchanges, say): `/`'s keys have no
+                // prefix, so bindings are read one by one.
                 if name != crate::DEFAULT_VHOST {
                     let prefix = scoped(&name, &[]);
-                    for tree in [&t.exchanges, &t.queues, &t.bindings] {
+                    for tree in [&t.exchanges, &t.queues] {
                         for item in tree.scan_prefix(&prefix) {
                             tree.remove(item.map_err(&err)?.0).map_err(&err)?;
                         }
                     }
                 }
+                self.delete_bindings_where(|b| b.vhost == name)?;
             }
             Definition::PutPermission(def) => {
                 t.permissions.insert(def.key(), def.encode()).map_err(&err)?;

@@ -68,6 +68,13 @@ struct Args {
     /// Refuse TLS clients without a certificate (ssl_options.fail_if_no_peer_cert).
     #[arg(long, env = "WARREN_TLS_FAIL_IF_NO_PEER_CERT", requires = "tls_ca")]
     tls_fail_if_no_peer_cert: bool,
+    /// The login mechanisms offered, in order (RabbitMQ's auth_mechanisms).
+    /// EXTERNAL logs a TLS client in as the user named by its verified
+    /// certificate's common name, with no password: list it only if
+    /// everyone holding a certificate from `--tls-ca` may do that.
+    #[arg(long, env = "WARREN_AUTH_MECHANISMS", default_value = "PLAIN,AMQPLAIN", value_delimiter = ',',
+          value_parser = ["PLAIN", "AMQPLAIN", "EXTERNAL"])]
+    auth_mechanisms: Vec<String>,
     /// Directory for durable state.
     #[arg(long, env = "WARREN_DATA_DIR", default_value = "./warren-data")]
     data_dir: PathBuf,
@@ -245,6 +252,7 @@ async fn main() -> std::process::ExitCode {
     config.disk_free_limit = args.disk_free_limit;
     config.memory_paging_ratio = args.memory_paging_ratio;
     config.consumer_timeout = args.consumer_timeout.0;
+    config.auth_mechanisms = args.auth_mechanisms;
     // Recovery first, then the port: a client never connects to a broker
     // that is still reading its store.
     let broker = match warren_server::broker::Broker::open(config).await {

@@ -150,10 +150,10 @@ impl Connection {
             .map_err(|e| e.for_method(PUBLISH.0, PUBLISH.1))?;
         if let Some(expiration) = message.properties.expiration() {
             if let Err(why) = parse_expiration(expiration.as_str()) {
-                return Err(AmqpError::precondition_failed(format!(
-                    "invalid expiration '{expiration}': {why}"
-                ))
-                .for_method(PUBLISH.0, PUBLISH.1));
+                let invalid =
+                    AmqpError::precondition_failed(format!("invalid expiration '{expiration}': {why}"));
+                let first = self.vhost.publishable(message.exchange.as_str()).err();
+                return Err(first.unwrap_or(invalid).for_method(PUBLISH.0, PUBLISH.1));
             }
         }
         self.address_reply_to(id, &mut message)
@@ -192,7 +192,12 @@ impl Connection {
                 .check_topic(Permission::Write, exchange, message.routing_key.as_str())?;
         }
         let user_id = message.properties.user_id().as_ref().map(|u| u.as_str());
-        self.access.check_user_id(user_id)
+        // A missing or internal exchange is reported first, as RabbitMQ
+        // looks it up before it reads the properties (looked up only here,
+        // on the way to an error).
+        self.access
+            .check_user_id(user_id)
+            .map_err(|e| self.vhost.publishable(exchange).err().unwrap_or(e))
     }
 
     /// Hands a routed message to its queues (or returns it, if mandatory and

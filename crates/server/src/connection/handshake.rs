@@ -142,17 +142,20 @@ pub(crate) async fn negotiate(
         _ => return Err(Refused::Closed),
     }
     let send = |m: connection::AMQPMethod| Frame::Method(0, AMQPClass::Connection(m));
+    // EXTERNAL only when configured, and to a client whose certificate was
+    // verified.
+    let offered: Vec<&str> = config
+        .auth_mechanisms
+        .iter()
+        .map(String::as_str)
+        .filter(|m| *m != "EXTERNAL" || external.is_some())
+        .collect();
     writer
         .send(send(connection::AMQPMethod::Start(connection::Start {
             version_major: 0,
             version_minor: 9,
             server_properties: server_properties(),
-            // EXTERNAL only to a client whose certificate was verified.
-            mechanisms: match external {
-                Some(_) => "PLAIN AMQPLAIN EXTERNAL",
-                None => "PLAIN AMQPLAIN",
-            }
-            .into(),
+            mechanisms: offered.join(" ").into(),
             locales: "en_US".into(),
         })))
         .await
@@ -170,10 +173,17 @@ pub(crate) async fn negotiate(
     let connection_blocked = capability("connection.blocked");
     let mechanism = start_ok.mechanism.as_str();
     let credentials = match mechanism {
+        other if !offered.contains(&other) => {
+            return Err(
+                AmqpError::command_invalid(format!("unknown authentication mechanism '{other}'"))
+                    .for_method(10, 11)
+                    .into(),
+            )
+        }
         "PLAIN" => plain(start_ok.response.as_bytes()),
         "AMQPLAIN" => amqplain(start_ok.response.as_bytes()),
         // The certificate's common name; RabbitMQ ignores the response.
-        "EXTERNAL" if external.is_some() => external.map(|user| (user, String::new())),
+        "EXTERNAL" => external.map(|user| (user, String::new())),
         other => {
             return Err(
                 AmqpError::command_invalid(format!("unknown authentication mechanism '{other}'"))

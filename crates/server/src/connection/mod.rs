@@ -205,6 +205,12 @@ pub async fn serve(
         &negotiated.vhost.name,
         inbox.clone(),
     );
+    // Opened while its vhost was being deleted, after the deletion closed
+    // the vhost's listed connections: it closes too.
+    if negotiated.vhost.is_deleted() {
+        let reason = format!("vhost '{}' is deleted", negotiated.vhost.name);
+        let _ = inbox.send(ConnEvent::Close(reason));
+    }
     let mut conn = Connection {
         id,
         access: negotiated.access,

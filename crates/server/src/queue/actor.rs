@@ -139,6 +139,7 @@ impl Queue {
             command,
             QueueCommand::Get { .. }
                 | QueueCommand::Stats(_)
+                | QueueCommand::Counts(_)
                 | QueueCommand::Purge(_)
                 | QueueCommand::Delete { .. }
         ) {
@@ -235,6 +236,14 @@ impl Queue {
             QueueCommand::Wake => {}
             #[cfg(test)]
             QueueCommand::Panic => panic!("asked to"),
+            QueueCommand::Counts(reply) => {
+                let counts = (
+                    self.ready.len() as u32,
+                    self.unacked.len() as u32,
+                    self.consumers.len() as u32,
+                );
+                let _ = reply.send(counts);
+            }
             QueueCommand::Consumers(reply) => {
                 let single_active = self.args.single_active_consumer;
                 let listing = self.consumers.iter().enumerate().map(|(at, c)| ConsumerListing {
