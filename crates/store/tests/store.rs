@@ -504,3 +504,59 @@ fn paged_out_messages_read_back_give_their_space_back_and_are_gone_after_a_resta
     assert!(r.queues.is_empty());
     assert!(dir_size(&transient_dir) < 1 << 20);
 }
+
+/// A store written before permissions existed (no `permissions` tree): its
+/// users had every right in every vhost, and keep them, written once, at
+/// the first open, and there after.
+#[test]
+fn users_of_a_store_from_before_permissions_keep_every_right() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, _) = open(dir.path());
+        store.put_vhost(DEFAULT_VHOST);
+        store.put_vhost("orders");
+        store.put_user(UserDef {
+            name: "app".into(),
+            password_hash: String::new(),
+            tags: vec![],
+        });
+        barrier(&store);
+        store.close().unwrap();
+    }
+    {
+        // What an earlier Warren left: no permission trees at all.
+        // The store's sled settings (its 64 KiB segments).
+        let db = sled::Config::new()
+            .path(dir.path())
+            .segment_size(64 * 1024)
+            .open()
+            .unwrap();
+        assert!(db.drop_tree("permissions").unwrap());
+        assert!(db.drop_tree("topic_permissions").unwrap());
+        db.flush().unwrap();
+    }
+    for _ in 0..2 {
+        let (store, recovered) = open(dir.path());
+        let mut granted: Vec<(String, String, String)> = recovered
+            .permissions
+            .iter()
+            .map(|p| {
+                (
+                    p.user.clone(),
+                    p.vhost.clone(),
+                    format!("{} {} {}", p.configure, p.write, p.read),
+                )
+            })
+            .collect();
+        granted.sort();
+        let everything = ".* .* .*".to_owned();
+        assert_eq!(
+            granted,
+            [
+                ("app".to_owned(), "/".to_owned(), everything.clone()),
+                ("app".to_owned(), "orders".to_owned(), everything)
+            ]
+        );
+        store.close().unwrap();
+    }
+}
