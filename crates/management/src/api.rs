@@ -591,7 +591,7 @@ async fn list_bindings_in(State(broker): Shared, Path(vhost): Path<String>) -> A
     bindings(&broker, Some(&vhost))
 }
 
-fn connection_json(c: &warren_server::admin::ConnectionInfo) -> Value {
+fn connection_json(c: &warren_server::broker::ConnectionInfo) -> Value {
     json!({
         "name": c.name,
         "user": c.user,

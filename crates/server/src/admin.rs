@@ -12,9 +12,7 @@
 //!
 //! Users themselves are [`crate::users::Users`]'.
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use amq_protocol::types::FieldTable;
 use tokio::sync::mpsc;
@@ -23,7 +21,7 @@ use warren_store::{PermissionDef, TopicPermissionDef};
 
 use crate::broker::Broker;
 use crate::events::{ConnEvent, QueueCommand, QueueHandle};
-use crate::vhost::VHost;
+use crate::vhost::{BindingInfo, ExchangeInfo, VHost};
 use crate::AmqpError;
 
 /// Why an administrative request was refused.
@@ -43,46 +41,6 @@ impl From<AmqpError> for AdminError {
             404 => AdminError::NotFound(e.to_string()),
             _ => AdminError::Invalid(e.to_string()),
         }
-    }
-}
-
-/// An open connection, as listed.
-#[derive(Clone, Debug)]
-pub struct ConnectionInfo {
-    /// Its name, unique among open connections: the peer's address.
-    pub name: String,
-    /// The peer's address.
-    pub peer: SocketAddr,
-    /// The user it logged in as.
-    pub user: String,
-    /// Its virtual host.
-    pub vhost: String,
-    /// When it opened, in milliseconds since the Unix epoch.
-    pub connected_at: u64,
-    /// Its inbox, to close it.
-    inbox: mpsc::UnboundedSender<ConnEvent>,
-}
-
-/// The open connections, by id.
-#[derive(Debug, Default)]
-pub(crate) struct Connections(Mutex<HashMap<u64, ConnectionInfo>>);
-
-impl Connections {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ConnectionInfo>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
-/// A connection's place in the list, given back on drop.
-#[derive(Debug)]
-pub(crate) struct Listed {
-    broker: Arc<Broker>,
-    id: u64,
-}
-
-impl Drop for Listed {
-    fn drop(&mut self) {
-        self.broker.connections.lock().remove(&self.id);
     }
 }
 
@@ -132,82 +90,12 @@ pub struct ConsumerInfo {
     pub active: bool,
 }
 
-/// An exchange, as listed.
-#[derive(Clone, Debug)]
-pub struct ExchangeInfo {
-    /// Its virtual host.
-    pub vhost: String,
-    /// Its name (empty: the default exchange).
-    pub name: String,
-    /// Its type.
-    pub kind: String,
-    /// Survives a restart.
-    pub durable: bool,
-    /// Deleted when its last binding goes.
-    pub auto_delete: bool,
-    /// Clients may not publish to it.
-    pub internal: bool,
-    /// Declare arguments.
-    pub arguments: FieldTable,
-}
-
-/// A binding, as listed.
-#[derive(Clone, Debug)]
-pub struct BindingInfo {
-    /// Its virtual host.
-    pub vhost: String,
-    /// The source exchange.
-    pub source: String,
-    /// The destination's name.
-    pub destination: String,
-    /// `queue` or `exchange`.
-    pub destination_type: &'static str,
-    /// The binding key.
-    pub routing_key: String,
-    /// Binding arguments.
-    pub arguments: FieldTable,
-}
-
 impl Broker {
-    /// Lists a connection that has opened; it leaves the list when the
-    /// returned value is dropped, as the connection ends.
-    pub(crate) fn list_connection(
-        self: &Arc<Self>,
-        id: u64,
-        peer: SocketAddr,
-        user: &str,
-        vhost: &str,
-        inbox: mpsc::UnboundedSender<ConnEvent>,
-    ) -> Listed {
-        let info = ConnectionInfo {
-            // Canonical, so that `peer_host:peer_port` names it too on a
-            // dual-stack listener (no `::ffff:` prefix).
-            name: SocketAddr::new(peer.ip().to_canonical(), peer.port()).to_string(),
-            peer,
-            user: user.to_owned(),
-            vhost: vhost.to_owned(),
-            connected_at: crate::clock::wall_ms(),
-            inbox,
-        };
-        self.connections.lock().insert(id, info);
-        Listed {
-            broker: self.clone(),
-            id,
-        }
-    }
-
-    /// The open connections.
-    pub fn connections(&self) -> Vec<ConnectionInfo> {
-        let mut all: Vec<ConnectionInfo> = self.connections.lock().values().cloned().collect();
-        all.sort_by(|a, b| a.name.cmp(&b.name));
-        all
-    }
-
     /// Closes the connection called `name` with 320 and `reason`; false if
     /// there is none.
     pub fn close_connection(&self, name: &str, reason: &str) -> bool {
-        let connections = self.connections.lock();
-        let Some(info) = connections.values().find(|c| c.name == name) else {
+        let connections = self.connections();
+        let Some(info) = connections.iter().find(|c| c.name == name) else {
             return false;
         };
         info!(connection = name, reason, "closing connection on request");

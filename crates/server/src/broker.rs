@@ -2,14 +2,18 @@
 //! the users, the connection count), opened from the store at start.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
 
 use tracing::{error, info, warn};
 use warren_store::{Recovered, Store, StoreError, DEFAULT_VHOST};
 
+use tokio::sync::mpsc;
+
 use crate::alarm::{Alarms, Status};
+use crate::events::ConnEvent;
 use crate::users::Users;
 use crate::vhost::VHost;
 use crate::Config;
@@ -29,10 +33,50 @@ pub struct Broker {
     pub alarms: Arc<Alarms>,
     /// Source of connection ids, which tag logs and own exclusive queues.
     next_connection_id: AtomicU64,
-    /// Open connections, for administrators ([`crate::admin`]).
-    pub(crate) connections: crate::admin::Connections,
+    /// Open connections, listed for administrators ([`crate::admin`]).
+    pub(crate) connections: Connections,
     /// How many connections are open, for `max_connections`.
     open_connections: Arc<AtomicUsize>,
+}
+
+/// An open connection, as listed.
+#[derive(Clone, Debug)]
+pub struct ConnectionInfo {
+    /// Its name, unique among open connections: the peer's address.
+    pub name: String,
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The user it logged in as.
+    pub user: String,
+    /// Its virtual host.
+    pub vhost: String,
+    /// When it opened, in milliseconds since the Unix epoch.
+    pub connected_at: u64,
+    /// Its inbox, to close it.
+    pub(crate) inbox: mpsc::UnboundedSender<ConnEvent>,
+}
+
+/// The open connections, by id.
+#[derive(Debug, Default)]
+pub(crate) struct Connections(Mutex<HashMap<u64, ConnectionInfo>>);
+
+impl Connections {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, ConnectionInfo>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A connection's place in the list, given back on drop.
+#[derive(Debug)]
+pub(crate) struct Listed {
+    broker: Arc<Broker>,
+    id: u64,
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        self.broker.connections.lock().remove(&self.id);
+    }
 }
 
 /// A connection's place under the connection limit, given back on drop.
@@ -192,6 +236,40 @@ impl Broker {
     /// will read it).
     pub fn status(&self) -> Status {
         self.alarms.status()
+    }
+
+    /// Lists a connection that has opened; it leaves the list when the
+    /// returned value is dropped, as the connection ends.
+    pub(crate) fn list_connection(
+        self: &Arc<Self>,
+        id: u64,
+        peer: SocketAddr,
+        user: &str,
+        vhost: &str,
+        inbox: mpsc::UnboundedSender<ConnEvent>,
+    ) -> Listed {
+        let info = ConnectionInfo {
+            // Canonical, so that `peer_host:peer_port` names it too on a
+            // dual-stack listener (no `::ffff:` prefix).
+            name: SocketAddr::new(peer.ip().to_canonical(), peer.port()).to_string(),
+            peer,
+            user: user.to_owned(),
+            vhost: vhost.to_owned(),
+            connected_at: crate::clock::wall_ms(),
+            inbox,
+        };
+        self.connections.lock().insert(id, info);
+        Listed {
+            broker: self.clone(),
+            id,
+        }
+    }
+
+    /// The open connections.
+    pub fn connections(&self) -> Vec<ConnectionInfo> {
+        let mut all: Vec<ConnectionInfo> = self.connections.lock().values().cloned().collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
     }
 
     /// Takes a place for a newly opened connection, unless the limit is reached.

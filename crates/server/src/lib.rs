@@ -20,7 +20,8 @@
 //! - [`admin`]: administering a running broker (vhosts, permissions,
 //!   connections, queues), for `warren ctl` and the management API.
 //! - [`tls`]: AMQP over TLS (rustls), and the EXTERNAL mechanism's user.
-//! - [`permissions`]: what a user may do in a virtual host, checked as RabbitMQ checks it.
+//! - [`permissions`]: what a user may do in a virtual host, compiled;
+//!   [`access`]: a connection's checks of them, where RabbitMQ checks.
 //! - [`gate`]: prefetch and credit limits shared by queues and channels.
 //! - [`events`]: the types that cross tasks (queue commands, connection
 //!   events, consumers, confirm trackers), at the bottom of the crate so that
@@ -33,6 +34,7 @@
 //! - [`error`] holds [`AmqpError`], a reply code and text as a value.
 //! - [`config`] holds [`Config`]; [`config_file`] reads the TOML file.
 
+pub mod access;
 pub mod admin;
 pub mod alarm;
 pub(crate) mod arguments;

@@ -11,19 +11,14 @@
 //!   key of a publish to, or a binding from, that exchange. A user without
 //!   topic permissions on an exchange may use every key.
 //!
-//! Which method checks what is in [`crate::channel`], where RabbitMQ's
-//! `rabbit_channel` checks it. [`Access`] is a connection's view of its
-//! user's permissions in its vhost: it checks without taking a lock, and
-//! sees a change made while it is open at its next check, as RabbitMQ's
-//! channels do once their permission cache is cleared.
+//! This module compiles them ([`Grant`]); [`crate::users`] keeps them;
+//! [`crate::access`] checks them for a connection; which method checks
+//! what is in [`crate::channel`], where RabbitMQ's `rabbit_channel` checks
+//! it.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use regex_lite::Regex;
-
-use crate::users::Users;
-use crate::AmqpError;
 
 /// One of the three permissions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +41,7 @@ pub enum Resource {
 }
 
 impl Resource {
-    fn noun(self) -> &'static str {
+    pub(crate) fn noun(self) -> &'static str {
         match self {
             Resource::Queue => "queue",
             Resource::Exchange => "exchange",
@@ -102,6 +97,16 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// The topic permissions on `exchange`: write, then read.
+    pub(crate) fn topic(&self, exchange: &str) -> Option<&(Pattern, Pattern)> {
+        self.topics.get(exchange)
+    }
+
+    /// Whether there are topic permissions on some exchange.
+    pub(crate) fn has_topics(&self) -> bool {
+        !self.topics.is_empty()
+    }
+
     /// Compiles permissions; the topic permissions' variables are replaced
     /// by `user` and `vhost`. Patterns were checked when they were set.
     pub(crate) fn new<'a>(
@@ -122,129 +127,12 @@ impl Grant {
         }
     }
 
-    fn pattern(&self, permission: Permission) -> &Pattern {
+    /// The pattern of one of the three permissions.
+    pub(crate) fn pattern(&self, permission: Permission) -> &Pattern {
         match permission {
             Permission::Configure => &self.configure,
             Permission::Write => &self.write,
             Permission::Read => &self.read,
-        }
-    }
-}
-
-/// A connection's permissions: its user's in its vhost.
-#[derive(Debug)]
-pub(crate) struct Access {
-    users: Arc<Users>,
-    user: String,
-    vhost: String,
-    /// The [`Users::epoch`] `grant` was read at.
-    epoch: u64,
-    /// `None` once the user has lost every permission in the vhost.
-    grant: Option<Arc<Grant>>,
-    /// The user's tags allow setting `user_id` to another user.
-    impersonator: bool,
-}
-
-impl Access {
-    /// The user's access to the vhost: 530, as RabbitMQ refuses
-    /// connection.open, if they have no permissions there.
-    pub(crate) fn open(users: Arc<Users>, user: &str, vhost: &str) -> Result<Self, AmqpError> {
-        let epoch = users.epoch();
-        let grant = users.grant(user, vhost).ok_or_else(|| {
-            AmqpError::not_allowed(format!("access to vhost '{vhost}' refused for user '{user}'"))
-        })?;
-        let impersonator = users.has_tag(user, "impersonator");
-        Ok(Self {
-            users,
-            user: user.to_owned(),
-            vhost: vhost.to_owned(),
-            epoch,
-            grant: Some(grant),
-            impersonator,
-        })
-    }
-
-    /// The user's name.
-    pub(crate) fn user(&self) -> &str {
-        &self.user
-    }
-
-    /// The grant, read again if permissions changed since it was read.
-    fn grant(&mut self) -> Option<&Grant> {
-        let epoch = self.users.epoch();
-        if epoch != self.epoch {
-            self.epoch = epoch;
-            self.grant = self.users.grant(&self.user, &self.vhost);
-        }
-        self.grant.as_deref()
-    }
-
-    /// 403 unless the user has `permission` on the queue or exchange `name`.
-    pub(crate) fn check(
-        &mut self,
-        permission: Permission,
-        kind: Resource,
-        name: &str,
-    ) -> Result<(), AmqpError> {
-        // rabbit_access_control: the default exchange is `amq.default`.
-        let name = match (kind, name) {
-            (Resource::Exchange, "") => "amq.default",
-            _ => name,
-        };
-        if self.grant().is_some_and(|g| g.pattern(permission).matches(name)) {
-            return Ok(());
-        }
-        Err(AmqpError::access_refused(format!(
-            "access to {} '{name}' in vhost '{}' refused for user '{}'",
-            kind.noun(),
-            self.vhost,
-            self.user
-        )))
-    }
-
-    /// Whether the user has topic permissions on some exchange of the
-    /// vhost, so that a publish or bind must find out the exchange's type.
-    pub(crate) fn has_topic_permissions(&mut self) -> bool {
-        self.grant().is_some_and(|g| !g.topics.is_empty())
-    }
-
-    /// 403 unless the user may use `routing_key` on the topic exchange
-    /// `exchange` (write: publish; read: bind a queue). Call it only for
-    /// topic exchanges.
-    pub(crate) fn check_topic(
-        &mut self,
-        permission: Permission,
-        exchange: &str,
-        routing_key: &str,
-    ) -> Result<(), AmqpError> {
-        let allowed = match self.grant() {
-            None => false,
-            Some(grant) => match (grant.topics.get(exchange), permission) {
-                (None, _) => true,
-                (Some((_, read)), Permission::Read) => read.matches(routing_key),
-                (Some((write, _)), _) => write.matches(routing_key),
-            },
-        };
-        if allowed {
-            return Ok(());
-        }
-        Err(AmqpError::access_refused(format!(
-            "access to topic '{routing_key}' in exchange '{exchange}' in vhost '{}' refused for user '{}'",
-            self.vhost, self.user
-        )))
-    }
-
-    /// RabbitMQ's check of a published message's `user_id`: 406 unless it
-    /// is the user's own name, or the user is an impersonator.
-    pub(crate) fn check_user_id(&self, claimed: Option<&str>) -> Result<(), AmqpError> {
-        match claimed {
-            Some(claimed) if claimed != self.user && !self.impersonator => {
-                Err(AmqpError::precondition_failed(format!(
-                    "user_id property set to '{claimed}' but authenticated user was '{}'",
-                    self.user
-                )))
-            }
-            _ => Ok(()),
         }
     }
 }

@@ -67,7 +67,7 @@ impl Drop for Changing<'_> {
 pub struct Users {
     tables: RwLock<Tables>,
     /// Bumped by every change, so that connections know to read their
-    /// permissions again ([`crate::permissions::Access`]).
+    /// permissions again ([`crate::access::Access`]).
     epoch: AtomicU64,
     store: Store,
 }

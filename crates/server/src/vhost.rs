@@ -103,6 +103,42 @@ pub struct VHost {
     deleted: std::sync::atomic::AtomicBool,
 }
 
+/// An exchange, as listed.
+#[derive(Clone, Debug)]
+pub struct ExchangeInfo {
+    /// Its virtual host.
+    pub vhost: String,
+    /// Its name (empty: the default exchange).
+    pub name: String,
+    /// Its type.
+    pub kind: String,
+    /// Survives a restart.
+    pub durable: bool,
+    /// Deleted when its last binding goes.
+    pub auto_delete: bool,
+    /// Clients may not publish to it.
+    pub internal: bool,
+    /// Declare arguments.
+    pub arguments: FieldTable,
+}
+
+/// A binding, as listed.
+#[derive(Clone, Debug)]
+pub struct BindingInfo {
+    /// Its virtual host.
+    pub vhost: String,
+    /// The source exchange.
+    pub source: String,
+    /// The destination's name.
+    pub destination: String,
+    /// `queue` or `exchange`.
+    pub destination_type: &'static str,
+    /// The binding key.
+    pub routing_key: String,
+    /// Binding arguments.
+    pub arguments: FieldTable,
+}
+
 /// What recovery found, for the start-up log.
 #[derive(Debug, Default)]
 pub struct RecoveryStats {
@@ -1124,12 +1160,12 @@ impl VHost {
     }
 
     /// Its exchanges, by name.
-    pub(crate) fn exchange_infos(&self) -> Vec<crate::admin::ExchangeInfo> {
+    pub(crate) fn exchange_infos(&self) -> Vec<ExchangeInfo> {
         let state = self.read();
-        let mut all: Vec<crate::admin::ExchangeInfo> = state
+        let mut all: Vec<ExchangeInfo> = state
             .router
             .exchanges()
-            .map(|x| crate::admin::ExchangeInfo {
+            .map(|x| ExchangeInfo {
                 vhost: self.name.clone(),
                 name: x.name.to_string(),
                 kind: x.type_name(),
@@ -1144,9 +1180,9 @@ impl VHost {
     }
 
     /// Its bindings, by source.
-    pub(crate) fn binding_infos(&self) -> Vec<crate::admin::BindingInfo> {
+    pub(crate) fn binding_infos(&self) -> Vec<BindingInfo> {
         let state = self.read();
-        let mut all: Vec<crate::admin::BindingInfo> = state
+        let mut all: Vec<BindingInfo> = state
             .router
             .exchanges()
             .flat_map(|x| x.bindings.iter().map(move |b| (x, b)))
@@ -1155,7 +1191,7 @@ impl VHost {
                     Destination::Queue(q) => ("queue", q.to_string()),
                     Destination::Exchange(e) => ("exchange", e.to_string()),
                 };
-                crate::admin::BindingInfo {
+                BindingInfo {
                     vhost: self.name.clone(),
                     source: x.name.to_string(),
                     destination,

@@ -17,8 +17,8 @@ use warren_codec::nesting::{check_table, MAX_NESTING};
 use warren_codec::{CodecError, Frame, FrameCodec, PROTOCOL_HEADER};
 
 use super::liveness::Counted;
+use crate::access::Access;
 use crate::broker::{Broker, ConnectionSlot};
-use crate::permissions::Access;
 use crate::AmqpError;
 
 /// The largest frame read before connection.open: a client that has not

@@ -31,12 +31,12 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tracing::{debug, info, instrument, warn};
 use warren_codec::{CodecError, ContentAssembler, Frame, FrameCodec, Message, Outbound};
 
+use crate::access::Access;
 use crate::alarm::Alarm;
 use crate::broker::Broker;
 use crate::channel::ack_timeout::Deadline;
 use crate::channel::{Channel, ChannelState, PendingPublishes, QueueBatches, Settle};
 use crate::events::{ConnEvent, Delivery, Outcome, QueueCommand, QueueHandle};
-use crate::permissions::Access;
 use crate::vhost::{RouteCache, VHost};
 use crate::AmqpError;
 
