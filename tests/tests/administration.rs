@@ -56,12 +56,14 @@ async fn closed(mut events: impl futures::Stream<Item = lapin::Event> + Unpin) -
     }
 }
 
-/// Waits until `ctl` lists a row containing `needle` (RabbitMQ's API
-/// shows connections once its statistics catch up).
+/// Waits until `ctl` lists a row containing `needle` whose cells are all
+/// filled (RabbitMQ's API shows connections, and a consumer's channel,
+/// once its statistics catch up).
 async fn until_listed(broker: &TestBroker, args: &[&str], needle: &str) -> String {
     loop {
         let out = ctl_ok(broker, args).await;
-        if let Some(row) = out.lines().find(|l| l.contains(needle)) {
+        let complete = |row: &&str| row.contains(needle) && row.split('\t').all(|cell| !cell.is_empty());
+        if let Some(row) = out.lines().find(complete) {
             return row.to_owned();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
