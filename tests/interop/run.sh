@@ -94,6 +94,7 @@ extendedKeyUsage=serverAuth" ;;
   ctl set_permissions -p interop interop-user '.*' '.*' '.*'
   export TLS_URL="amqps://interop-user:interop-pass@localhost:$tls_port/interop"
   export TLS_CA="$certs/ca.pem" TLS_CLIENT_CERT="$certs/client.pem" TLS_CLIENT_KEY="$certs/client.key"
+  export MANAGEMENT_URL="http://127.0.0.1:$management_port"
 fi
 echo "broker: $AMQP_URL"
 
@@ -114,7 +115,7 @@ fi
 
 passed=0
 failed=0
-scripts="pika/*.py pika/work_queues/*.py amqplib/*.js kombu/*.py celery/run_*.py aio_pika/*.py"
+scripts="pika/*.py pika/work_queues/*.py amqplib/*.js kombu/*.py celery/run_*.py aio_pika/*.py rabbitmqadmin/*.py"
 if [ -n "${ALARM_URL:-}" ]; then scripts="$scripts pika/alarm/*.py"; fi
 for script in $scripts; do
   case "$script" in

@@ -18,22 +18,29 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, RawQuery, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::routing::{delete, get, post};
+use axum::{Extension, Json, Router};
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::{info, warn};
-use warren_server::admin::AdminError;
+use warren_server::admin::{AdminError, GetMode};
 use warren_server::broker::Broker;
 use warren_store::{PermissionDef, TopicPermissionDef, UserDef};
 
 use crate::definitions::{self, Definitions, SHA256};
-use crate::json::table_to_json;
+use crate::json::{json_to_properties, json_to_table, properties_to_json, table_to_json};
+
+/// The authenticated user of a request, for the operations that act with
+/// their permissions in a vhost (declare, bind, publish, get).
+#[derive(Clone, Debug)]
+struct ApiUser(String);
+
+type Who = Extension<ApiUser>;
 
 type Shared = State<Arc<Broker>>;
 
@@ -56,6 +63,7 @@ impl From<AdminError> for ApiError {
         match e {
             AdminError::NotFound(_) => Self::not_found(),
             AdminError::Invalid(why) => Self::bad_request(why),
+            AdminError::Refused(why) => Self(StatusCode::UNAUTHORIZED, why),
         }
     }
 }
@@ -134,14 +142,44 @@ pub fn router(broker: Arc<Broker>) -> Router {
         )
         .route("/api/queues", get(list_queues))
         .route("/api/queues/{vhost}", get(list_queues_in))
-        .route("/api/queues/{vhost}/{name}", get(get_queue).delete(delete_queue))
+        .route(
+            "/api/queues/{vhost}/{name}",
+            get(get_queue).put(put_queue).delete(delete_queue),
+        )
         .route("/api/queues/{vhost}/{name}/contents", delete(purge_queue))
+        .route("/api/queues/{vhost}/{name}/get", post(get_messages))
+        .route("/api/queues/{vhost}/{name}/bindings", get(queue_bindings))
         .route("/api/consumers", get(list_consumers))
         .route("/api/consumers/{vhost}", get(list_consumers_in))
         .route("/api/exchanges", get(list_exchanges))
         .route("/api/exchanges/{vhost}", get(list_exchanges_in))
+        .route(
+            "/api/exchanges/{vhost}/{name}",
+            get(get_exchange).put(put_exchange).delete(delete_exchange),
+        )
+        .route(
+            "/api/exchanges/{vhost}/{name}/bindings/source",
+            get(bindings_from),
+        )
+        .route(
+            "/api/exchanges/{vhost}/{name}/bindings/destination",
+            get(bindings_to),
+        )
+        .route("/api/exchanges/{vhost}/{name}/publish", post(publish))
         .route("/api/bindings", get(list_bindings))
         .route("/api/bindings/{vhost}", get(list_bindings_in))
+        .route(
+            "/api/bindings/{vhost}/e/{source}/{kind}/{destination}",
+            get(list_binding_pair).post(add_binding),
+        )
+        .route(
+            "/api/bindings/{vhost}/e/{source}/{kind}/{destination}/{props}",
+            get(get_binding).delete(delete_binding),
+        )
+        .route("/api/nodes", get(nodes))
+        .route("/api/aliveness-test/{vhost}", get(aliveness_test))
+        .route("/api/health/checks/alarms", get(alarms_check))
+        .route("/api/health/checks/local-alarms", get(alarms_check))
         .route("/api/connections", get(list_connections))
         .route(
             "/api/connections/{name}",
@@ -240,6 +278,8 @@ async fn authenticate(
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
         info!(%peer, %user, method = %request.method(), path = %request.uri().path(), "management request");
     }
+    let mut request = request;
+    request.extensions_mut().insert(ApiUser(user));
     next.run(request).await
 }
 
@@ -254,11 +294,26 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
-async fn overview() -> Answer {
+async fn overview(State(broker): Shared) -> Answer {
+    let queues = broker.queues(None).await?;
+    let ready: u64 = queues.iter().map(|q| u64::from(q.ready)).sum();
+    let unacked: u64 = queues.iter().map(|q| u64::from(q.unacked)).sum();
     ok(json!({
         "product_name": "Warren",
         "product_version": env!("CARGO_PKG_VERSION"),
         "management_version": env!("CARGO_PKG_VERSION"),
+        "node": format!("warren@{}", hostname()),
+        "queue_totals": {
+            "messages": ready + unacked,
+            "messages_ready": ready,
+            "messages_unacknowledged": unacked,
+        },
+        "object_totals": {
+            "connections": broker.connections().len(),
+            "exchanges": broker.exchanges(None)?.len(),
+            "queues": queues.len(),
+            "consumers": queues.iter().map(|q| u64::from(q.consumers)).sum::<u64>(),
+        },
     }))
 }
 
@@ -540,22 +595,20 @@ async fn list_consumers_in(State(broker): Shared, Path(vhost): Path<String>) -> 
     consumers(&broker, Some(&vhost)).await
 }
 
+fn exchange_json(x: &warren_server::vhost::ExchangeInfo) -> Value {
+    json!({
+        "name": x.name,
+        "vhost": x.vhost,
+        "type": x.kind,
+        "durable": x.durable,
+        "auto_delete": x.auto_delete,
+        "internal": x.internal,
+        "arguments": table_to_json(&x.arguments),
+    })
+}
+
 fn exchanges(broker: &Broker, vhost: Option<&str>) -> Answer {
-    let all = broker.exchanges(vhost)?;
-    ok(all
-        .iter()
-        .map(|x| {
-            json!({
-                "name": x.name,
-                "vhost": x.vhost,
-                "type": x.kind,
-                "durable": x.durable,
-                "auto_delete": x.auto_delete,
-                "internal": x.internal,
-                "arguments": table_to_json(&x.arguments),
-            })
-        })
-        .collect())
+    ok(broker.exchanges(vhost)?.iter().map(exchange_json).collect())
 }
 
 async fn list_exchanges(State(broker): Shared) -> Answer {
@@ -566,21 +619,48 @@ async fn list_exchanges_in(State(broker): Shared, Path(vhost): Path<String>) -> 
     exchanges(&broker, Some(&vhost))
 }
 
-fn bindings(broker: &Broker, vhost: Option<&str>) -> Answer {
+/// RabbitMQ's `properties_key`: the routing key, percent-encoded (`~` if
+/// empty), and for a binding with arguments a digest of them after a `~`.
+/// It names a binding in a DELETE, encoded or not (rabbitmqadmin sends
+/// `orders.#`, the API lists `orders.%23`).
+fn properties_key(b: &warren_server::vhost::BindingInfo) -> String {
+    use std::hash::{Hash, Hasher};
+    // The key percent-encoded, as RabbitMQ writes it (`orders.%23`).
+    let key = match b.routing_key.as_str() {
+        "" => "~".to_owned(),
+        key => crate::client::segment(key),
+    };
+    if b.arguments.inner().is_empty() {
+        return key;
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    table_to_json(&b.arguments).to_string().hash(&mut hasher);
+    format!("{key}~{:x}", hasher.finish())
+}
+
+fn binding_json(b: &warren_server::vhost::BindingInfo) -> Value {
+    json!({
+        "source": b.source,
+        "vhost": b.vhost,
+        "destination": b.destination,
+        "destination_type": b.destination_type,
+        "routing_key": b.routing_key,
+        "arguments": table_to_json(&b.arguments),
+        "properties_key": properties_key(b),
+    })
+}
+
+fn bindings_where(
+    broker: &Broker,
+    vhost: Option<&str>,
+    keep: impl Fn(&warren_server::vhost::BindingInfo) -> bool,
+) -> Answer {
     let all = broker.bindings(vhost)?;
-    ok(all
-        .iter()
-        .map(|b| {
-            json!({
-                "source": b.source,
-                "vhost": b.vhost,
-                "destination": b.destination,
-                "destination_type": b.destination_type,
-                "routing_key": b.routing_key,
-                "arguments": table_to_json(&b.arguments),
-            })
-        })
-        .collect())
+    ok(all.iter().filter(|b| keep(b)).map(binding_json).collect())
+}
+
+fn bindings(broker: &Broker, vhost: Option<&str>) -> Answer {
+    bindings_where(broker, vhost, |_| true)
 }
 
 async fn list_bindings(State(broker): Shared) -> Answer {
@@ -634,4 +714,447 @@ async fn import(State(broker): Shared, bytes: Bytes) -> Answer {
     let defs: Definitions = body(&bytes)?;
     definitions::import(&broker, defs).await?;
     no_content(true)
+}
+
+/// RabbitMQ's API calls the default exchange `amq.default` in paths.
+fn exchange_name(name: &str) -> &str {
+    match name {
+        "amq.default" => "",
+        name => name,
+    }
+}
+
+async fn get_exchange(State(broker): Shared, Path((vhost, name)): Path<(String, String)>) -> Answer {
+    let all = broker.exchanges(Some(&vhost))?;
+    let name = exchange_name(&name);
+    let x = all
+        .iter()
+        .find(|x| x.name == name)
+        .ok_or_else(ApiError::not_found)?;
+    ok(exchange_json(x))
+}
+
+/// PUT /api/exchanges/{vhost}/{name}: `type` (required), `durable`,
+/// `auto_delete`, `internal` (false unless given, as in RabbitMQ's API),
+/// `arguments`.
+#[derive(Deserialize)]
+struct PutExchange {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default, deserialize_with = "boolean")]
+    durable: bool,
+    #[serde(default, deserialize_with = "boolean")]
+    auto_delete: bool,
+    #[serde(default, deserialize_with = "boolean")]
+    internal: bool,
+    #[serde(default)]
+    arguments: Value,
+}
+
+async fn put_exchange(
+    State(broker): Shared,
+    Extension(ApiUser(user)): Who,
+    Path((vhost, name)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Answer {
+    let put: PutExchange = body(&bytes)?;
+    let arguments = json_to_table(&put.arguments).map_err(ApiError::bad_request)?;
+    let name = exchange_name(&name);
+    let new = broker.exchanges(Some(&vhost))?.iter().all(|x| x.name != name);
+    broker.declare_exchange(
+        &user,
+        &vhost,
+        name,
+        &put.kind,
+        put.durable,
+        put.auto_delete,
+        put.internal,
+        &arguments,
+    )?;
+    created(new)
+}
+
+/// The query's `if-unused=true` (RabbitMQ's API spelling).
+fn flag(query: &Option<String>, name: &str) -> bool {
+    query
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .any(|pair| pair == format!("{name}=true"))
+}
+
+async fn delete_exchange(
+    State(broker): Shared,
+    Extension(ApiUser(user)): Who,
+    Path((vhost, name)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+) -> Answer {
+    broker.delete_exchange(&user, &vhost, exchange_name(&name), flag(&query, "if-unused"))?;
+    no_content(true)
+}
+
+async fn bindings_from(State(broker): Shared, Path((vhost, name)): Path<(String, String)>) -> Answer {
+    let name = exchange_name(&name).to_owned();
+    bindings_where(&broker, Some(&vhost), |b| b.source == name)
+}
+
+async fn bindings_to(State(broker): Shared, Path((vhost, name)): Path<(String, String)>) -> Answer {
+    bindings_where(&broker, Some(&vhost), |b| {
+        b.destination_type == "exchange" && b.destination == name
+    })
+}
+
+async fn queue_bindings(State(broker): Shared, Path((vhost, name)): Path<(String, String)>) -> Answer {
+    bindings_where(&broker, Some(&vhost), |b| {
+        b.destination_type == "queue" && b.destination == name
+    })
+}
+
+/// POST /api/exchanges/{vhost}/{name}/publish.
+#[derive(Deserialize)]
+struct Publish {
+    routing_key: String,
+    #[serde(default)]
+    properties: Value,
+    payload: String,
+    #[serde(default = "string_encoding")]
+    payload_encoding: String,
+}
+
+fn string_encoding() -> String {
+    "string".to_owned()
+}
+
+async fn publish(
+    State(broker): Shared,
+    Extension(ApiUser(user)): Who,
+    Path((vhost, name)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Answer {
+    let publish: Publish = body(&bytes)?;
+    let payload = match publish.payload_encoding.as_str() {
+        "string" => publish.payload.into_bytes(),
+        "base64" => base64::engine::general_purpose::STANDARD
+            .decode(publish.payload.as_bytes())
+            .map_err(|e| ApiError::bad_request(format!("payload is not base64: {e}")))?,
+        other => {
+            return Err(ApiError::bad_request(format!(
+                "unknown payload_encoding '{other}'"
+            )))
+        }
+    };
+    let properties = json_to_properties(&publish.properties).map_err(ApiError::bad_request)?;
+    let message = warren_codec::Message {
+        exchange: exchange_name(&name).to_owned().into(),
+        routing_key: publish.routing_key.into(),
+        properties: Arc::new(properties),
+        body: payload.into(),
+    };
+    let routed = broker.publish(&user, &vhost, message)?;
+    ok(json!({ "routed": routed }))
+}
+
+/// PUT /api/queues/{vhost}/{name}: `durable`, `auto_delete` (false unless
+/// given, as in RabbitMQ's API), `arguments`.
+#[derive(Deserialize)]
+struct PutQueue {
+    #[serde(default, deserialize_with = "boolean")]
+    durable: bool,
+    #[serde(default, deserialize_with = "boolean")]
+    auto_delete: bool,
+    #[serde(default)]
+    arguments: Value,
+}
+
+async fn put_queue(
+    State(broker): Shared,
+    Extension(ApiUser(user)): Who,
+    Path((vhost, name)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Answer {
+    let put: PutQueue = body(&bytes)?;
+    let arguments = json_to_table(&put.arguments).map_err(ApiError::bad_request)?;
+    let new = broker.queues(Some(&vhost)).await?.iter().all(|q| q.name != name);
+    broker.declare_queue(&user, &vhost, &name, put.durable, put.auto_delete, &arguments)?;
+    created(new)
+}
+
+/// POST /api/queues/{vhost}/{name}/get.
+#[derive(Deserialize)]
+struct GetMessages {
+    #[serde(deserialize_with = "number")]
+    count: u32,
+    ackmode: String,
+    #[serde(default = "auto_encoding")]
+    encoding: String,
+    #[serde(default, deserialize_with = "optional_number")]
+    truncate: Option<u32>,
+}
+
+/// A boolean as RabbitMQ's API takes one: `true`, or `"true"` (as
+/// rabbitmqadmin sends it).
+fn boolean<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    match Value::deserialize(d)? {
+        Value::Bool(b) => Ok(b),
+        Value::String(s) if s == "true" => Ok(true),
+        Value::String(s) if s == "false" => Ok(false),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a boolean, not {other}"
+        ))),
+    }
+}
+
+/// A count as RabbitMQ's API takes one: `1`, or `"1"`.
+fn number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let value = Value::deserialize(d)?;
+    let n = match &value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    };
+    n.and_then(|n| u32::try_from(n).ok())
+        .ok_or_else(|| serde::de::Error::custom(format!("expected a count, not {value}")))
+}
+
+fn optional_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    number(d).map(Some)
+}
+
+fn auto_encoding() -> String {
+    "auto".to_owned()
+}
+
+async fn get_messages(
+    State(broker): Shared,
+    Extension(ApiUser(user)): Who,
+    Path((vhost, name)): Path<(String, String)>,
+    bytes: Bytes,
+) -> Answer {
+    let get: GetMessages = body(&bytes)?;
+    let mode = match get.ackmode.as_str() {
+        "ack_requeue_true" => GetMode::AckRequeueTrue,
+        "ack_requeue_false" => GetMode::AckRequeueFalse,
+        "reject_requeue_true" => GetMode::RejectRequeueTrue,
+        "reject_requeue_false" => GetMode::RejectRequeueFalse,
+        other => return Err(ApiError::bad_request(format!("unknown ackmode '{other}'"))),
+    };
+    if !matches!(get.encoding.as_str(), "auto" | "base64") {
+        return Err(ApiError::bad_request(format!(
+            "unknown encoding '{}'",
+            get.encoding
+        )));
+    }
+    let got = broker.get(&user, &vhost, &name, get.count, mode).await?;
+    let messages = got.iter().map(|g| {
+        let limit = get.truncate.map_or(usize::MAX, |t| t as usize);
+        let body = &g.message.body[..g.message.body.len().min(limit)];
+        let (payload, encoding) = match (get.encoding.as_str(), std::str::from_utf8(body)) {
+            ("auto", Ok(text)) => (text.to_owned(), "string"),
+            _ => (base64::engine::general_purpose::STANDARD.encode(body), "base64"),
+        };
+        json!({
+            "payload_bytes": g.message.body.len(),
+            "redelivered": g.redelivered,
+            "exchange": g.message.exchange.as_str(),
+            "routing_key": g.message.routing_key.as_str(),
+            "message_count": g.remaining,
+            "properties": properties_to_json(&g.message.properties),
+            "payload": payload,
+            "payload_encoding": encoding,
+        })
+    });
+    ok(messages.collect())
+}
+
+/// `q` or `e` in a binding path.
+fn to_queue(kind: &str) -> Result<bool, ApiError> {
+    match kind {
+        "q" => Ok(true),
+        "e" => Ok(false),
+        _ => Err(ApiError::not_found()),
+    }
+}
+
+async fn list_binding_pair(
+    State(broker): Shared,
+    Path((vhost, source, kind, destination)): Path<(String, String, String, String)>,
+) -> Answer {
+    let kind = if to_queue(&kind)? { "queue" } else { "exchange" };
+    let source = exchange_name(&source).to_owned();
+    bindings_where(&broker, Some(&vhost), |b| {
+        b.source == source && b.destination_type == kind && b.destination == destination
+    })
+}
+
+#[derive(Deserialize)]
+struct AddBinding {
+    #[serde(default)]
+    routing_key: String,
+    #[serde(default)]
+    arguments: Value,
+}
+
+async fn add_binding(
+    State(broker): Shared,
+    Extension(ApiUser(user)): Who,
+    Path((vhost, source, kind, destination)): Path<(String, String, String, String)>,
+    bytes: Bytes,
+) -> Answer {
+    let add: AddBinding = body(&bytes)?;
+    let arguments = json_to_table(&add.arguments).map_err(ApiError::bad_request)?;
+    let queue = to_queue(&kind)?;
+    let source = exchange_name(&source);
+    broker.bind(
+        &user,
+        &vhost,
+        source,
+        queue,
+        &destination,
+        &add.routing_key,
+        &arguments,
+    )?;
+    let info = warren_server::vhost::BindingInfo {
+        vhost: vhost.clone(),
+        source: source.to_owned(),
+        destination: destination.clone(),
+        destination_type: if queue { "queue" } else { "exchange" },
+        routing_key: add.routing_key,
+        arguments,
+    };
+    // RabbitMQ's Location: the binding's path, relative to the request's.
+    let location = format!(
+        "{}/{}",
+        crate::client::segment(&destination),
+        crate::client::segment(&properties_key(&info))
+    );
+    let mut response = StatusCode::CREATED.into_response();
+    if let Ok(value) = header::HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    Ok(response)
+}
+
+/// Two `properties_key`s, compared decoded.
+fn same_key(ours: &str, theirs: &str) -> bool {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    decode(ours) == decode(theirs)
+}
+
+/// The binding a `properties_key` names.
+fn find_binding(
+    broker: &Broker,
+    (vhost, source, kind, destination, props): &(String, String, String, String, String),
+) -> Result<warren_server::vhost::BindingInfo, ApiError> {
+    let kind = if to_queue(kind)? { "queue" } else { "exchange" };
+    let source = exchange_name(source);
+    broker
+        .bindings(Some(vhost))?
+        .into_iter()
+        .find(|b| {
+            b.source == source
+                && b.destination_type == kind
+                && b.destination == *destination
+                && same_key(&properties_key(b), props)
+        })
+        .ok_or_else(ApiError::not_found)
+}
+
+async fn get_binding(
+    State(broker): Shared,
+    Path(path): Path<(String, String, String, String, String)>,
+) -> Answer {
+    ok(binding_json(&find_binding(&broker, &path)?))
+}
+
+async fn delete_binding(
+    State(broker): Shared,
+    Extension(ApiUser(user)): Who,
+    Path(path): Path<(String, String, String, String, String)>,
+) -> Answer {
+    let b = find_binding(&broker, &path)?;
+    let queue = b.destination_type == "queue";
+    broker.unbind(
+        &user,
+        &b.vhost,
+        &b.source,
+        queue,
+        &b.destination,
+        &b.routing_key,
+        &b.arguments,
+    )?;
+    no_content(true)
+}
+
+/// The one node, with what RabbitMQ's `/api/nodes` says of memory and disk.
+async fn nodes(State(broker): Shared) -> Answer {
+    let status = broker.status();
+    ok(json!([{
+        "name": format!("warren@{}", hostname()),
+        "type": "disc",
+        "running": true,
+        "mem_used": status.memory_used,
+        "mem_limit": status.memory_limit,
+        "mem_alarm": status.memory_alarm,
+        "disk_free": status.disk_free,
+        "disk_free_limit": status.disk_free_limit,
+        "disk_free_alarm": status.disk_alarm,
+    }]))
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".to_owned())
+}
+
+/// RabbitMQ's aliveness test: declare `aliveness-test`, publish to it, get
+/// the message back.
+async fn aliveness_test(
+    State(broker): Shared,
+    Extension(ApiUser(user)): Who,
+    Path(vhost): Path<String>,
+) -> Answer {
+    const QUEUE: &str = "aliveness-test";
+    broker.declare_queue(&user, &vhost, QUEUE, false, false, &Default::default())?;
+    let message = warren_codec::Message {
+        exchange: "".into(),
+        routing_key: QUEUE.into(),
+        properties: Arc::new(Default::default()),
+        body: "test_message".into(),
+    };
+    broker.publish(&user, &vhost, message)?;
+    let got = broker
+        .get(&user, &vhost, QUEUE, 1, GetMode::AckRequeueFalse)
+        .await?;
+    match got
+        .first()
+        .is_some_and(|g| &g.message.body[..] == b"test_message")
+    {
+        true => ok(json!({"status": "ok"})),
+        false => Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the test message did not come back".to_owned(),
+        )),
+    }
+}
+
+/// `/api/health/checks/alarms`: 200 `ok`, or 503 with the alarms in effect.
+async fn alarms_check(State(broker): Shared) -> Answer {
+    let status = broker.status();
+    let mut alarms = Vec::new();
+    if status.memory_alarm {
+        alarms.push(json!({"node": format!("warren@{}", hostname()), "resource": "memory"}));
+    }
+    if status.disk_alarm {
+        alarms.push(json!({"node": format!("warren@{}", hostname()), "resource": "disk"}));
+    }
+    if alarms.is_empty() {
+        return ok(json!({"status": "ok"}));
+    }
+    let answer = json!({"status": "failed", "reason": "resource alarm(s) in effect", "alarms": alarms});
+    Ok((StatusCode::SERVICE_UNAVAILABLE, Json(answer)).into_response())
 }

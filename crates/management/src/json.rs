@@ -78,6 +78,81 @@ fn json_to_value(json: &Value) -> AMQPValue {
     }
 }
 
+/// Message properties as RabbitMQ's API writes them (only those set).
+pub fn properties_to_json(p: &amq_protocol::protocol::BasicProperties) -> Value {
+    let mut map = Map::new();
+    let mut text = |key: &str, v: &Option<amq_protocol::types::ShortString>| {
+        if let Some(v) = v {
+            map.insert(key.to_owned(), Value::String(v.to_string()));
+        }
+    };
+    text("content_type", p.content_type());
+    text("content_encoding", p.content_encoding());
+    text("correlation_id", p.correlation_id());
+    text("reply_to", p.reply_to());
+    text("expiration", p.expiration());
+    text("message_id", p.message_id());
+    text("type", p.kind());
+    text("user_id", p.user_id());
+    text("app_id", p.app_id());
+    if let Some(h) = p.headers() {
+        map.insert("headers".into(), table_to_json(h));
+    }
+    if let Some(m) = p.delivery_mode() {
+        map.insert("delivery_mode".into(), Value::from(*m));
+    }
+    if let Some(pr) = p.priority() {
+        map.insert("priority".into(), Value::from(*pr));
+    }
+    if let Some(t) = p.timestamp() {
+        map.insert("timestamp".into(), Value::from(*t));
+    }
+    Value::Object(map)
+}
+
+/// Message properties from RabbitMQ's API JSON; an unknown property or a
+/// value of the wrong type is refused, never dropped.
+pub fn json_to_properties(json: &Value) -> Result<amq_protocol::protocol::BasicProperties, String> {
+    let mut p = amq_protocol::protocol::BasicProperties::default();
+    let Some(map) = json.as_object() else {
+        return match json {
+            Value::Null => Ok(p),
+            other => Err(format!("properties must be an object, not {other}")),
+        };
+    };
+    for (key, value) in map {
+        let text = || {
+            value
+                .as_str()
+                .map(|s| amq_protocol::types::ShortString::from(s.to_owned()))
+                .ok_or_else(|| format!("property '{key}' must be a string"))
+        };
+        let number = |max: u64| {
+            value
+                .as_u64()
+                .filter(|n| *n <= max)
+                .ok_or_else(|| format!("property '{key}' must be a number up to {max}"))
+        };
+        p = match key.as_str() {
+            "content_type" => p.with_content_type(text()?),
+            "content_encoding" => p.with_content_encoding(text()?),
+            "correlation_id" => p.with_correlation_id(text()?),
+            "reply_to" => p.with_reply_to(text()?),
+            "expiration" => p.with_expiration(text()?),
+            "message_id" => p.with_message_id(text()?),
+            "type" => p.with_type(text()?),
+            "user_id" => p.with_user_id(text()?),
+            "app_id" => p.with_app_id(text()?),
+            "headers" => p.with_headers(json_to_table(value)?),
+            "delivery_mode" => p.with_delivery_mode(number(2)? as u8),
+            "priority" => p.with_priority(number(255)? as u8),
+            "timestamp" => p.with_timestamp(number(u64::MAX)?),
+            other => return Err(format!("unknown property '{other}'")),
+        };
+    }
+    Ok(p)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -99,5 +174,17 @@ mod tests {
         );
         assert_eq!(table_to_json(&table), json);
         assert!(json_to_table(&serde_json::json!([1])).is_err());
+    }
+
+    #[test]
+    fn properties_round_trip_and_unknown_ones_are_refused() {
+        let json = serde_json::json!({
+            "delivery_mode": 2, "priority": 5, "headers": {"n": 1}, "correlation_id": "c",
+            "type": "t", "timestamp": 7, "content_type": "text/plain"
+        });
+        assert_eq!(properties_to_json(&json_to_properties(&json).unwrap()), json);
+        assert!(json_to_properties(&serde_json::json!({"colour": "red"})).is_err());
+        assert!(json_to_properties(&serde_json::json!({"delivery_mode": 3})).is_err());
+        assert!(json_to_properties(&serde_json::json!({"priority": "high"})).is_err());
     }
 }

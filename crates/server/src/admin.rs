@@ -19,8 +19,10 @@ use tokio::sync::mpsc;
 use tracing::info;
 use warren_store::{PermissionDef, TopicPermissionDef};
 
+use crate::access::Access;
 use crate::broker::Broker;
 use crate::events::{ConnEvent, QueueCommand, QueueHandle};
+use crate::permissions::{Permission, Resource};
 use crate::vhost::{BindingInfo, ExchangeInfo, VHost};
 use crate::AmqpError;
 
@@ -33,12 +35,17 @@ pub enum AdminError {
     /// It is malformed, or not allowed.
     #[error("{0}")]
     Invalid(String),
+    /// The user may not do it (their permissions in the vhost).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl From<AmqpError> for AdminError {
     fn from(e: AmqpError) -> Self {
         match e.code() {
             404 => AdminError::NotFound(e.to_string()),
+            // 403 access refused, 530 no access to the vhost.
+            403 | 530 => AdminError::Refused(e.to_string()),
             _ => AdminError::Invalid(e.to_string()),
         }
     }
@@ -275,4 +282,218 @@ async fn delete(queue: &QueueHandle) -> u32 {
         .await
         .and_then(Result::ok)
         .unwrap_or(0)
+}
+
+/// How a management-API get leaves the messages it took (RabbitMQ's
+/// `ackmode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GetMode {
+    /// `ack_requeue_true`: looked at, put back (redelivered).
+    AckRequeueTrue,
+    /// `ack_requeue_false`: taken.
+    AckRequeueFalse,
+    /// `reject_requeue_true`: rejected and put back.
+    RejectRequeueTrue,
+    /// `reject_requeue_false`: rejected: dead-lettered, or dropped.
+    RejectRequeueFalse,
+}
+
+/// A message a management-API get took.
+#[derive(Clone, Debug)]
+pub struct Got {
+    /// The message.
+    pub message: Arc<warren_codec::Message>,
+    /// Whether it had been delivered before.
+    pub redelivered: bool,
+    /// Messages left ready after it.
+    pub remaining: u32,
+}
+
+/// Declaring, binding, publishing and getting through the management API,
+/// as `user`: refused as the same methods over AMQP would be, permissions
+/// included (RabbitMQ's API acts with the user's rights in the vhost).
+impl Broker {
+    fn access(&self, user: &str, vhost: &str) -> Result<(Arc<VHost>, Access), AdminError> {
+        let vhost = self.vhost_or_404(vhost)?;
+        let access = Access::open(self.users.clone(), user, &vhost.name)?;
+        Ok((vhost, access))
+    }
+
+    /// exchange.declare (not passive).
+    #[allow(clippy::too_many_arguments)]
+    pub fn declare_exchange(
+        &self,
+        user: &str,
+        vhost: &str,
+        name: &str,
+        kind: &str,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: &FieldTable,
+    ) -> Result<(), AdminError> {
+        let (vhost, mut access) = self.access(user, vhost)?;
+        if !name.is_empty() {
+            access.check(Permission::Configure, Resource::Exchange, name)?;
+        }
+        vhost.declare_exchange(name, kind, false, durable, auto_delete, internal, arguments)?;
+        Ok(())
+    }
+
+    /// exchange.delete.
+    pub fn delete_exchange(
+        &self,
+        user: &str,
+        vhost: &str,
+        name: &str,
+        if_unused: bool,
+    ) -> Result<(), AdminError> {
+        let (vhost, mut access) = self.access(user, vhost)?;
+        if vhost.exchange_is_topic(name).is_none() {
+            return Err(AdminError::NotFound(format!("no exchange '{name}'")));
+        }
+        if !name.is_empty() && !name.starts_with("amq.") {
+            access.check(Permission::Configure, Resource::Exchange, name)?;
+        }
+        vhost.delete_exchange(name, if_unused)?;
+        Ok(())
+    }
+
+    /// queue.declare (not passive, not exclusive).
+    pub fn declare_queue(
+        &self,
+        user: &str,
+        vhost: &str,
+        name: &str,
+        durable: bool,
+        auto_delete: bool,
+        arguments: &FieldTable,
+    ) -> Result<(), AdminError> {
+        let (vhost, mut access) = self.access(user, vhost)?;
+        access.check(Permission::Configure, Resource::Queue, name)?;
+        let spec = crate::vhost::QueueSpec {
+            name,
+            server_named: false,
+            passive: false,
+            durable,
+            exclusive: false,
+            auto_delete,
+            arguments,
+        };
+        vhost.declare_queue(spec, 0)?;
+        Ok(())
+    }
+
+    /// queue.bind or exchange.bind (`to_queue` says which).
+    #[allow(clippy::too_many_arguments)]
+    pub fn bind(
+        &self,
+        user: &str,
+        vhost: &str,
+        source: &str,
+        to_queue: bool,
+        destination: &str,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> Result<(), AdminError> {
+        let (vhost, mut access) = self.access(user, vhost)?;
+        let kind = if to_queue {
+            Resource::Queue
+        } else {
+            Resource::Exchange
+        };
+        access.check(Permission::Write, kind, destination)?;
+        access.check(Permission::Read, Resource::Exchange, source)?;
+        match to_queue {
+            true => vhost.bind_queue(destination, source, routing_key, arguments, 0)?,
+            false => vhost.bind_exchange(destination, source, routing_key, arguments)?,
+        }
+        Ok(())
+    }
+
+    /// queue.unbind or exchange.unbind.
+    #[allow(clippy::too_many_arguments)]
+    pub fn unbind(
+        &self,
+        user: &str,
+        vhost: &str,
+        source: &str,
+        to_queue: bool,
+        destination: &str,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> Result<(), AdminError> {
+        let (vhost, mut access) = self.access(user, vhost)?;
+        let kind = if to_queue {
+            Resource::Queue
+        } else {
+            Resource::Exchange
+        };
+        access.check(Permission::Write, kind, destination)?;
+        access.check(Permission::Read, Resource::Exchange, source)?;
+        match to_queue {
+            true => vhost.unbind_queue(destination, source, routing_key, arguments, 0)?,
+            false => vhost.unbind_exchange(destination, source, routing_key, arguments)?,
+        }
+        Ok(())
+    }
+
+    /// basic.publish, unconfirmed; whether it reached a queue.
+    pub fn publish(
+        &self,
+        user: &str,
+        vhost: &str,
+        message: warren_codec::Message,
+    ) -> Result<bool, AdminError> {
+        let (vhost, mut access) = self.access(user, vhost)?;
+        access.check(Permission::Write, Resource::Exchange, message.exchange.as_str())?;
+        // RabbitMQ's API answers a refused publish with 400 and the AMQP
+        // error: `404 NOT_FOUND - no exchange 'x' in vhost '/'`.
+        vhost
+            .publish(Arc::new(message))
+            .map_err(|e| AdminError::Invalid(format!("{} {}", e.code(), e.reply_text())))
+    }
+
+    /// basic.get, `count` times, then `mode` for what was taken.
+    pub async fn get(
+        &self,
+        user: &str,
+        vhost: &str,
+        queue: &str,
+        count: u32,
+        mode: GetMode,
+    ) -> Result<Vec<Got>, AdminError> {
+        let (vhost, mut access) = self.access(user, vhost)?;
+        access.check(Permission::Read, Resource::Queue, queue)?;
+        let handle = vhost.queue(queue, 0)?;
+        let mut got = Vec::new();
+        let mut ids = Vec::new();
+        for _ in 0..count {
+            let Some(one) = handle
+                .ask(|reply| QueueCommand::Get { no_ack: false, reply })
+                .await
+                .flatten()
+            else {
+                break;
+            };
+            ids.push(one.msg_id);
+            got.push(Got {
+                message: one.message,
+                redelivered: one.redelivered,
+                remaining: one.remaining,
+            });
+        }
+        if !ids.is_empty() {
+            let settle = match mode {
+                GetMode::AckRequeueTrue | GetMode::RejectRequeueTrue => QueueCommand::Requeue {
+                    ids,
+                    redelivered: true,
+                },
+                GetMode::AckRequeueFalse => QueueCommand::Ack(ids),
+                GetMode::RejectRequeueFalse => QueueCommand::Reject(ids),
+            };
+            handle.send(settle).await;
+        }
+        Ok(got)
+    }
 }

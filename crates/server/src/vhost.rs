@@ -580,7 +580,8 @@ impl VHost {
     /// through, stores it once for those that keep it, and hands it to them
     /// without waiting: a queue never waits on another queue. A missing
     /// exchange drops it, as in RabbitMQ.
-    fn publish_internal(&self, exchange: &str, message: Arc<Message>, keep: impl Fn(&str) -> bool) {
+    /// Returns how many queues it reached.
+    fn publish_internal(&self, exchange: &str, message: Arc<Message>, keep: impl Fn(&str) -> bool) -> usize {
         let queues: Vec<Arc<QueueHandle>> = {
             let state = self.read();
             let routing = state.router.route_detail(
@@ -590,6 +591,7 @@ impl VHost {
             );
             state.targets(&routing, keep).collect()
         };
+        let reached = queues.len();
         let copies = delayed::Copies::new(message, &queues);
         let written = copies.write(&self.store, copies.to_store(&queues), None);
         for queue in queues {
@@ -604,6 +606,18 @@ impl VHost {
                     .settle(store_id, returned.into_iter().filter_map(|e| e.stored).collect());
             }
         }
+        reached
+    }
+
+    /// A publish from the management API: refused as a client's would be
+    /// (404 missing exchange, 403 internal), then routed, stored for the
+    /// durable queues it reaches if persistent, and handed over without
+    /// waiting, as the API's publish is not confirmed in RabbitMQ either.
+    /// Whether it reached a queue.
+    pub fn publish(&self, message: Arc<Message>) -> Result<bool, AmqpError> {
+        let exchange = message.exchange.to_string();
+        self.publishable(&exchange)?;
+        Ok(self.publish_internal(&exchange, message, |_| true) > 0)
     }
 
     /// exchange.delete. Deleting a missing exchange succeeds, as in RabbitMQ;

@@ -1,0 +1,231 @@
+//! The management API's declare, bind, publish and get, and its health
+//! checks, with RabbitMQ's paths, statuses, field names and types: every
+//! test runs against RabbitMQ 3.10.8's API too.
+
+use serde_json::{json, Value};
+use warren_management::client::segment;
+use warren_tests::*;
+
+/// Each field is there, with a value of the given JSON type ("string",
+/// "number", "bool", "object", "array").
+fn assert_fields(value: &Value, fields: &[(&str, &str)]) {
+    for (name, kind) in fields {
+        let field = &value[*name];
+        let ok = match *kind {
+            "string" => field.is_string(),
+            "number" => field.is_number(),
+            "bool" => field.is_boolean(),
+            "object" => field.is_object(),
+            "array" => field.is_array(),
+            _ => unreachable!("a JSON type"),
+        };
+        assert!(ok, "field {name} should be a {kind} in {value}");
+    }
+}
+
+#[tokio::test]
+async fn declare_bind_publish_and_get_through_the_api() {
+    within(async {
+        let broker = start_broker().await;
+        let (q, x) = (unique("api-q"), unique("api-x"));
+        let (qp, xp) = (
+            format!("/api/queues/%2F/{}", segment(&q)),
+            format!("/api/exchanges/%2F/{}", segment(&x)),
+        );
+        let (status, _) = broker
+            .admin(
+                "PUT",
+                &qp,
+                Some(json!({"durable": false, "arguments": {"x-max-length": 10}})),
+            )
+            .await;
+        assert_eq!(status, 201);
+        assert_eq!(
+            broker
+                .admin(
+                    "PUT",
+                    &qp,
+                    Some(json!({"durable": false, "arguments": {"x-max-length": 10}}))
+                )
+                .await
+                .0,
+            204
+        );
+        let (status, _) = broker.admin("PUT", &xp, Some(json!({"type": "topic"}))).await;
+        assert_eq!(status, 201);
+        let (status, exchange) = broker.admin("GET", &xp, None).await;
+        assert_eq!(status, 200);
+        assert_fields(
+            &exchange,
+            &[
+                ("name", "string"),
+                ("vhost", "string"),
+                ("type", "string"),
+                ("durable", "bool"),
+                ("auto_delete", "bool"),
+                ("internal", "bool"),
+                ("arguments", "object"),
+            ],
+        );
+        assert_eq!(
+            (exchange["type"].as_str(), exchange["durable"].as_bool()),
+            (Some("topic"), Some(false))
+        );
+
+        let bp = format!("/api/bindings/%2F/e/{}/q/{}", segment(&x), segment(&q));
+        let (status, _) = broker
+            .admin("POST", &bp, Some(json!({"routing_key": "orders.#"})))
+            .await;
+        assert_eq!(status, 201);
+        let (_, bindings) = broker.admin("GET", &bp, None).await;
+        let binding = &bindings[0];
+        assert_fields(
+            binding,
+            &[
+                ("source", "string"),
+                ("vhost", "string"),
+                ("destination", "string"),
+                ("destination_type", "string"),
+                ("routing_key", "string"),
+                ("arguments", "object"),
+                ("properties_key", "string"),
+            ],
+        );
+        assert_eq!(binding["properties_key"], "orders.%23");
+        let (_, from) = broker.admin("GET", &format!("{xp}/bindings/source"), None).await;
+        assert_eq!(from.as_array().unwrap().len(), 1);
+
+        let publish = |key: &str, payload: &str| {
+            json!({"routing_key": key, "payload": payload, "payload_encoding": "string",
+                   "properties": {"delivery_mode": 2, "headers": {"n": 1}, "correlation_id": "c1"}})
+        };
+        let (status, routed) = broker
+            .admin(
+                "POST",
+                &format!("{xp}/publish"),
+                Some(publish("orders.new", "hello")),
+            )
+            .await;
+        assert_eq!((status, routed), (200, json!({"routed": true})));
+        let (_, routed) = broker
+            .admin("POST", &format!("{xp}/publish"), Some(publish("other", "lost")))
+            .await;
+        assert_eq!(routed, json!({"routed": false}));
+
+        let get = |mode: &str| json!({"count": 5, "ackmode": mode, "encoding": "auto"});
+        let (status, got) = broker
+            .admin("POST", &format!("{qp}/get"), Some(get("ack_requeue_true")))
+            .await;
+        assert_eq!(status, 200);
+        let message = &got[0];
+        assert_fields(
+            message,
+            &[
+                ("payload_bytes", "number"),
+                ("redelivered", "bool"),
+                ("exchange", "string"),
+                ("routing_key", "string"),
+                ("message_count", "number"),
+                ("properties", "object"),
+                ("payload", "string"),
+                ("payload_encoding", "string"),
+            ],
+        );
+        assert_eq!(message["payload"], "hello");
+        assert_eq!(message["properties"]["correlation_id"], "c1");
+        assert_eq!(message["properties"]["headers"]["n"], 1);
+        assert_eq!(message["properties"]["delivery_mode"], 2);
+        let (_, got) = broker
+            .admin("POST", &format!("{qp}/get"), Some(get("ack_requeue_false")))
+            .await;
+        assert_eq!(got.as_array().unwrap().len(), 1);
+        assert_eq!(got[0]["redelivered"], true, "looked at once, put back");
+        let (_, got) = broker
+            .admin("POST", &format!("{qp}/get"), Some(get("ack_requeue_false")))
+            .await;
+        assert_eq!(got, json!([]));
+
+        // A publish to a missing exchange: 400 with the AMQP error, as RabbitMQ.
+        let missing = format!("/api/exchanges/%2F/{}/publish", segment(&unique("missing")));
+        let (status, refused) = broker.admin("POST", &missing, Some(publish("k", "x"))).await;
+        assert_eq!(status, 400);
+        let reason = refused["reason"].as_str().unwrap();
+        assert!(reason.starts_with("404 NOT_FOUND - no exchange"), "{refused}");
+
+        let props = segment(binding["properties_key"].as_str().unwrap());
+        assert_eq!(
+            broker.admin("DELETE", &format!("{bp}/{props}"), None).await.0,
+            204
+        );
+        let (_, bindings) = broker.admin("GET", &bp, None).await;
+        assert_eq!(bindings, json!([]));
+        assert_eq!(broker.admin("DELETE", &xp, None).await.0, 204);
+        assert_eq!(broker.admin("DELETE", &qp, None).await.0, 204);
+        assert_eq!(broker.admin("GET", &qp, None).await.0, 404);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn health_checks_and_nodes_answer_as_rabbitmq() {
+    within(async {
+        let broker = start_broker().await;
+        let (status, alive) = broker.admin("GET", "/api/aliveness-test/%2F", None).await;
+        assert_eq!((status, alive), (200, json!({"status": "ok"})));
+        for path in ["/api/health/checks/alarms", "/api/health/checks/local-alarms"] {
+            let (status, answer) = broker.admin("GET", path, None).await;
+            assert_eq!((status, &answer["status"]), (200, &json!("ok")), "{path}");
+        }
+        let (status, nodes) = broker.admin("GET", "/api/nodes", None).await;
+        assert_eq!(status, 200);
+        assert_fields(
+            &nodes[0],
+            &[
+                ("name", "string"),
+                ("running", "bool"),
+                ("mem_used", "number"),
+                ("mem_limit", "number"),
+                ("mem_alarm", "bool"),
+                ("disk_free", "number"),
+                ("disk_free_limit", "number"),
+                ("disk_free_alarm", "bool"),
+            ],
+        );
+        let (_, overview) = broker.admin("GET", "/api/overview", None).await;
+        assert_fields(
+            &overview,
+            &[
+                ("product_name", "string"),
+                ("product_version", "string"),
+                ("management_version", "string"),
+                ("node", "string"),
+                ("queue_totals", "object"),
+                ("object_totals", "object"),
+            ],
+        );
+        // Booleans and counts as strings, as rabbitmqadmin sends them.
+        let q = unique("strings");
+        let qp = format!("/api/queues/%2F/{}", segment(&q));
+        assert_eq!(
+            broker
+                .admin(
+                    "PUT",
+                    &qp,
+                    Some(json!({"durable": "false", "auto_delete": "false"}))
+                )
+                .await
+                .0,
+            201
+        );
+        let (status, got) = broker
+            .admin(
+                "POST",
+                &format!("{qp}/get"),
+                Some(json!({"count": "1", "ackmode": "ack_requeue_true", "encoding": "auto"})),
+            )
+            .await;
+        assert_eq!((status, got), (200, json!([])));
+        broker.admin("DELETE", &qp, None).await;
+    })
+    .await;
+}
