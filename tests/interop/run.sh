@@ -50,6 +50,7 @@ if [ -z "${AMQP_URL:-}" ]; then
   free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
   management_port=$(free_port)
   tls_port=$(free_port)
+  prometheus_port=$(free_port)
   # Certificates for the TLS listener: a CA, the server's for localhost,
   # and a client's whose common name is the interop user (for EXTERNAL).
   certs="$data_dir/certs"
@@ -73,6 +74,7 @@ extendedKeyUsage=serverAuth" ;;
   # The default listener's way: [::], dual-stack. The scripts reach it as
   # `localhost`, which Node resolves to ::1 first and Python to 127.0.0.1.
   "$bin" --bind "[::]:$port" --management-bind "127.0.0.1:$management_port" \
+    --prometheus-bind "127.0.0.1:$prometheus_port" \
     --tls-bind "[::]:$tls_port" --tls-cert "$certs/server.pem" --tls-key "$certs/server.key" \
     --tls-ca "$certs/ca.pem" --auth-mechanisms PLAIN,AMQPLAIN,EXTERNAL --data-dir "$data_dir" >"$data_dir/broker.log" 2>&1 &
   broker_pid=$!
@@ -95,6 +97,7 @@ extendedKeyUsage=serverAuth" ;;
   export TLS_URL="amqps://interop-user:interop-pass@localhost:$tls_port/interop"
   export TLS_CA="$certs/ca.pem" TLS_CLIENT_CERT="$certs/client.pem" TLS_CLIENT_KEY="$certs/client.key"
   export MANAGEMENT_URL="http://127.0.0.1:$management_port"
+  export PROMETHEUS_URL="http://127.0.0.1:$prometheus_port"
 fi
 echo "broker: $AMQP_URL"
 
@@ -104,7 +107,7 @@ alarm_dir=
 if [ -z "${ALARM_URL:-}" ] && [ -n "$data_dir" ]; then
   alarm_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   alarm_dir=$(mktemp -d)
-  "$bin" --bind "127.0.0.1:$alarm_port" --management-bind 127.0.0.1:0 --data-dir "$alarm_dir" --memory-high-watermark 1B >"$alarm_dir/broker.log" 2>&1 &
+  "$bin" --bind "127.0.0.1:$alarm_port" --management-bind 127.0.0.1:0 --prometheus-bind 127.0.0.1:0 --data-dir "$alarm_dir" --memory-high-watermark 1B >"$alarm_dir/broker.log" 2>&1 &
   alarm_pid=$!
   until (exec 3<>"/dev/tcp/127.0.0.1/$alarm_port") 2>/dev/null; do
     kill -0 "$alarm_pid" 2>/dev/null || { cat "$alarm_dir/broker.log" >&2; exit 1; }
@@ -115,7 +118,7 @@ fi
 
 passed=0
 failed=0
-scripts="pika/*.py pika/work_queues/*.py amqplib/*.js kombu/*.py celery/run_*.py aio_pika/*.py rabbitmqadmin/*.py"
+scripts="pika/*.py pika/work_queues/*.py amqplib/*.js kombu/*.py celery/run_*.py aio_pika/*.py rabbitmqadmin/*.py prometheus/*.py"
 if [ -n "${ALARM_URL:-}" ]; then scripts="$scripts pika/alarm/*.py"; fi
 for script in $scripts; do
   case "$script" in

@@ -17,6 +17,7 @@ async fn log_until_listening_with(args: &[&str], env: &[(&str, &str)]) -> Vec<St
     let data_dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(warren_binary())
         .env("WARREN_MANAGEMENT_BIND", "127.0.0.1:0")
+        .env("WARREN_PROMETHEUS_BIND", "127.0.0.1:0")
         .args(["--bind", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir.path())
         .args(args)
@@ -85,6 +86,7 @@ async fn a_failed_login_is_logged_with_the_peer_and_never_the_password() {
         let port = free_port();
         let mut child = Command::new(warren_binary())
             .env("WARREN_MANAGEMENT_BIND", "127.0.0.1:0")
+            .env("WARREN_PROMETHEUS_BIND", "127.0.0.1:0")
             .args(["--bind", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(data_dir.path())
             .env("WARREN_DEFAULT_USER", "ops")
@@ -135,6 +137,7 @@ async fn ping_says_whether_a_broker_answers() {
         let ping = |addr: String| async move {
             Command::new(warren_binary())
                 .env("WARREN_MANAGEMENT_BIND", "127.0.0.1:0")
+                .env("WARREN_PROMETHEUS_BIND", "127.0.0.1:0")
                 .args(["ping", "--addr", &addr, "--timeout", "2000"])
                 .output()
                 .await
@@ -188,6 +191,7 @@ async fn the_image_environment_runs_a_broker_its_healthcheck_and_default_user_se
                 "WARREN_BIND" => (key, value.replace(":5672", &format!(":{port}"))),
                 "WARREN_DATA_DIR" => (key, data_dir.path().display().to_string()),
                 "WARREN_MANAGEMENT_BIND" => (key, value.replace(":15672", ":0")),
+                "WARREN_PROMETHEUS_BIND" => (key, value.replace(":15692", ":0")),
                 "WARREN_TLS_BIND" => (key, value.replace(":5671", &format!(":{tls_port}"))),
                 _ => (key, value),
             })
@@ -206,6 +210,7 @@ async fn the_image_environment_runs_a_broker_its_healthcheck_and_default_user_se
         );
         let mut broker = Command::new(warren_binary())
             .env("WARREN_MANAGEMENT_BIND", "127.0.0.1:0")
+            .env("WARREN_PROMETHEUS_BIND", "127.0.0.1:0")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -220,6 +225,7 @@ async fn the_image_environment_runs_a_broker_its_healthcheck_and_default_user_se
         // The HEALTHCHECK's command, in the same environment.
         let health = Command::new(warren_binary())
             .env("WARREN_MANAGEMENT_BIND", "127.0.0.1:0")
+            .env("WARREN_PROMETHEUS_BIND", "127.0.0.1:0")
             .args(["ping", "--timeout", "5000"])
             .envs(env.iter().map(|(k, v)| (k, v)))
             .output()
@@ -265,6 +271,7 @@ async fn the_configuration_file_is_under_the_environment_and_refused_when_wrong(
         std::fs::write(&file, "log_format = \"json\"\nchannel_max = 0\n").unwrap();
         let refused = Command::new(warren_binary())
             .env("WARREN_MANAGEMENT_BIND", "127.0.0.1:0")
+            .env("WARREN_PROMETHEUS_BIND", "127.0.0.1:0")
             .args(["--config", config])
             .output()
             .await

@@ -117,6 +117,7 @@ async fn start(data_dir: &std::path::Path) -> (Child, String) {
     let port = free_port();
     let mut child = Command::new(warren_binary())
         .env("WARREN_MANAGEMENT_BIND", "127.0.0.1:0")
+        .env("WARREN_PROMETHEUS_BIND", "127.0.0.1:0")
         .args(["--bind", &format!("127.0.0.1:{port}"), "--data-dir"])
         .arg(data_dir)
         .env("WARREN_LOG", "info")

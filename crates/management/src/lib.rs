@@ -11,6 +11,8 @@
 //! - [`json`]: arguments tables as JSON.
 //! - [`client`]: a small blocking client of the API, for `warren ctl` and
 //!   the tests.
+//! - [`prometheus`]: metrics in `rabbitmq_prometheus`'s names, on their
+//!   own port.
 //!
 //! The operations themselves are the server's ([`warren_server::admin`]):
 //! this crate only speaks HTTP.
@@ -20,6 +22,7 @@ pub mod api;
 pub mod client;
 pub mod definitions;
 pub mod json;
+pub mod prometheus;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,13 +34,29 @@ use warren_server::broker::Broker;
 
 /// Serves the API on `listeners` until `shutdown` completes.
 pub async fn serve(broker: Arc<Broker>, listeners: Vec<TcpListener>, shutdown: impl Future) {
+    serve_app(api::router(broker), listeners, "management API", shutdown).await
+}
+
+/// Serves Prometheus metrics ([`prometheus`]) on `listeners` until
+/// `shutdown` completes.
+pub async fn serve_prometheus(broker: Arc<Broker>, listeners: Vec<TcpListener>, shutdown: impl Future) {
+    serve_app(
+        prometheus::router(broker),
+        listeners,
+        "Prometheus metrics",
+        shutdown,
+    )
+    .await
+}
+
+async fn serve_app(app: axum::Router, listeners: Vec<TcpListener>, what: &str, shutdown: impl Future) {
     let (stop, stopped) = tokio::sync::watch::channel(());
     let mut tasks = Vec::new();
     for listener in listeners {
         if let Ok(addr) = listener.local_addr() {
-            info!(%addr, "management API listening");
+            info!(%addr, "{what} listening");
         }
-        let app = api::router(broker.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let app = app.clone().into_make_service_with_connect_info::<SocketAddr>();
         let mut stopped = stopped.clone();
         tasks.push(tokio::spawn(async move {
             let _ = axum::serve(listener, app)

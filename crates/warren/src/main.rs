@@ -44,6 +44,15 @@ struct Args {
         value_delimiter = ','
     )]
     management_bind: Vec<SocketAddr>,
+    /// Addresses for Prometheus metrics (`/metrics`, `/metrics/per-object`,
+    /// in rabbitmq_prometheus's names), like `--bind`.
+    #[arg(
+        long,
+        env = "WARREN_PROMETHEUS_BIND",
+        default_value = "[::]:15692",
+        value_delimiter = ','
+    )]
+    prometheus_bind: Vec<SocketAddr>,
     /// Addresses for AMQP over TLS (amqps), like `--bind`; used once
     /// `--tls-cert` and `--tls-key` are given.
     #[arg(
@@ -276,6 +285,13 @@ async fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    let prometheus = match warren_server::listener::bind(&args.prometheus_bind) {
+        Ok(listeners) => listeners,
+        Err(e) => {
+            tracing::error!(bind = ?args.prometheus_bind, error = %e, "cannot listen for Prometheus");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let mut listeners: Vec<_> = listeners
         .into_iter()
         .map(warren_server::listener::Listener::plain)
@@ -320,8 +336,14 @@ async fn main() -> std::process::ExitCode {
         management,
         until_stopped(stopped.clone()),
     ));
+    let metrics = tokio::spawn(warren_management::serve_prometheus(
+        broker.clone(),
+        prometheus,
+        until_stopped(stopped.clone()),
+    ));
     warren_server::serve(broker, listeners, until_stopped(stopped)).await;
     let _ = api.await;
+    let _ = metrics.await;
     std::process::ExitCode::SUCCESS
 }
 

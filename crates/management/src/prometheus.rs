@@ -1,0 +1,181 @@
+//! Prometheus metrics on `--prometheus-bind` (`[::]:15692`), in the names of
+//! RabbitMQ's `rabbitmq_prometheus` plugin where they correspond, so that
+//! its Grafana dashboards find them: `/metrics` gives totals, as the
+//! plugin does by default, and `/metrics/per-object` one series per queue
+//! (the plugin's per-object endpoint). Unauthenticated, as the plugin's.
+//!
+//! Written by hand in the text exposition format (version 0.0.4): a few
+//! gauges read from the broker at each scrape need no client library.
+
+use std::fmt::Write;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use warren_server::broker::Broker;
+
+/// The metrics routes.
+pub fn router(broker: Arc<Broker>) -> Router {
+    Router::new()
+        .route("/metrics", get(totals))
+        .route("/metrics/per-object", get(per_object))
+        .with_state(broker)
+}
+
+/// One metric family being written.
+struct Exposition(String);
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            let labels: Vec<String> = labels
+                .iter()
+                .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
+                .collect();
+            let _ = write!(self.0, "{{{}}}", labels.join(","));
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+
+    fn gauge(&mut self, name: &str, help: &str, value: impl std::fmt::Display) {
+        self.family(name, "gauge", help);
+        self.sample(name, &[], value);
+    }
+}
+
+/// A label value as the format wants it: `\`, `"` and line feeds escaped.
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+fn answer(text: Exposition) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        text.0,
+    )
+}
+
+async fn totals(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
+    let mut out = Exposition(String::new());
+    let queues = broker.queues(None).await.unwrap_or_default();
+    let status = broker.status();
+    let sum = |f: fn(&warren_server::admin::QueueInfo) -> u32| -> u64 {
+        queues.iter().map(|q| u64::from(f(q))).sum()
+    };
+    out.family("warren_build_info", "gauge", "Warren's version");
+    out.sample("warren_build_info", &[("version", env!("CARGO_PKG_VERSION"))], 1);
+    out.gauge(
+        "rabbitmq_connections",
+        "Connections currently open",
+        broker.connections().len(),
+    );
+    out.gauge("rabbitmq_queues", "Queues available", queues.len());
+    out.gauge(
+        "rabbitmq_consumers",
+        "Consumers currently connected",
+        sum(|q| q.consumers),
+    );
+    out.gauge(
+        "rabbitmq_queue_messages_ready",
+        "Messages ready to be delivered to consumers",
+        sum(|q| q.ready),
+    );
+    out.gauge(
+        "rabbitmq_queue_messages_unacked",
+        "Messages delivered to consumers but not yet acknowledged",
+        sum(|q| q.unacked),
+    );
+    out.gauge(
+        "rabbitmq_queue_messages",
+        "Sum of ready and unacknowledged messages",
+        sum(|q| q.ready) + sum(|q| q.unacked),
+    );
+    out.gauge(
+        "rabbitmq_process_resident_memory_bytes",
+        "Memory used in bytes",
+        status.memory_used,
+    );
+    out.gauge(
+        "rabbitmq_resident_memory_limit_bytes",
+        "Memory high watermark in bytes",
+        status.memory_limit,
+    );
+    out.gauge(
+        "rabbitmq_disk_space_available_bytes",
+        "Disk space available in bytes",
+        status.disk_free,
+    );
+    out.gauge(
+        "rabbitmq_disk_space_available_limit_bytes",
+        "Free disk space low watermark in bytes",
+        status.disk_free_limit,
+    );
+    out.gauge(
+        "rabbitmq_alarms_memory_used_watermark",
+        "is 1 if VM memory watermark alarm is in effect",
+        u8::from(status.memory_alarm),
+    );
+    out.gauge(
+        "rabbitmq_alarms_free_disk_space_watermark",
+        "is 1 if free disk space watermark alarm is in effect",
+        u8::from(status.disk_alarm),
+    );
+    answer(out)
+}
+
+async fn per_object(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
+    let mut out = Exposition(String::new());
+    let queues = broker.queues(None).await.unwrap_or_default();
+    type Field = fn(&warren_server::admin::QueueInfo) -> u32;
+    let families: [(&str, &str, Field); 4] = [
+        (
+            "rabbitmq_queue_messages_ready",
+            "Messages ready to be delivered to consumers",
+            |q| q.ready,
+        ),
+        (
+            "rabbitmq_queue_messages_unacked",
+            "Messages delivered to consumers but not yet acknowledged",
+            |q| q.unacked,
+        ),
+        (
+            "rabbitmq_queue_messages",
+            "Sum of ready and unacknowledged messages",
+            |q| q.ready + q.unacked,
+        ),
+        ("rabbitmq_queue_consumers", "Consumers on a queue", |q| {
+            q.consumers
+        }),
+    ];
+    for (name, help, value) in families {
+        out.family(name, "gauge", help);
+        for q in &queues {
+            out.sample(name, &[("vhost", &q.vhost), ("queue", &q.name)], value(q));
+        }
+    }
+    answer(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_values_are_escaped() {
+        let mut out = Exposition(String::new());
+        out.sample("m", &[("queue", "a\"b\\c\nd")], 1);
+        assert_eq!(out.0, "m{queue=\"a\\\"b\\\\c\\nd\"} 1\n");
+    }
+}
