@@ -229,3 +229,79 @@ async fn health_checks_and_nodes_answer_as_rabbitmq() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn lists_are_sorted_filtered_paged_and_cut_to_columns_as_rabbitmq_does() {
+    within(async {
+        let broker = start_broker().await;
+        let prefix = unique("listing");
+        for i in 1..=3 {
+            let path = format!("/api/vhosts/{}", segment(&format!("{prefix}-{i}")));
+            assert_eq!(broker.admin("PUT", &path, None).await.0, 201);
+        }
+        let name = segment(&prefix);
+        let query = format!("page=1&page_size=500&name={name}&sort=name&sort_reverse=true&columns=name");
+        let (status, listed) = broker.admin("GET", &format!("/api/vhosts?{query}"), None).await;
+        assert_eq!(status, 200);
+        let items = listed["items"].as_array().unwrap();
+        let names: Vec<&str> = items.iter().map(|v| v["name"].as_str().unwrap()).collect();
+        assert_eq!(names, [3, 2, 1].map(|i| format!("{prefix}-{i}")));
+        assert_eq!(
+            items[0].as_object().unwrap().len(),
+            1,
+            "only the column asked for"
+        );
+        let (_, all) = broker.admin("GET", "/api/vhosts?columns=name", None).await;
+        assert!(all
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|v| v.as_object().unwrap().len() == 1));
+        let (status, page) = broker
+            .admin(
+                "GET",
+                &format!("/api/vhosts?name={name}&sort=name&page=2&page_size=2"),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200);
+        assert_fields(
+            &page,
+            &[
+                ("filtered_count", "number"),
+                ("item_count", "number"),
+                ("items", "array"),
+                ("page", "number"),
+                ("page_count", "number"),
+                ("page_size", "number"),
+                ("total_count", "number"),
+            ],
+        );
+        assert_eq!(
+            (
+                page["filtered_count"].as_u64(),
+                page["item_count"].as_u64(),
+                page["page_count"].as_u64()
+            ),
+            (Some(3), Some(1), Some(2))
+        );
+        assert_eq!(page["items"][0]["name"], format!("{prefix}-3"));
+        let (status, refused) = broker
+            .admin("GET", "/api/vhosts?page=1&page_size=600", None)
+            .await;
+        assert_eq!(
+            (status, &refused["error"]),
+            (400, &json!("invalid_pagination_parameters"))
+        );
+        for i in 1..=3 {
+            broker
+                .admin(
+                    "DELETE",
+                    &format!("/api/vhosts/{}", segment(&format!("{prefix}-{i}"))),
+                    None,
+                )
+                .await;
+        }
+    })
+    .await;
+}

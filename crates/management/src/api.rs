@@ -186,6 +186,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
             get(get_connection).delete(close_connection),
         )
         .route("/api/definitions", get(export).post(import))
+        .layer(middleware::from_fn(crate::listing::shape_lists))
         .layer(middleware::from_fn_with_state(broker.clone(), authenticate))
         // RabbitMQ's `management.http.max_body_size`: definitions files
         // are large.

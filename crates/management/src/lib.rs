@@ -9,6 +9,7 @@
 //!   and errors as RabbitMQ's API writes them.
 //! - [`definitions`]: export and import in RabbitMQ's definitions format.
 //! - [`json`]: arguments tables as JSON.
+//! - [`listing`]: sorting, filtering, pagination and columns of lists.
 //! - [`client`]: a small blocking client of the API, for `warren ctl` and
 //!   the tests.
 //! - [`prometheus`]: metrics in `rabbitmq_prometheus`'s names, on their
@@ -22,6 +23,7 @@ pub mod api;
 pub mod client;
 pub mod definitions;
 pub mod json;
+pub mod listing;
 pub mod prometheus;
 
 use std::future::Future;
