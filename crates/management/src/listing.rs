@@ -95,16 +95,23 @@ fn select(item: &Value, columns: &[String]) -> Value {
     Value::Object(out)
 }
 
-fn bad(error: &str, reason: String) -> Response {
-    (
-        StatusCode::BAD_REQUEST,
-        Json(json!({"error": error, "reason": reason})),
-    )
-        .into_response()
+/// A refused query: RabbitMQ's error name and reason, answered with 400.
+#[derive(Debug)]
+struct Refusal(&'static str, String);
+
+fn bad(error: &'static str, reason: String) -> Refusal {
+    Refusal(error, reason)
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let body = json!({"error": self.0, "reason": self.1});
+        (StatusCode::BAD_REQUEST, Json(body)).into_response()
+    }
 }
 
 /// Shapes `items` as the query asks; an error answer for bad pagination.
-fn shape(mut items: Vec<Value>, shape: &Shape) -> Result<Value, Response> {
+fn shape(mut items: Vec<Value>, shape: &Shape) -> Result<Value, Refusal> {
     let total = items.len();
     // The name filter is part of pagination in RabbitMQ: without `page` it
     // is not applied.
@@ -200,7 +207,7 @@ pub async fn shape_lists(request: Request, next: Next) -> Response {
     };
     match shape(items, &query) {
         Ok(value) => (parts.status, Json(value)).into_response(),
-        Err(response) => response,
+        Err(refusal) => refusal.into_response(),
     }
 }
 
