@@ -93,6 +93,15 @@ async fn declare_bind_publish_and_get_through_the_api() {
         );
         assert_eq!(binding["properties_key"], "orders.%23");
         let (_, from) = broker.admin("GET", &format!("{xp}/bindings/source"), None).await;
+        // The queue's bindings include the default exchange's, as RabbitMQ lists them.
+        let (_, own) = broker.admin("GET", &format!("{qp}/bindings"), None).await;
+        let own = own.as_array().unwrap();
+        assert!(
+            own.iter()
+                .any(|b| b["source"] == "" && b["routing_key"] == q.as_str()),
+            "{own:?}"
+        );
+        assert!(own.iter().any(|b| b["source"] == x.as_str()), "{own:?}");
         assert_eq!(from.as_array().unwrap().len(), 1);
 
         let publish = |key: &str, payload: &str| {

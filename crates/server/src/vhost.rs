@@ -1193,7 +1193,7 @@ impl VHost {
         all
     }
 
-    /// Its bindings, by source.
+    /// Its bindings, by source, with the default exchange's.
     pub(crate) fn binding_infos(&self) -> Vec<BindingInfo> {
         let state = self.read();
         let mut all: Vec<BindingInfo> = state
@@ -1215,6 +1215,18 @@ impl VHost {
                 }
             })
             .collect();
+        // The default exchange's bindings, one per queue with its name as
+        // the key, as RabbitMQ lists them (they are implicit here: the
+        // default exchange routes by queue name). Not the hidden queues of
+        // delayed exchanges, which no client can reach.
+        all.extend(state.queues.keys().map(|queue| BindingInfo {
+            vhost: self.name.clone(),
+            source: String::new(),
+            destination: queue.to_string(),
+            destination_type: "queue",
+            routing_key: queue.to_string(),
+            arguments: FieldTable::default(),
+        }));
         all.sort_by(|a, b| (&a.source, &a.destination).cmp(&(&b.source, &b.destination)));
         all
     }
