@@ -1005,9 +1005,10 @@ async fn add_binding(
     let arguments = json_to_table(&add.arguments).map_err(ApiError::bad_request)?;
     let queue = to_queue(&kind)?;
     let source = exchange_name(&source);
-    broker.bind(
+    broker.binding(
         &user,
         &vhost,
+        true,
         source,
         queue,
         &destination,
@@ -1078,9 +1079,10 @@ async fn delete_binding(
 ) -> Answer {
     let b = find_binding(&broker, &path)?;
     let queue = b.destination_type == "queue";
-    broker.unbind(
+    broker.binding(
         &user,
         &b.vhost,
+        false,
         &b.source,
         queue,
         &b.destination,
@@ -1106,10 +1108,14 @@ async fn nodes(State(broker): Shared) -> Answer {
     }]))
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "localhost".to_owned())
+/// The machine's name, read once (not a file read per request).
+fn hostname() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_owned())
+            .unwrap_or_else(|_| "localhost".to_owned())
+    })
 }
 
 /// RabbitMQ's aliveness test: declare `aliveness-test`, publish to it, get

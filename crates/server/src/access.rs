@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use crate::permissions::{Grant, Permission, Resource};
 use crate::users::Users;
+use crate::vhost::VHost;
 use crate::AmqpError;
 
 /// A connection's permissions: its user's in its vhost.
@@ -110,6 +111,29 @@ impl Access {
             "access to topic '{routing_key}' in exchange '{exchange}' in vhost '{}' refused for user '{}'",
             self.vhost, self.user
         )))
+    }
+
+    /// The permissions a binding (queue or exchange, bind or unbind) needs,
+    /// in RabbitMQ's order: write on the destination, read on the source,
+    /// and topic read for the key on a topic source. A binding to or from
+    /// the default exchange is refused by the vhost, with its own 403.
+    pub(crate) fn check_binding(
+        &mut self,
+        vhost: &VHost,
+        kind: Resource,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+    ) -> Result<(), AmqpError> {
+        self.check(Permission::Write, kind, destination)?;
+        if source.is_empty() || (kind == Resource::Exchange && destination.is_empty()) {
+            return Ok(());
+        }
+        self.check(Permission::Read, Resource::Exchange, source)?;
+        if self.has_topic_permissions() && vhost.exchange_is_topic(source) == Some(true) {
+            self.check_topic(Permission::Read, source, routing_key)?;
+        }
+        Ok(())
     }
 
     /// RabbitMQ's check of a published message's `user_id`: 406 unless it

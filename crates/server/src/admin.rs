@@ -384,12 +384,14 @@ impl Broker {
         Ok(())
     }
 
-    /// queue.bind or exchange.bind (`to_queue` says which).
+    /// queue.bind or exchange.bind (`to_queue` says which), or with
+    /// `bind` false their unbind: the same checks as over AMQP.
     #[allow(clippy::too_many_arguments)]
-    pub fn bind(
+    pub fn binding(
         &self,
         user: &str,
         vhost: &str,
+        bind: bool,
         source: &str,
         to_queue: bool,
         destination: &str,
@@ -397,43 +399,16 @@ impl Broker {
         arguments: &FieldTable,
     ) -> Result<(), AdminError> {
         let (vhost, mut access) = self.access(user, vhost)?;
-        let kind = if to_queue {
-            Resource::Queue
-        } else {
-            Resource::Exchange
+        let kind = match to_queue {
+            true => Resource::Queue,
+            false => Resource::Exchange,
         };
-        access.check(Permission::Write, kind, destination)?;
-        access.check(Permission::Read, Resource::Exchange, source)?;
-        match to_queue {
-            true => vhost.bind_queue(destination, source, routing_key, arguments, 0)?,
-            false => vhost.bind_exchange(destination, source, routing_key, arguments)?,
-        }
-        Ok(())
-    }
-
-    /// queue.unbind or exchange.unbind.
-    #[allow(clippy::too_many_arguments)]
-    pub fn unbind(
-        &self,
-        user: &str,
-        vhost: &str,
-        source: &str,
-        to_queue: bool,
-        destination: &str,
-        routing_key: &str,
-        arguments: &FieldTable,
-    ) -> Result<(), AdminError> {
-        let (vhost, mut access) = self.access(user, vhost)?;
-        let kind = if to_queue {
-            Resource::Queue
-        } else {
-            Resource::Exchange
-        };
-        access.check(Permission::Write, kind, destination)?;
-        access.check(Permission::Read, Resource::Exchange, source)?;
-        match to_queue {
-            true => vhost.unbind_queue(destination, source, routing_key, arguments, 0)?,
-            false => vhost.unbind_exchange(destination, source, routing_key, arguments)?,
+        access.check_binding(&vhost, kind, destination, source, routing_key)?;
+        match (bind, to_queue) {
+            (true, true) => vhost.bind_queue(destination, source, routing_key, arguments, 0)?,
+            (true, false) => vhost.bind_exchange(destination, source, routing_key, arguments)?,
+            (false, true) => vhost.unbind_queue(destination, source, routing_key, arguments, 0)?,
+            (false, false) => vhost.unbind_exchange(destination, source, routing_key, arguments)?,
         }
         Ok(())
     }

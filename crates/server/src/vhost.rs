@@ -778,7 +778,8 @@ impl VHost {
     pub fn exchange_is_topic(&self, name: &str) -> Option<bool> {
         let state = self.read();
         let exchange = state.router.exchange(name)?;
-        Some(exchange.type_name() == "topic")
+        // A delayed exchange routing as a topic one is not of type topic.
+        Some(exchange.kind == warren_router::ExchangeKind::Topic && !exchange.delayed)
     }
 
     /// Checks the exchange of a queue.bind or exchange.bind: not the

@@ -74,29 +74,9 @@ impl Connection {
         Ok(())
     }
 
-    /// The permissions a binding (queue or exchange, bind or unbind) needs,
-    /// in RabbitMQ's order. A binding to or from the default exchange is
-    /// refused by the vhost, with its own 403.
-    pub(crate) fn check_binding(
-        &mut self,
-        kind: Resource,
-        destination: &str,
-        source: &str,
-        routing_key: &str,
-    ) -> Result<(), AmqpError> {
-        self.access.check(Permission::Write, kind, destination)?;
-        if source.is_empty() || (kind == Resource::Exchange && destination.is_empty()) {
-            return Ok(());
-        }
-        self.access.check(Permission::Read, Resource::Exchange, source)?;
-        if self.access.has_topic_permissions() && self.vhost.exchange_is_topic(source) == Some(true) {
-            self.access.check_topic(Permission::Read, source, routing_key)?;
-        }
-        Ok(())
-    }
-
     pub(crate) async fn handle_exchange_bind(&mut self, id: u16, m: exchange::Bind) -> Result<(), AmqpError> {
-        self.check_binding(
+        self.access.check_binding(
+            &self.vhost,
             Resource::Exchange,
             m.destination.as_str(),
             m.source.as_str(),
@@ -122,7 +102,8 @@ impl Connection {
         id: u16,
         m: exchange::Unbind,
     ) -> Result<(), AmqpError> {
-        self.check_binding(
+        self.access.check_binding(
+            &self.vhost,
             Resource::Exchange,
             m.destination.as_str(),
             m.source.as_str(),

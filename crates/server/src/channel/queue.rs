@@ -5,7 +5,7 @@
 //! declare (not passively; a server-named queue is checked under the name
 //! it gets) or delete it, and, declaring one with a dead-letter exchange,
 //! read on it and write on that exchange; read to purge it. Bindings: see
-//! [`Connection::check_binding`].
+//! [`crate::access::Access::check_binding`].
 
 use amq_protocol::protocol::{queue, AMQPClass};
 use amq_protocol::types::AMQPValue;
@@ -96,7 +96,13 @@ impl Connection {
             ("", "") => queue.as_str(),
             (_, key) => key,
         };
-        self.check_binding(Resource::Queue, &queue, m.exchange.as_str(), routing_key)?;
+        self.access.check_binding(
+            &self.vhost,
+            Resource::Queue,
+            &queue,
+            m.exchange.as_str(),
+            routing_key,
+        )?;
         self.vhost
             .bind_queue(&queue, m.exchange.as_str(), routing_key, &m.arguments, self.id)?;
         self.reply(
@@ -110,7 +116,8 @@ impl Connection {
 
     pub(crate) async fn handle_queue_unbind(&mut self, id: u16, m: queue::Unbind) -> Result<(), AmqpError> {
         let queue = self.queue_name(id, m.queue.as_str())?;
-        self.check_binding(
+        self.access.check_binding(
+            &self.vhost,
             Resource::Queue,
             &queue,
             m.exchange.as_str(),
