@@ -5,24 +5,75 @@
 //! (the plugin's per-object endpoint). Unauthenticated, as the plugin's.
 //!
 //! Written by hand in the text exposition format (version 0.0.4): a few
-//! gauges read from the broker at each scrape need no client library.
+//! gauges read from the broker need no client library. The endpoint needs
+//! no credentials, so a scrape is computed at most once a second per path
+//! (every queue is asked for its counts) and the answer shared: a flood of
+//! requests cannot turn into a flood of work for the queues.
 
 use std::fmt::Write;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::http::header;
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use tokio::sync::Mutex;
 use warren_server::broker::Broker;
+
+/// How long a computed scrape is served again.
+const FRESH: Duration = Duration::from_secs(1);
+
+/// A computed answer and when it was computed.
+type Slot = Arc<Mutex<Option<(Instant, String)>>>;
+
+/// The broker, and the last answer of each path.
+#[derive(Clone)]
+struct Metrics {
+    broker: Arc<Broker>,
+    totals: Slot,
+    per_object: Slot,
+}
 
 /// The metrics routes.
 pub fn router(broker: Arc<Broker>) -> Router {
+    let metrics = Metrics {
+        broker,
+        totals: Slot::default(),
+        per_object: Slot::default(),
+    };
     Router::new()
         .route("/metrics", get(totals))
         .route("/metrics/per-object", get(per_object))
-        .with_state(broker)
+        .with_state(metrics)
+}
+
+/// The last answer if it is fresh, else a new one; one computation at a
+/// time (the others wait for it and share it).
+async fn cached<F: std::future::Future<Output = Exposition>>(
+    slot: &Slot,
+    compute: impl FnOnce() -> F,
+) -> Response {
+    let mut slot = slot.lock().await;
+    let text = match &*slot {
+        Some((at, text)) if at.elapsed() < FRESH => text.clone(),
+        _ => {
+            let text = compute().await.0;
+            *slot = Some((Instant::now(), text.clone()));
+            text
+        }
+    };
+    let content_type = [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")];
+    (content_type, text).into_response()
+}
+
+async fn totals(State(metrics): State<Metrics>) -> Response {
+    cached(&metrics.totals, || compute_totals(metrics.broker.clone())).await
+}
+
+async fn per_object(State(metrics): State<Metrics>) -> Response {
+    cached(&metrics.per_object, || compute_per_object(metrics.broker.clone())).await
 }
 
 /// One metric family being written.
@@ -60,14 +111,7 @@ fn escape(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
-fn answer(text: Exposition) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        text.0,
-    )
-}
-
-async fn totals(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
+async fn compute_totals(broker: Arc<Broker>) -> Exposition {
     let mut out = Exposition(String::new());
     let queues = broker.queues(None).await.unwrap_or_default();
     let status = broker.status();
@@ -132,10 +176,10 @@ async fn totals(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
         "is 1 if free disk space watermark alarm is in effect",
         u8::from(status.disk_alarm),
     );
-    answer(out)
+    out
 }
 
-async fn per_object(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
+async fn compute_per_object(broker: Arc<Broker>) -> Exposition {
     let mut out = Exposition(String::new());
     let queues = broker.queues(None).await.unwrap_or_default();
     type Field = fn(&warren_server::admin::QueueInfo) -> u32;
@@ -165,7 +209,7 @@ async fn per_object(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
             out.sample(name, &[("vhost", &q.vhost), ("queue", &q.name)], value(q));
         }
     }
-    answer(out)
+    out
 }
 
 #[cfg(test)]
