@@ -6,13 +6,14 @@
 //!
 //! Written by hand in the text exposition format (version 0.0.4): a few
 //! gauges read from the broker need no client library. The endpoint needs
-//! no credentials, so a scrape is computed at most once a second per path
-//! (every queue is asked for its counts) and the answer shared: a flood of
-//! requests cannot turn into a flood of work for the queues.
+//! no credentials, so scrapes of a path are computed one at a time (every
+//! queue is asked for its counts) and one answer is shared by the requests
+//! that waited for it: a flood of requests cannot turn into a flood of work
+//! for the queues.
 
 use std::fmt::Write;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::header;
@@ -22,10 +23,7 @@ use axum::Router;
 use tokio::sync::Mutex;
 use warren_server::broker::Broker;
 
-/// How long a computed scrape is served again.
-const FRESH: Duration = Duration::from_secs(1);
-
-/// A computed answer and when it was computed.
+/// The last answer and when its computation started.
 type Slot = Arc<Mutex<Option<(Instant, String)>>>;
 
 /// The broker, and the last answer of each path.
@@ -49,18 +47,23 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .with_state(metrics)
 }
 
-/// The last answer if it is fresh, else a new one; one computation at a
-/// time (the others wait for it and share it).
+/// One computation at a time: a request that arrives while one runs
+/// waits for it and takes the next answer computed after it arrived,
+/// shared with every other request waiting then. So each answer is as
+/// fresh as the request, and a flood of requests costs one computation
+/// at a time, not one each.
 async fn cached<F: std::future::Future<Output = Exposition>>(
     slot: &Slot,
     compute: impl FnOnce() -> F,
 ) -> Response {
+    let arrived = Instant::now();
     let mut slot = slot.lock().await;
     let text = match &*slot {
-        Some((at, text)) if at.elapsed() < FRESH => text.clone(),
+        Some((started, text)) if *started >= arrived => text.clone(),
         _ => {
+            let started = Instant::now();
             let text = compute().await.0;
-            *slot = Some((Instant::now(), text.clone()));
+            *slot = Some((started, text.clone()));
             text
         }
     };
