@@ -23,6 +23,10 @@ use tokio::task::JoinHandle;
 /// The most any test may take.
 pub const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How often an in-process Warren samples its counts for rates: shorter
+/// than RabbitMQ's 5 s so that tests of rates need not wait long.
+const STATISTICS_INTERVAL: Duration = Duration::from_millis(200);
+
 /// A broker to test against.
 pub struct TestBroker {
     /// `amqp://` URL for lapin.
@@ -121,7 +125,12 @@ async fn start_warren_full(
             let mut stopped = stopped;
             let _ = stopped.wait_for(|s| *s).await;
         };
-        let api = tokio::spawn(warren_management::serve(broker.clone(), api, until_stopped));
+        let api = tokio::spawn(warren_management::serve(
+            broker.clone(),
+            api,
+            STATISTICS_INTERVAL,
+            until_stopped,
+        ));
         let shutdown = async move {
             let _ = rx.await;
             let _ = stop.send(true);

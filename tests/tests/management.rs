@@ -314,3 +314,190 @@ async fn lists_are_sorted_filtered_paged_and_cut_to_columns_as_rabbitmq_does() {
     })
     .await;
 }
+
+/// Polls `path` until `ready` holds of its answer (RabbitMQ's statistics
+/// arrive every 5 s).
+async fn until_answer(broker: &TestBroker, path: &str, ready: impl Fn(&Value) -> bool) -> Value {
+    loop {
+        let (status, value) = broker.admin("GET", path, None).await;
+        if status == 200 && ready(&value) {
+            return value;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn message_stats_rates_and_channels_as_rabbitmq_lists_them() {
+    use lapin::options::{BasicAckOptions, ConfirmSelectOptions};
+    use lapin::BasicProperties;
+    within(async {
+        let broker = start_broker().await;
+        let (conn, ch) = broker.channel().await;
+        let q = shared_queue(&ch, "stats-q").await;
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        for _ in 0..5 {
+            publish_confirmed(&ch, "", &q, "m", BasicProperties::default()).await;
+        }
+        let got = get(&ch, &q).await.unwrap();
+        got.ack(BasicAckOptions::default()).await.unwrap();
+        let mut consumer = consume(&ch, &q, false, Default::default()).await;
+        for _ in 0..4 {
+            use futures::StreamExt;
+            let delivery = consumer.next().await.unwrap().unwrap();
+            delivery.ack(BasicAckOptions::default()).await.unwrap();
+        }
+
+        let qp = format!("/api/queues/%2F/{}", segment(&q));
+        let queue = until_answer(&broker, &qp, |v| {
+            v["message_stats"]["ack"] == 5 && v["message_stats"]["publish"] == 5
+        })
+        .await;
+        let stats = &queue["message_stats"];
+        assert_fields(
+            stats,
+            &[
+                ("publish", "number"),
+                ("publish_details", "object"),
+                ("deliver", "number"),
+                ("get", "number"),
+                ("ack", "number"),
+                ("ack_details", "object"),
+                ("deliver_get", "number"),
+                ("deliver_get_details", "object"),
+            ],
+        );
+        assert_fields(&stats["publish_details"], &[("rate", "number")]);
+        assert_eq!(
+            (&stats["get"], &stats["deliver"], &stats["deliver_get"]),
+            (&json!(1), &json!(4), &json!(5))
+        );
+        assert_fields(
+            &queue,
+            &[
+                ("messages_details", "object"),
+                ("messages_ready_details", "object"),
+            ],
+        );
+        assert_fields(&queue["messages_details"], &[("rate", "number")]);
+
+        // The channel: found by what it did, as other tests may share the broker.
+        let ours = |c: &Value| {
+            c["confirm"] == true && c["message_stats"]["publish"] == 5 && c["consumer_count"] == 1
+        };
+        let channels = until_answer(&broker, "/api/channels", |v| {
+            v.as_array().is_some_and(|all| all.iter().any(ours))
+        })
+        .await;
+        let channel = channels
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| ours(c))
+            .unwrap()
+            .clone();
+        assert_fields(
+            &channel,
+            &[
+                ("name", "string"),
+                ("number", "number"),
+                ("node", "string"),
+                ("connection_details", "object"),
+                ("user", "string"),
+                ("vhost", "string"),
+                ("state", "string"),
+                ("consumer_count", "number"),
+                ("prefetch_count", "number"),
+                ("global_prefetch_count", "number"),
+                ("messages_unacknowledged", "number"),
+                ("messages_unconfirmed", "number"),
+                ("messages_uncommitted", "number"),
+                ("acks_uncommitted", "number"),
+                ("confirm", "bool"),
+                ("transactional", "bool"),
+                ("message_stats", "object"),
+            ],
+        );
+        assert_fields(
+            &channel["connection_details"],
+            &[
+                ("name", "string"),
+                ("peer_host", "string"),
+                ("peer_port", "number"),
+            ],
+        );
+        assert_eq!(
+            (&channel["user"], &channel["vhost"], &channel["state"]),
+            (&json!("guest"), &json!("/"), &json!("running"))
+        );
+        let stats = &channel["message_stats"];
+        assert_fields(
+            stats,
+            &[
+                ("publish", "number"),
+                ("confirm", "number"),
+                ("ack", "number"),
+                ("deliver_get", "number"),
+            ],
+        );
+        assert_eq!(
+            (&stats["confirm"], &stats["ack"], &stats["deliver_get"]),
+            (&json!(5), &json!(5), &json!(5))
+        );
+        let name = channel["name"].as_str().unwrap();
+        assert!(name.ends_with(&format!("({})", channel["number"])), "{name}");
+        let (status, one) = broker
+            .admin("GET", &format!("/api/channels/{}", segment(name)), None)
+            .await;
+        assert_eq!((status, &one["number"]), (200, &channel["number"]));
+        let connection = channel["connection_details"]["name"].as_str().unwrap();
+        let (status, of_connection) = broker
+            .admin(
+                "GET",
+                &format!("/api/connections/{}/channels", segment(connection)),
+                None,
+            )
+            .await;
+        assert_eq!((status, of_connection.as_array().map(Vec::len)), (200, Some(1)));
+
+        let overview = until_answer(&broker, "/api/overview", |v| {
+            v["message_stats"]["publish"].as_u64() >= Some(5)
+        })
+        .await;
+        assert_fields(
+            &overview["message_stats"],
+            &[
+                ("publish", "number"),
+                ("publish_details", "object"),
+                ("ack", "number"),
+                ("deliver_get", "number"),
+                ("confirm", "number"),
+            ],
+        );
+        assert_fields(
+            &overview["queue_totals"],
+            &[("messages", "number"), ("messages_details", "object")],
+        );
+        assert_fields(
+            &overview["object_totals"],
+            &[("channels", "number"), ("connections", "number")],
+        );
+
+        // Rates: publishing goes on until the queue's publish rate shows it.
+        drop(consumer);
+        loop {
+            publish_confirmed(&ch, "", &q, "m", BasicProperties::default()).await;
+            let (_, queue) = broker.admin("GET", &qp, None).await;
+            if queue["message_stats"]["publish_details"]["rate"].as_f64() > Some(0.0) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+
+        ch.queue_delete(q.as_str().into(), Default::default())
+            .await
+            .unwrap();
+        conn.close(200, "".into()).await.unwrap();
+    })
+    .await;
+}

@@ -28,12 +28,13 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::{info, warn};
-use warren_server::admin::{AdminError, GetMode};
+use warren_server::admin::{AdminError, ChannelInfo, GetMode};
 use warren_server::broker::Broker;
 use warren_store::{PermissionDef, TopicPermissionDef, UserDef};
 
 use crate::definitions::{self, Definitions, SHA256};
 use crate::json::{json_to_properties, json_to_table, properties_to_json, table_to_json};
+use crate::rates::Rates;
 
 /// The authenticated user of a request, for the operations that act with
 /// their permissions in a vhost (declare, bind, publish, get).
@@ -112,7 +113,7 @@ fn body<T: for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<T, ApiError> {
 }
 
 /// The API's routes.
-pub fn router(broker: Arc<Broker>) -> Router {
+pub fn router(broker: Arc<Broker>, rates: Arc<Rates>) -> Router {
     Router::new()
         .route("/api/overview", get(overview))
         .route("/api/whoami", get(whoami))
@@ -180,6 +181,10 @@ pub fn router(broker: Arc<Broker>) -> Router {
         .route("/api/aliveness-test/{vhost}", get(aliveness_test))
         .route("/api/health/checks/alarms", get(alarms_check))
         .route("/api/health/checks/local-alarms", get(alarms_check))
+        .route("/api/channels", get(list_channels))
+        .route("/api/channels/{name}", get(get_channel))
+        .route("/api/vhosts/{vhost}/channels", get(list_channels_in))
+        .route("/api/connections/{name}/channels", get(connection_channels))
         .route("/api/connections", get(list_connections))
         .route(
             "/api/connections/{name}",
@@ -187,6 +192,7 @@ pub fn router(broker: Arc<Broker>) -> Router {
         )
         .route("/api/definitions", get(export).post(import))
         .layer(middleware::from_fn(crate::listing::shape_lists))
+        .layer(Extension(rates))
         .layer(middleware::from_fn_with_state(broker.clone(), authenticate))
         // RabbitMQ's `management.http.max_body_size`: definitions files
         // are large.
@@ -295,21 +301,20 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((user.to_owned(), password.to_owned()))
 }
 
-async fn overview(State(broker): Shared) -> Answer {
+async fn overview(State(broker): Shared, Extension(rates): Extension<Arc<Rates>>) -> Answer {
     let queues = broker.queues(None).await?;
     let ready: u64 = queues.iter().map(|q| u64::from(q.ready)).sum();
     let unacked: u64 = queues.iter().map(|q| u64::from(q.unacked)).sum();
+    let (channels, totals) = broker.channels().await;
     ok(json!({
         "product_name": "Warren",
         "product_version": env!("CARGO_PKG_VERSION"),
         "management_version": env!("CARGO_PKG_VERSION"),
         "node": format!("warren@{}", hostname()),
-        "queue_totals": {
-            "messages": ready + unacked,
-            "messages_ready": ready,
-            "messages_unacknowledged": unacked,
-        },
+        "message_stats": rates.overview(&totals),
+        "queue_totals": rates.queue_totals(ready, unacked),
         "object_totals": {
+            "channels": channels.len(),
             "connections": broker.connections().len(),
             "exchanges": broker.exchanges(None)?.len(),
             "queues": queues.len(),
@@ -518,12 +523,12 @@ async fn delete_topic_permissions(
     no_content(broker.users.clear_topic_permissions(&user, &vhost, None))
 }
 
-fn queue_json(q: &warren_server::admin::QueueInfo) -> Value {
+fn queue_json(q: &warren_server::admin::QueueInfo, rates: &Rates) -> Value {
     let kind = match q.arguments.inner().get("x-queue-type") {
         Some(amq_protocol::types::AMQPValue::LongString(t)) => t.to_string(),
         _ => "classic".to_owned(),
     };
-    json!({
+    let mut queue = json!({
         "name": q.name,
         "vhost": q.vhost,
         "type": kind,
@@ -535,28 +540,41 @@ fn queue_json(q: &warren_server::admin::QueueInfo) -> Value {
         "messages_ready": q.ready,
         "messages_unacknowledged": q.unacked,
         "consumers": q.consumers,
-    })
+    });
+    let (stats, details) = rates.queue(&q.vhost, &q.name, &q.counters);
+    if let Value::Object(object) = &mut queue {
+        object.insert("message_stats".to_owned(), stats);
+        object.extend(details);
+    }
+    queue
 }
 
-async fn queues(broker: &Broker, vhost: Option<&str>) -> Answer {
-    ok(broker.queues(vhost).await?.iter().map(queue_json).collect())
+type Rated = Extension<Arc<Rates>>;
+
+async fn queues(broker: &Broker, rates: &Rates, vhost: Option<&str>) -> Answer {
+    let all = broker.queues(vhost).await?;
+    ok(all.iter().map(|q| queue_json(q, rates)).collect())
 }
 
-async fn list_queues(State(broker): Shared) -> Answer {
-    queues(&broker, None).await
+async fn list_queues(State(broker): Shared, Extension(rates): Rated) -> Answer {
+    queues(&broker, &rates, None).await
 }
 
-async fn list_queues_in(State(broker): Shared, Path(vhost): Path<String>) -> Answer {
-    queues(&broker, Some(&vhost)).await
+async fn list_queues_in(State(broker): Shared, Extension(rates): Rated, Path(vhost): Path<String>) -> Answer {
+    queues(&broker, &rates, Some(&vhost)).await
 }
 
-async fn get_queue(State(broker): Shared, Path((vhost, name)): Path<(String, String)>) -> Answer {
+async fn get_queue(
+    State(broker): Shared,
+    Extension(rates): Rated,
+    Path((vhost, name)): Path<(String, String)>,
+) -> Answer {
     let all = broker.queues(Some(&vhost)).await?;
     let q = all
         .iter()
         .find(|q| q.name == name)
         .ok_or_else(ApiError::not_found)?;
-    ok(queue_json(q))
+    ok(queue_json(q, &rates))
 }
 
 async fn delete_queue(State(broker): Shared, Path((vhost, name)): Path<(String, String)>) -> Answer {
@@ -681,6 +699,78 @@ fn connection_json(c: &warren_server::broker::ConnectionInfo) -> Value {
         "peer_port": c.peer.port(),
         "connected_at": c.connected_at,
     })
+}
+
+/// A channel as RabbitMQ's API lists it: named after its connection and
+/// its number, `peer (1)`.
+fn channel_json(c: &ChannelInfo, rates: &Rates) -> Value {
+    let (connection, channel) = (&c.connection, &c.channel);
+    json!({
+        "name": format!("{} ({})", connection.name, channel.number),
+        "number": channel.number,
+        "node": format!("warren@{}", hostname()),
+        "connection_details": {
+            "name": connection.name,
+            "peer_host": connection.peer.ip().to_canonical().to_string(),
+            "peer_port": connection.peer.port(),
+        },
+        "user": connection.user,
+        "user_who_performed_action": connection.user,
+        "vhost": connection.vhost,
+        "state": "running",
+        "consumer_count": channel.consumers,
+        "prefetch_count": channel.prefetch_count,
+        "global_prefetch_count": channel.global_prefetch_count,
+        "messages_unacknowledged": channel.unacked,
+        "messages_unconfirmed": channel.unconfirmed,
+        "messages_uncommitted": channel.uncommitted.0,
+        "acks_uncommitted": channel.uncommitted.1,
+        "confirm": channel.confirm,
+        "transactional": channel.transactional,
+        "message_stats": rates.channel(&connection.name, channel.number, &channel.counters),
+    })
+}
+
+async fn channels_where(broker: &Broker, rates: &Rates, keep: impl Fn(&ChannelInfo) -> bool) -> Answer {
+    let (all, _) = broker.channels().await;
+    ok(all
+        .iter()
+        .filter(|c| keep(c))
+        .map(|c| channel_json(c, rates))
+        .collect())
+}
+
+async fn list_channels(State(broker): Shared, Extension(rates): Rated) -> Answer {
+    channels_where(&broker, &rates, |_| true).await
+}
+
+async fn list_channels_in(
+    State(broker): Shared,
+    Extension(rates): Rated,
+    Path(vhost): Path<String>,
+) -> Answer {
+    broker.vhost(&vhost).ok_or_else(ApiError::not_found)?;
+    channels_where(&broker, &rates, |c| c.connection.vhost == vhost).await
+}
+
+async fn connection_channels(
+    State(broker): Shared,
+    Extension(rates): Rated,
+    Path(name): Path<String>,
+) -> Answer {
+    if !broker.connections().iter().any(|c| c.name == name) {
+        return Err(ApiError::not_found());
+    }
+    channels_where(&broker, &rates, |c| c.connection.name == name).await
+}
+
+async fn get_channel(State(broker): Shared, Extension(rates): Rated, Path(name): Path<String>) -> Answer {
+    let (all, _) = broker.channels().await;
+    let found = all
+        .iter()
+        .find(|c| format!("{} ({})", c.connection.name, c.channel.number) == name)
+        .ok_or_else(ApiError::not_found)?;
+    ok(channel_json(found, &rates))
 }
 
 async fn list_connections(State(broker): Shared) -> Answer {

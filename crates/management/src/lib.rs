@@ -12,6 +12,8 @@
 //! - [`listing`]: sorting, filtering, pagination and columns of lists.
 //! - [`client`]: a small blocking client of the API, for `warren ctl` and
 //!   the tests.
+//! - [`rates`]: message rates, from counts sampled every
+//!   `collect_statistics_interval`.
 //! - [`prometheus`]: metrics in `rabbitmq_prometheus`'s names, on their
 //!   own port.
 //!
@@ -25,18 +27,34 @@ pub mod definitions;
 pub mod json;
 pub mod listing;
 pub mod prometheus;
+pub mod rates;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tracing::info;
 use warren_server::broker::Broker;
 
-/// Serves the API on `listeners` until `shutdown` completes.
-pub async fn serve(broker: Arc<Broker>, listeners: Vec<TcpListener>, shutdown: impl Future) {
-    serve_app(api::router(broker), listeners, "management API", shutdown).await
+/// Serves the API on `listeners` until `shutdown` completes, sampling the
+/// broker's counts for rates every `statistics_interval`.
+pub async fn serve(
+    broker: Arc<Broker>,
+    listeners: Vec<TcpListener>,
+    statistics_interval: Duration,
+    shutdown: impl Future,
+) {
+    let rates = Arc::new(rates::Rates::default());
+    let sampler = tokio::spawn(rates::sample_every(
+        broker.clone(),
+        rates.clone(),
+        statistics_interval,
+    ));
+    let app = api::router(broker, rates);
+    serve_app(app, listeners, "management API", shutdown).await;
+    sampler.abort();
 }
 
 /// Serves Prometheus metrics ([`prometheus`]) on `listeners` until

@@ -4,8 +4,11 @@
 //! plugin does by default, and `/metrics/per-object` one series per queue
 //! (the plugin's per-object endpoint). Unauthenticated, as the plugin's.
 //!
-//! Written by hand in the text exposition format (version 0.0.4): a few
-//! gauges read from the broker need no client library. The endpoint needs
+//! Written by hand in the text exposition format (version 0.0.4): gauges,
+//! counters and three histograms read from the broker need no client
+//! library. Beside RabbitMQ's names, Warren's own histograms: the store's
+//! fsync latency and group-commit size, and how long messages wait in
+//! their queues. The endpoint needs
 //! no credentials, so scrapes of a path are computed one at a time (every
 //! queue is asked for its counts) and one answer is shared by the requests
 //! that waited for it: a flood of requests cannot turn into a flood of work
@@ -22,6 +25,7 @@ use axum::routing::get;
 use axum::Router;
 use tokio::sync::Mutex;
 use warren_server::broker::Broker;
+use warren_server::stats::Histogram;
 
 /// The last answer and when its computation started.
 type Slot = Arc<Mutex<Option<(Instant, String)>>>;
@@ -104,6 +108,27 @@ impl Exposition {
         self.family(name, "gauge", help);
         self.sample(name, &[], value);
     }
+
+    fn counter(&mut self, name: &str, help: &str, value: u64) {
+        self.family(name, "counter", help);
+        self.sample(name, &[], value);
+    }
+
+    /// A histogram whose values were observed in units of `1/scale` of
+    /// what it is named in (microseconds for seconds: 1e6; 1 for a count).
+    fn histogram(&mut self, name: &str, help: &str, histogram: &Histogram, scale: f64) {
+        self.family(name, "histogram", help);
+        let (buckets, sum) = histogram.snapshot();
+        let bucket = format!("{name}_bucket");
+        let mut count = 0;
+        for (bound, n) in buckets {
+            let le = bound.map_or("+Inf".to_owned(), |b| (b as f64 / scale).to_string());
+            self.sample(&bucket, &[("le", &le)], n);
+            count = n;
+        }
+        self.sample(&format!("{name}_sum"), &[], sum as f64 / scale);
+        self.sample(&format!("{name}_count"), &[], count);
+    }
 }
 
 /// A label value as the format wants it: `\`, `"` and line feeds escaped.
@@ -178,6 +203,73 @@ async fn compute_totals(broker: Arc<Broker>) -> Exposition {
         "rabbitmq_alarms_free_disk_space_watermark",
         "is 1 if free disk space watermark alarm is in effect",
         u8::from(status.disk_alarm),
+    );
+    let (channels, c) = broker.channels().await;
+    out.gauge("rabbitmq_channels", "Channels currently open", channels.len());
+    let counters: [(&str, &str, u64); 12] = [
+        ("received", "Total number of messages received from publishers", c.publish),
+        ("confirmed", "Total number of messages confirmed to publishers", c.confirm),
+        (
+            "routed",
+            "Total number of messages routed to queues or streams",
+            c.publish.saturating_sub(c.return_unroutable + c.drop_unroutable),
+        ),
+        (
+            "unroutable_dropped",
+            "Total number of messages published as non-mandatory into an exchange and dropped as unroutable",
+            c.drop_unroutable,
+        ),
+        (
+            "unroutable_returned",
+            "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable",
+            c.return_unroutable,
+        ),
+        ("delivered", "Total number of messages delivered to consumers", c.deliver_get()),
+        (
+            "delivered_consume_manual_ack",
+            "Total number of messages delivered to consumers using basic.consume with manual acknowledgment",
+            c.deliver,
+        ),
+        (
+            "delivered_consume_auto_ack",
+            "Total number of messages delivered to consumers using basic.consume with automatic acknowledgment",
+            c.deliver_no_ack,
+        ),
+        (
+            "delivered_get_manual_ack",
+            "Total number of messages delivered to consumers using basic.get with manual acknowledgment",
+            c.get,
+        ),
+        (
+            "delivered_get_auto_ack",
+            "Total number of messages delivered to consumers using basic.get with automatic acknowledgment",
+            c.get_no_ack,
+        ),
+        ("redelivered", "Total number of messages redelivered to consumers", c.redeliver),
+        ("acknowledged", "Total number of messages acknowledged by consumers", c.ack),
+    ];
+    for (what, help, value) in counters {
+        out.counter(&format!("rabbitmq_global_messages_{what}_total"), help, value);
+    }
+    // Warren's own: no rabbitmq_prometheus metric corresponds.
+    let metrics = broker.store.metrics();
+    out.histogram(
+        "warren_store_fsync_seconds",
+        "How long each fdatasync of a group commit took",
+        &metrics.fsync_us,
+        1e6,
+    );
+    out.histogram(
+        "warren_store_group_commit_messages",
+        "How many persistent messages each group commit (one fdatasync) covered",
+        &metrics.commit_messages,
+        1.0,
+    );
+    out.histogram(
+        "warren_message_delivery_latency_seconds",
+        "How long messages waited in their queues, from arrival to delivery or basic.get (millisecond precision)",
+        &metrics.delivery_us,
+        1e6,
     );
     out
 }

@@ -20,9 +20,10 @@ use tracing::info;
 use warren_store::{PermissionDef, TopicPermissionDef};
 
 use crate::access::Access;
-use crate::broker::Broker;
-use crate::events::{ConnEvent, QueueCommand, QueueHandle};
+use crate::broker::{Broker, ConnectionInfo};
+use crate::events::{ChannelListing, ConnEvent, QueueCommand, QueueHandle};
 use crate::permissions::{Permission, Resource};
+use crate::stats::MessageCounters;
 use crate::vhost::{BindingInfo, ExchangeInfo, VHost};
 use crate::AmqpError;
 
@@ -72,6 +73,20 @@ pub struct QueueInfo {
     pub unacked: u32,
     /// Consumers.
     pub consumers: u32,
+    /// What it has done since it started (`message_stats`).
+    pub counters: MessageCounters,
+}
+
+/// How long a listing waits for each connection's answer.
+const ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A channel, as listed, with its connection.
+#[derive(Clone, Debug)]
+pub struct ChannelInfo {
+    /// Its connection.
+    pub connection: ConnectionInfo,
+    /// The channel.
+    pub channel: ChannelListing,
 }
 
 /// A consumer, as listed.
@@ -182,7 +197,7 @@ impl Broker {
             handles.sort_by(|a, b| a.name.cmp(&b.name));
             for queue in handles {
                 // A queue that ends meanwhile is listed empty.
-                let (ready, unacked, consumers) = queue.ask(QueueCommand::Counts).await.unwrap_or_default();
+                let counts = queue.ask(QueueCommand::Counts).await.unwrap_or_default();
                 all.push(QueueInfo {
                     vhost: vhost.name.clone(),
                     name: queue.name.to_string(),
@@ -190,13 +205,45 @@ impl Broker {
                     auto_delete: queue.auto_delete,
                     exclusive: queue.exclusive_owner.is_some(),
                     arguments: queue.arguments.clone(),
-                    ready,
-                    unacked,
-                    consumers,
+                    ready: counts.ready,
+                    unacked: counts.unacked,
+                    consumers: counts.consumers,
+                    counters: counts.counters,
                 });
             }
         }
         Ok(all)
+    }
+
+    /// The open channels of every connection, with the connection's name,
+    /// user and vhost; and what every channel has counted since the broker
+    /// started, closed ones included (RabbitMQ's overview `message_stats`).
+    pub async fn channels(&self) -> (Vec<ChannelInfo>, MessageCounters) {
+        let mut all = Vec::new();
+        let mut totals = MessageCounters::default();
+        for connection in self.connections() {
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            if connection.inbox.send(ConnEvent::Channels(reply)).is_err() {
+                continue;
+            }
+            // A connection that closes meanwhile has retired its totals;
+            // one too busy to answer soon is left out of this listing.
+            let Ok(Ok((channels, closed))) = tokio::time::timeout(ANSWER_WAIT, answer).await else {
+                continue;
+            };
+            totals += closed;
+            for channel in channels {
+                totals += channel.counters;
+                all.push(ChannelInfo {
+                    connection: connection.clone(),
+                    channel,
+                });
+            }
+        }
+        // Read last: a connection that closed after answering is counted
+        // twice for a moment, rather than a moment not at all.
+        totals += self.retired();
+        (all, totals)
     }
 
     /// The consumers of a vhost's queues, or of all, by queue.

@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::alarm::{Alarms, Status};
 use crate::events::ConnEvent;
+use crate::stats::MessageCounters;
 use crate::users::Users;
 use crate::vhost::VHost;
 use crate::Config;
@@ -37,6 +38,8 @@ pub struct Broker {
     pub(crate) connections: Connections,
     /// How many connections are open, for `max_connections`.
     open_connections: Arc<AtomicUsize>,
+    /// What closed connections counted ([`crate::stats`]).
+    retired: Mutex<MessageCounters>,
 }
 
 /// An open connection, as listed.
@@ -188,7 +191,18 @@ impl Broker {
             next_connection_id: AtomicU64::new(1),
             connections: Default::default(),
             open_connections: Arc::new(AtomicUsize::new(0)),
+            retired: Mutex::default(),
         }))
+    }
+
+    /// Keeps what a closing connection counted.
+    pub(crate) fn retire(&self, counters: MessageCounters) {
+        *self.retired.lock().unwrap_or_else(|e| e.into_inner()) += counters;
+    }
+
+    /// What closed connections counted.
+    pub(crate) fn retired(&self) -> MessageCounters {
+        *self.retired.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The virtual host called `name`, if there is one.

@@ -181,7 +181,7 @@ impl Delayer {
                     }
                     // The exchange, and so its queue, was deleted.
                     Some(ConnEvent::Cancelled(_)) | None => return,
-                    Some(ConnEvent::Confirmed { .. } | ConnEvent::Close(_)) => {}
+                    Some(ConnEvent::Confirmed { .. } | ConnEvent::Close(_) | ConnEvent::Channels(_)) => {}
                 },
                 () = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {
                     if !self.route_due().await {

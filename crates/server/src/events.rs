@@ -21,6 +21,7 @@ use warren_codec::Message;
 use warren_router::QueueName;
 
 use crate::gate::{Gate, Wake};
+use crate::stats::MessageCounters;
 use crate::AmqpError;
 
 /// Where a queue actor takes itself off when it is deleted (auto-delete,
@@ -357,7 +358,7 @@ pub enum QueueCommand {
     /// Ready messages, unacked messages and consumers, for administrators:
     /// unlike `Stats`, looking does not count as using the queue (its
     /// `x-expires` lease is not renewed), as in RabbitMQ.
-    Counts(oneshot::Sender<(u32, u32, u32)>),
+    Counts(oneshot::Sender<QueueCounts>),
     /// Its consumers, for administrators ([`crate::admin`]).
     Consumers(oneshot::Sender<Vec<ConsumerListing>>),
     /// Drop every ready message; replies with how many.
@@ -578,6 +579,47 @@ pub enum ConnEvent {
     },
     /// An administrator closes the connection (320, with this reason).
     Close(String),
+    /// The management API lists the channels, with what closed ones
+    /// counted.
+    Channels(oneshot::Sender<(Vec<ChannelListing>, MessageCounters)>),
+}
+
+/// A channel, as listed for administrators.
+#[derive(Clone, Debug)]
+pub struct ChannelListing {
+    /// Its number.
+    pub number: u16,
+    /// Its consumers.
+    pub consumers: u32,
+    /// basic.qos global=false: the limit its next consumers get.
+    pub prefetch_count: u32,
+    /// basic.qos global=true: the limit its consumers share.
+    pub global_prefetch_count: u32,
+    /// Deliveries not yet acked.
+    pub unacked: u32,
+    /// Publishes not yet confirmed.
+    pub unconfirmed: u32,
+    /// In confirm mode.
+    pub confirm: bool,
+    /// In a transaction.
+    pub transactional: bool,
+    /// Publishes and acks (or rejects) waiting for tx.commit.
+    pub uncommitted: (u32, u32),
+    /// Its `message_stats`.
+    pub counters: MessageCounters,
+}
+
+/// A queue's counts, for administrators.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct QueueCounts {
+    /// Ready messages.
+    pub ready: u32,
+    /// Delivered and not yet acked.
+    pub unacked: u32,
+    /// Consumers.
+    pub consumers: u32,
+    /// What it has done since it started.
+    pub counters: MessageCounters,
 }
 
 /// A consumer as its queue sees it, for administrators.

@@ -29,6 +29,7 @@
 //! - [`durability`]: how publisher confirms of persistent messages wait for
 //!   the store's group commit.
 //! - [`alarm`]: memory and disk alarms, which block publishing connections.
+//! - [`stats`]: message counters and latency histograms, for operators.
 //! - [`ping`]: `warren ping`, whether a broker answers (health checks).
 //! - `arguments`: reading typed values of an arguments table, with RabbitMQ's texts.
 //! - [`error`] holds [`AmqpError`], a reply code and text as a value.
@@ -54,6 +55,7 @@ pub mod listener;
 pub mod permissions;
 pub mod ping;
 pub mod queue;
+pub mod stats;
 pub mod tls;
 pub mod users;
 pub mod vhost;

@@ -37,6 +37,7 @@
 
 pub mod definitions;
 pub mod error;
+pub mod histogram;
 mod io;
 mod locations;
 mod messages;

@@ -14,6 +14,7 @@ use warren_codec::Message;
 use crate::definitions::{
     BindingDef, DestinationKind, ExchangeDef, PermissionDef, QueueDef, TopicPermissionDef, UserDef,
 };
+use crate::histogram::Metrics;
 use crate::io::{io_error, sync_sled};
 use crate::recovery::{self, Recovered, RecoveredQueue};
 use crate::segments::{self, Active, Summary};
@@ -44,6 +45,7 @@ struct Shared {
     /// Octets of message bodies handed to the thread and not yet written
     /// (or found not to need writing): see [`Store::unwritten`].
     unwritten: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
 }
 
 /// Opens sled, waiting a while if the directory is locked. A store just
@@ -159,6 +161,12 @@ impl Store {
     /// message store is credit-flowed too).
     pub fn unwritten(&self) -> u64 {
         self.shared.unwritten.load(Ordering::Relaxed)
+    }
+
+    /// The broker's histograms: the store's fsync latency and group-commit
+    /// size, and the queues' delivery latency.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.shared.metrics
     }
 
     /// Queue `queue` lets go of messages (ack, reject, purge, or a publish
@@ -524,6 +532,7 @@ fn open(path: &Path, cache_bytes: u64) -> Result<(Store, Recovered), StoreError>
     );
     writer.synced_blobs = synced_blobs;
     let unwritten = writer.unwritten.clone();
+    let metrics = writer.metrics.clone();
     let (tx, rx) = mpsc::channel();
     std::thread::Builder::new()
         .name("warren-store".into())
@@ -536,6 +545,7 @@ fn open(path: &Path, cache_bytes: u64) -> Result<(Store, Recovered), StoreError>
             next_message,
             next_queue: AtomicU64::new(next_queue),
             unwritten,
+            metrics,
         }),
     };
     Ok((store, recovered))

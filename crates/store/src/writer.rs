@@ -36,6 +36,7 @@ use crate::definitions::{
     permission_key, scoped, take_str, BindingDef, DestinationKind, ExchangeDef, PermissionDef, QueueDef,
     TopicPermissionDef, UserDef,
 };
+use crate::histogram::Metrics;
 use crate::io::io_error;
 use crate::locations::Locations;
 use crate::record::{self, AckKind, AckRecord, Kind};
@@ -144,6 +145,10 @@ pub(crate) struct Writer {
     pub synced_blobs: std::collections::HashSet<std::ffi::OsString>,
     /// Octets of bodies sent and not yet written ([`crate::Store::unwritten`]).
     pub unwritten: Arc<AtomicU64>,
+    /// fsync latency and group-commit size ([`crate::Store::metrics`]).
+    pub metrics: Arc<Metrics>,
+    /// Messages written since the last sync: the next group commit's size.
+    round_messages: u64,
     /// Octets of bodies taken in this round: `unwritten` drops by this once
     /// the round is committed.
     round_octets: u64,
@@ -212,6 +217,8 @@ impl Writer {
             synced_blobs: Default::default(),
             pending: HashMap::new(),
             unwritten: Arc::new(AtomicU64::new(0)),
+            metrics: Arc::default(),
+            round_messages: 0,
             round_octets: 0,
             order: Vec::new(),
             confirms: Vec::new(),
@@ -597,6 +604,8 @@ impl Writer {
                 self.flush_buf()?;
                 self.rotate()?;
             }
+            // Counted until the sync that covers it.
+            self.round_messages += 1;
             let offset = self.active.len + self.buf.len() as u64;
             let before = self.buf.len();
             record::put_message(&mut self.buf, id, now, &pending.queues, &pending.message);
@@ -642,7 +651,13 @@ impl Writer {
         if self.unsynced && !(self.confirms.is_empty() && self.barriers.is_empty()) {
             self.unsynced = false;
             let path = segments::seg_path(&self.dir, self.active.n);
+            let started = std::time::Instant::now();
             self.active.file.sync_data().map_err(io_error(&path))?;
+            let took = started.elapsed().as_micros() as u64;
+            self.metrics.fsync_us.observe(took);
+            self.metrics
+                .commit_messages
+                .observe(std::mem::take(&mut self.round_messages));
         }
         Ok(())
     }

@@ -53,6 +53,11 @@ struct Args {
         value_delimiter = ','
     )]
     prometheus_bind: Vec<SocketAddr>,
+    /// How often the management API samples message counts for its rates,
+    /// in milliseconds (RabbitMQ's collect_statistics_interval).
+    #[arg(long, env = "WARREN_COLLECT_STATISTICS_INTERVAL", default_value_t = 5000,
+          value_parser = clap::value_parser!(u64).range(100..))]
+    collect_statistics_interval: u64,
     /// Addresses for AMQP over TLS (amqps), like `--bind`; used once
     /// `--tls-cert` and `--tls-key` are given.
     #[arg(
@@ -334,6 +339,7 @@ async fn main() -> std::process::ExitCode {
     let api = tokio::spawn(warren_management::serve(
         broker.clone(),
         management,
+        std::time::Duration::from_millis(args.collect_statistics_interval),
         until_stopped(stopped.clone()),
     ));
     let metrics = tokio::spawn(warren_management::serve_prometheus(

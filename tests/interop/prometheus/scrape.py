@@ -1,6 +1,8 @@
 """Prometheus metrics, parsed by prometheus_client's own text parser: the
 totals on /metrics and a queue's series on /metrics/per-object, in
-rabbitmq_prometheus's names, follow what pika publishes and consumes.
+rabbitmq_prometheus's names, follow what pika publishes and consumes;
+so do the global message counters, and (Warren's own) the histograms of
+fsync latency, group-commit size and delivery latency.
 Needs PROMETHEUS_URL (run.sh sets it for the broker it starts)."""
 import os
 import sys
@@ -54,5 +56,29 @@ objects = scrape("/metrics/per-object")
 assert per_queue(objects, "rabbitmq_queue_messages_ready", queue) == [3.0]
 assert per_queue(objects, "rabbitmq_queue_messages_unacked", queue) == [2.0]
 assert per_queue(objects, "rabbitmq_queue_consumers", queue) == [1.0]
+
+# Persistent messages on a durable queue: a group commit, with its fsync.
+durable = "prometheus-scrape-durable"
+ch.queue_declare(durable, durable=True)
+for i in range(3):
+    ch.basic_publish("", durable, b"d", pika.BasicProperties(delivery_mode=2))
+ch.queue_delete(durable)
+totals = scrape("/metrics")
+received = totals["rabbitmq_global_messages_received"]
+assert received.type == "counter", received.type
+assert received.samples[0].name == "rabbitmq_global_messages_received_total"
+assert received.samples[0].value >= 8, received.samples
+for name in ["rabbitmq_global_messages_confirmed", "rabbitmq_global_messages_delivered",
+             "rabbitmq_global_messages_acknowledged"]:
+    assert totals[name].type == "counter", name
+if "warren_build_info" in totals:
+    for name, least in [("warren_store_fsync_seconds", 1), ("warren_store_group_commit_messages", 1),
+                        ("warren_message_delivery_latency_seconds", 2)]:
+        family = totals[name]
+        assert family.type == "histogram", (name, family.type)
+        count = [s.value for s in family.samples if s.name == name + "_count"]
+        assert count and count[0] >= least, (name, count)
+        infinite = [s.value for s in family.samples if s.labels.get("le") == "+Inf"]
+        assert infinite == count, (name, infinite, count)
 conn.close()
 print("ok")

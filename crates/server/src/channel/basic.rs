@@ -171,6 +171,13 @@ impl Connection {
             .vhost
             .route(&mut self.route_cache, &message)
             .map_err(|e| e.for_method(PUBLISH.0, PUBLISH.1))?;
+        let counters = &mut self.open_channel(id).counters;
+        counters.publish += 1;
+        match (queues.is_empty(), mandatory) {
+            (false, _) => {}
+            (true, true) => counters.return_unroutable += 1,
+            (true, false) => counters.drop_unroutable += 1,
+        }
         Ok(Routed {
             mandatory,
             message,
@@ -341,6 +348,11 @@ impl Connection {
             return Ok(());
         };
         let channel = self.open_channel(id);
+        match m.no_ack {
+            true => channel.counters.get_no_ack += 1,
+            false => channel.counters.get += 1,
+        }
+        channel.counters.redeliver += u64::from(got.redelivered);
         let delivery_tag = channel.next_delivery_tag();
         if !m.no_ack {
             let deadline = Deadline::of(self.ack_timeout(None, &queue));
@@ -370,6 +382,9 @@ impl Connection {
     ) -> Result<(), AmqpError> {
         let channel = self.open_channel(id);
         let entries = channel.take_unacked(tag, multiple)?;
+        if let Settle::Remove = how {
+            channel.counters.ack += entries.len() as u64;
+        }
         if let Some(tx) = channel.tx.as_mut() {
             tx.settles.push((entries, how));
             return Ok(());
@@ -432,13 +447,16 @@ impl Connection {
         // The usual case, nothing refused: one ack, no list to build.
         if confirms.nacked.is_empty() {
             confirms.acked = confirmable;
+            channel.counters.confirm += confirmable - from;
             self.send(id, ack(confirmable, confirmable - from > 1)).await;
             return;
         }
         let mut replies = Vec::new();
         let mut from = from;
+        let mut nacks = 0;
         let nacked: Vec<u64> = confirms.nacked.range(..=confirmable).copied().collect();
         for seq in nacked {
+            nacks += 1;
             confirms.nacked.remove(&seq);
             if seq > from + 1 {
                 replies.push(ack(seq - 1, seq - 1 - from > 1));
@@ -453,6 +471,7 @@ impl Connection {
         if confirmable > from {
             replies.push(ack(confirmable, confirmable - from > 1));
         }
+        channel.counters.confirm += confirmable - confirms.acked - nacks;
         confirms.acked = confirmable;
         for reply in replies {
             self.send(id, reply).await;

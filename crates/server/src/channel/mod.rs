@@ -22,8 +22,9 @@ use warren_codec::{ContentAssembler, Message, Published};
 
 use crate::connection::Connection;
 use crate::events::ConsumerShared;
-use crate::events::{Enqueue, QueueCommand, QueueHandle};
+use crate::events::{ChannelListing, Enqueue, QueueCommand, QueueHandle};
 use crate::gate::Gate;
+use crate::stats::MessageCounters;
 use crate::vhost::Queues;
 use crate::AmqpError;
 
@@ -102,6 +103,8 @@ pub struct Channel {
     pub(crate) last_queue: Option<String>,
     /// Its direct reply-to consumer: the reply address and the tag.
     pub(crate) reply_to: Option<(String, Arc<str>)>,
+    /// Its `message_stats`, for the management API.
+    pub(crate) counters: MessageCounters,
 }
 
 impl Channel {
@@ -120,6 +123,26 @@ impl Channel {
             confirms: None,
             tx: None,
             last_queue: None,
+            counters: MessageCounters::default(),
+        }
+    }
+
+    /// What the management API lists of it.
+    pub(crate) fn listing(&self, number: u16) -> ChannelListing {
+        ChannelListing {
+            number,
+            consumers: self.consumers.len() as u32,
+            prefetch_count: self.consumer_prefetch,
+            global_prefetch_count: self.channel_prefetch.limit(),
+            unacked: self.unacked.len() as u32,
+            unconfirmed: self.confirms.as_ref().map_or(0, |c| c.outstanding.len() as u32),
+            confirm: self.confirms.is_some(),
+            transactional: self.tx.is_some(),
+            uncommitted: self.tx.as_ref().map_or((0, 0), |tx| {
+                let acks = tx.settles.iter().map(|(entries, _)| entries.len()).sum::<usize>();
+                (tx.publishes.len() as u32, acks as u32)
+            }),
+            counters: self.counters,
         }
     }
 

@@ -37,6 +37,7 @@ use crate::broker::Broker;
 use crate::channel::ack_timeout::Deadline;
 use crate::channel::{Channel, ChannelState, PendingPublishes, QueueBatches, Settle};
 use crate::events::{ConnEvent, Delivery, Outcome, QueueCommand, QueueHandle};
+use crate::stats::MessageCounters;
 use crate::vhost::{RouteCache, VHost};
 use crate::AmqpError;
 
@@ -118,6 +119,8 @@ pub struct Connection {
     /// than the true one (the delivery was acked since): the timer then
     /// finds nothing overdue and looks again.
     pub(crate) ack_deadline: Option<tokio::time::Instant>,
+    /// What its closed channels counted, so that its totals never go down.
+    closed_channels: MessageCounters,
 }
 
 /// How the frame loop ended.
@@ -235,6 +238,7 @@ pub async fn serve(
         max_partial_bytes: config.max_partial_bytes,
         consumer_timeout: config.consumer_timeout,
         ack_deadline: None,
+        closed_channels: MessageCounters::default(),
     };
     let end = conn.run(&mut reader, &mut inbox_rx, &mut shutdown).await;
     let mut released = false;
@@ -304,6 +308,7 @@ pub async fn serve(
     if !released {
         conn.release_everything(&mut inbox_rx).await;
     }
+    broker.retire(conn.totals());
     drop(conn);
     drop(listed);
     drop(negotiated.slot);
@@ -579,10 +584,20 @@ impl Connection {
         false
     }
 
+    /// What its channels, open and closed, counted.
+    fn totals(&self) -> MessageCounters {
+        let mut totals = self.closed_channels;
+        for channel in self.channels.values() {
+            totals += channel.counters;
+        }
+        totals
+    }
+
     /// Forgets a closed channel, and the unfinished content it held.
     pub(crate) fn remove_channel(&mut self, id: u16) {
         if let Some(ch) = self.channels.remove(&id) {
             self.partial_bytes -= ch.partial_bytes;
+            self.closed_channels += ch.counters;
         }
     }
 
@@ -750,6 +765,11 @@ impl Connection {
     async fn handle_event(&mut self, event: ConnEvent) -> Result<(), AmqpError> {
         match event {
             ConnEvent::Close(reason) => return Err(AmqpError::connection_forced(reason)),
+            ConnEvent::Channels(reply) => {
+                let mut listing: Vec<_> = self.channels.iter().map(|(&n, c)| c.listing(n)).collect();
+                listing.sort_by_key(|c| c.number);
+                let _ = reply.send((listing, self.closed_channels));
+            }
             ConnEvent::Deliver(deliveries) => {
                 // One clock reading for the batch's deadlines.
                 let now = tokio::time::Instant::now();
@@ -830,6 +850,11 @@ impl Connection {
             message,
             redelivered,
         } = delivery;
+        match consumer.no_ack {
+            true => channel.counters.deliver_no_ack += 1,
+            false => channel.counters.deliver += 1,
+        }
+        channel.counters.redeliver += u64::from(redelivered);
         let delivery_tag = channel.next_delivery_tag();
         if !consumer.no_ack {
             let deadline = Deadline::at(now, consumer.ack_timeout);

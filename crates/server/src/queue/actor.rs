@@ -8,7 +8,7 @@ use tracing::{debug, error};
 
 use super::dead_letter::Reason;
 use super::{Consumer, Next, Queue, BATCH};
-use crate::events::{ConnEvent, ConsumerListing, Enqueue, GetOk, Inbox, QueueCommand};
+use crate::events::{ConnEvent, ConsumerListing, Enqueue, GetOk, Inbox, QueueCommand, QueueCounts};
 use crate::AmqpError;
 
 impl Queue {
@@ -74,6 +74,7 @@ impl Queue {
     /// Handles a command and whatever else is already in the inbox, then
     /// dispatches and hands the batch's confirms to the group commit.
     pub(super) fn step(&mut self, command: QueueCommand, rx: &mut Inbox) -> Next {
+        self.now = self.now_ms() as u32;
         // Counted in messages, so that a run of publish batches does not
         // keep consumers waiting for the next dispatch.
         let mut handled = command.weight();
@@ -104,6 +105,9 @@ impl Queue {
         self.flush_dead_letters();
         self.flush_store();
         self.ready.shrink();
+        if let Some(metrics) = &self.metrics {
+            metrics.delivery_us.absorb(&mut self.latency);
+        }
         if self.unacked.capacity() > 4 * self.unacked.len() + 4096 {
             self.unacked.shrink_to(2 * self.unacked.len());
         }
@@ -216,6 +220,7 @@ impl Queue {
             QueueCommand::Ack(ids) => {
                 for id in ids {
                     if let Some(entry) = self.unacked.remove(&id) {
+                        self.counters.ack += 1;
                         self.settle_entry(&entry);
                     }
                 }
@@ -237,12 +242,12 @@ impl Queue {
             #[cfg(test)]
             QueueCommand::Panic => panic!("asked to"),
             QueueCommand::Counts(reply) => {
-                let counts = (
-                    self.ready.len() as u32,
-                    self.unacked.len() as u32,
-                    self.consumers.len() as u32,
-                );
-                let _ = reply.send(counts);
+                let _ = reply.send(QueueCounts {
+                    ready: self.ready.len() as u32,
+                    unacked: self.unacked.len() as u32,
+                    consumers: self.consumers.len() as u32,
+                    counters: self.counters,
+                });
             }
             QueueCommand::Consumers(reply) => {
                 let single_active = self.args.single_active_consumer;
@@ -321,6 +326,11 @@ impl Queue {
             redelivered: taken.redelivered,
             remaining: self.ready.len() as u32,
         });
+        match (&got, no_ack) {
+            (None, _) => {}
+            (Some(_), true) => self.counters.get_no_ack += 1,
+            (Some(_), false) => self.counters.get += 1,
+        }
         // A get-ok the channel can no longer send goes back.
         if let Err(Some(ok)) = reply.send(got) {
             self.requeue(vec![ok.msg_id], false);

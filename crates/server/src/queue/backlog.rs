@@ -93,6 +93,7 @@ impl Queue {
         if let Some(confirm) = confirm {
             confirm.accept();
         }
+        self.counters.publish += 1;
         let id = self.next_msg_id;
         self.next_msg_id += 1;
         let priority = self.ready.lane_of(*message.properties.priority());
@@ -111,6 +112,7 @@ impl Queue {
                 priority,
                 redelivered: false,
                 deliveries: 0,
+                arrived: self.now,
             };
             self.discard(entry, Reason::Expired);
             return;
@@ -141,6 +143,7 @@ impl Queue {
             priority,
             redelivered: false,
             deliveries: 0,
+            arrived: self.now,
         });
     }
 
@@ -199,6 +202,9 @@ impl Queue {
             false => message,
         };
         entry.deliveries = entry.deliveries.saturating_add(1);
+        let waited = u64::from(self.now.wrapping_sub(entry.arrived));
+        self.latency.observe(waited * 1000);
+        self.counters.redeliver += u64::from(entry.redelivered);
         let taken = Taken {
             id: entry.id,
             message,
@@ -240,6 +246,7 @@ impl Queue {
         let deliveries = held.as_ref().map_or(0, |e| e.deliveries.saturating_sub(1));
         let mut stored = held.as_ref().and_then(|e| e.stored);
         // A no-ack delivery is no longer held: its expiry is counted again.
+        let arrived = held.as_ref().map_or(self.now, |e| e.arrived);
         let expires = held.map_or_else(|| self.expiry_of(&message), |e| e.expires);
         // A no-ack delivery left the store when it was taken; a persistent one
         // that never reached its client goes back into it.
@@ -260,6 +267,7 @@ impl Queue {
             stored,
             redelivered,
             deliveries,
+            arrived,
         });
     }
 }

@@ -46,6 +46,10 @@ impl Queue {
                     shared.unreserve(credit);
                     break;
                 };
+                match shared.no_ack {
+                    true => self.counters.deliver_no_ack += 1,
+                    false => self.counters.deliver += 1,
+                }
                 self.consumers[at].pending.push(Delivery {
                     consumer: shared,
                     credit,

@@ -48,6 +48,7 @@ impl Queue {
             priority: 0,
             redelivered: false,
             deliveries: 0,
+            arrived: 0,
         };
         if self.args.overflow == Overflow::RejectPublishDlx {
             self.discard(entry, Reason::Maxlen);

@@ -37,6 +37,8 @@ use warren_store::{RecoveredEntry, Store};
 
 use crate::events::ConsumerShared;
 use crate::events::{ConnEvent, Delivery, GetOk, Loaded, QueueHandle, QueueRegistry};
+use crate::stats::{LocalHistogram, MessageCounters, LATENCY_BOUNDS_US};
+use warren_store::histogram::Metrics;
 
 mod actor;
 pub(crate) mod args;
@@ -114,11 +116,14 @@ impl QueueHandle {
             priority: e.priority.min(top_lane),
             redelivered: e.deliveries > 0,
             deliveries: e.deliveries,
+            // Waiting since the start, as far as this run knows.
+            arrived: 0,
         });
         for entry in recovered {
             ready.push_back(entry);
         }
         let loader = rx.loader();
+        let metrics = new.disk.as_ref().map(|d| d.store.metrics().clone());
         let dedup = new.args.dedup.clone().map(crate::dedup::Deduplicator::new);
         let actor = Queue {
             dedup,
@@ -145,6 +150,10 @@ impl QueueHandle {
             consumers: VecDeque::new(),
             exclusive_consumer: false,
             had_consumers: false,
+            counters: MessageCounters::default(),
+            now: 0,
+            latency: LocalHistogram::new(&LATENCY_BOUNDS_US),
+            metrics,
         };
         tokio::spawn(actor.run(rx));
         handle
@@ -204,6 +213,9 @@ struct Entry {
     deliveries: u32,
     /// Its body's length, for `x-max-length-bytes`.
     body: u32,
+    /// When it arrived, in milliseconds of the queue's clock (wrapping
+    /// after 49 days), for the delivery latency histogram.
+    arrived: u32,
     redelivered: bool,
 }
 
@@ -262,6 +274,16 @@ struct Queue {
     /// Whether the store keeps every message, persistent or not
     /// ([`QueueHandle::stores_every_message`]).
     stores_every_message: bool,
+    /// Its `message_stats`, for the management API.
+    counters: MessageCounters,
+    /// The step's reading of its clock, in milliseconds (wrapping): when
+    /// the step's messages arrived, or left.
+    now: u32,
+    /// How long the step's deliveries waited, added to `metrics` at the
+    /// step's end.
+    latency: LocalHistogram,
+    /// The broker's histograms (the store's; none without a store).
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Queue {
