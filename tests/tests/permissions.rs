@@ -543,3 +543,130 @@ async fn a_missing_exchange_is_reported_before_a_forged_user_id() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn management_and_monitoring_users_see_the_vhosts_they_may_use() {
+    within(async {
+        let broker = start_broker().await;
+        let (vhost, manager, monitor) = (unique("seen"), unique("manager"), unique("monitor"));
+        let v = segment(&vhost);
+        assert_eq!(
+            broker.admin("PUT", &format!("/api/vhosts/{v}"), None).await.0,
+            201
+        );
+        for (user, tags) in [(&manager, "management"), (&monitor, "monitoring")] {
+            let body = json!({"password": "pw", "tags": tags});
+            let (status, _) = broker
+                .admin("PUT", &format!("/api/users/{}", segment(user)), Some(body))
+                .await;
+            assert_eq!(status, 201);
+        }
+        let all = json!({"configure": ".*", "write": ".*", "read": ".*"});
+        let (status, _) = broker
+            .admin(
+                "PUT",
+                &format!("/api/permissions/{v}/{}", segment(&manager)),
+                Some(all),
+            )
+            .await;
+        assert_eq!(status, 201);
+        assert_eq!(
+            broker
+                .admin("PUT", &format!("/api/queues/{v}/in-seen"), Some(json!({})))
+                .await
+                .0,
+            201
+        );
+        let (_conn, ch) = broker.channel().await;
+        let elsewhere = shared_queue(&ch, "not-seen").await;
+
+        let as_user = |user: &str, method: &'static str, path: String| {
+            let user = user.to_owned();
+            let broker = &broker;
+            let body = (method == "PUT").then(|| json!({}));
+            async move { broker.admin_as(&user, "pw", method, &path, body).await }
+        };
+        // The manager: their vhost's objects only, and may act there.
+        let (status, queues) = as_user(&manager, "GET", "/api/queues".into()).await;
+        assert_eq!(status, 200);
+        let queues = queues.as_array().unwrap();
+        assert!(queues.iter().all(|q| q["vhost"] == vhost.as_str()), "{queues:?}");
+        assert!(queues.iter().any(|q| q["name"] == "in-seen"), "{queues:?}");
+        let (_, vhosts) = as_user(&manager, "GET", "/api/vhosts".into()).await;
+        assert_eq!(vhosts.as_array().unwrap().len(), 1, "{vhosts}");
+        assert_eq!(vhosts[0]["name"], vhost.as_str());
+        let (_, exchanges) = as_user(&manager, "GET", "/api/exchanges".into()).await;
+        assert!(exchanges
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["vhost"] == vhost.as_str()));
+        for (method, path, expected) in [
+            ("GET", format!("/api/queues/{v}"), 200),
+            ("GET", format!("/api/queues/%2F/{}", segment(&elsewhere)), 401),
+            ("GET", "/api/queues/%2F".to_owned(), 401),
+            ("GET", "/api/exchanges/%2F".to_owned(), 401),
+            ("GET", format!("/api/vhosts/{v}"), 401),
+            ("GET", "/api/nodes".to_owned(), 401),
+            ("GET", "/api/users".to_owned(), 401),
+            ("PUT", format!("/api/queues/{v}/made-by-manager"), 201),
+            ("DELETE", format!("/api/queues/{v}/made-by-manager"), 204),
+            ("PUT", "/api/queues/%2F/made-by-manager".to_owned(), 401),
+        ] {
+            let (status, _) = as_user(&manager, method, path.clone()).await;
+            assert_eq!(status, expected, "{method} {path}");
+        }
+        // Connections: their own only. The test's own is guest's.
+        let (_, connections) = as_user(&manager, "GET", "/api/connections".into()).await;
+        assert!(connections
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["user"] == manager.as_str()));
+
+        // The monitor: every vhost and connection, but no vhost's objects
+        // without permissions there.
+        let (_, vhosts) = as_user(&monitor, "GET", "/api/vhosts".into()).await;
+        let names: Vec<&str> = vhosts
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|x| x["name"].as_str())
+            .collect();
+        assert!(
+            names.contains(&"/") && names.contains(&vhost.as_str()),
+            "{names:?}"
+        );
+        let (_, queues) = as_user(&monitor, "GET", "/api/queues".into()).await;
+        assert!(
+            queues
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|q| q["vhost"] != "/" && q["vhost"] != vhost.as_str()),
+            "{queues}"
+        );
+        assert_eq!(as_user(&monitor, "GET", format!("/api/queues/{v}")).await.0, 401);
+        assert_eq!(as_user(&monitor, "GET", "/api/nodes".into()).await.0, 200);
+        let (_, connections) = as_user(&monitor, "GET", "/api/connections".into()).await;
+        assert!(
+            connections
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["user"] == "guest"),
+            "{connections}"
+        );
+
+        ch.queue_delete(elsewhere.as_str().into(), Default::default())
+            .await
+            .unwrap();
+        broker.admin("DELETE", &format!("/api/vhosts/{v}"), None).await;
+        for user in [&manager, &monitor] {
+            broker
+                .admin("DELETE", &format!("/api/users/{}", segment(user)), None)
+                .await;
+        }
+    })
+    .await;
+}

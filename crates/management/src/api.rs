@@ -5,12 +5,17 @@
 //!
 //! Every request is authenticated with HTTP basic authentication against
 //! the broker's users, as AMQP logins are (`guest` only from the loopback
-//! unless allowed). As in RabbitMQ: `/api/overview` and `/api/whoami` are
-//! for any user with a management tag (`management`, `policymaker`,
-//! `monitoring`, `administrator`); reading queues, exchanges, bindings,
-//! consumers, connections and vhosts needs `monitoring` or
-//! `administrator`; users (with their password hashes), permissions and
-//! definitions, and every change, need `administrator`. A request with a
+//! unless allowed). As in RabbitMQ (probed on 3.10.8): users (with their
+//! password hashes), permissions, definitions and vhosts themselves need
+//! `administrator`; `/api/nodes` needs `monitoring`; everything else (the
+//! overview, queues, exchanges, bindings, consumers, connections, channels,
+//! and declaring, deleting, publishing, getting and purging) any
+//! management tag (`management`, `policymaker`, `monitoring`,
+//! `administrator`). A user who is not an administrator sees the objects of
+//! the vhosts they have permissions in (401 for a path in another), and
+//! unless a monitor only their own connections and channels ([`Scope`]);
+//! what they do in a vhost is checked against their permissions there, as
+//! over AMQP. A request with a
 //! body must say it is JSON, so that a web page cannot post a form to the
 //! API with an administrator's remembered credentials.
 
@@ -191,6 +196,7 @@ pub fn router(broker: Arc<Broker>, rates: Arc<Rates>) -> Router {
             get(get_connection).delete(close_connection),
         )
         .route("/api/definitions", get(export).post(import))
+        .layer(middleware::from_fn(scope_answers))
         .layer(middleware::from_fn(crate::listing::shape_lists))
         .layer(Extension(rates))
         .layer(middleware::from_fn_with_state(broker.clone(), authenticate))
@@ -213,8 +219,13 @@ enum Needs {
     Administrator,
 }
 
+/// The tags a request needs, as RabbitMQ 3.10.8 asks for them (probed):
+/// users, permissions and definitions, and a vhost itself, are for
+/// administrators; nodes for monitors; the rest (queues, exchanges,
+/// bindings, consumers, connections, channels, and the operations on
+/// queues and exchanges) for any management tag, within the vhosts the
+/// user may use ([`Scope`]).
 fn needs(method: &Method, path: &str) -> Needs {
-    let reading = matches!(*method, Method::GET | Method::HEAD);
     let secret = [
         "/api/users",
         "/api/permissions",
@@ -223,10 +234,86 @@ fn needs(method: &Method, path: &str) -> Needs {
     ]
     .iter()
     .any(|p| path == *p || path.starts_with(&format!("{p}/")));
-    match (reading, secret, path) {
-        (true, _, "/api/overview" | "/api/whoami") => Needs::Management,
-        (true, false, _) => Needs::Monitoring,
-        _ => Needs::Administrator,
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+    match segments.as_slice() {
+        _ if secret => Needs::Administrator,
+        ["api", "vhosts", _] => Needs::Administrator,
+        ["api", "vhosts"] if !matches!(*method, Method::GET | Method::HEAD) => Needs::Administrator,
+        ["api", "connections", _] if *method == Method::DELETE => Needs::Administrator,
+        ["api", "nodes", ..] => Needs::Monitoring,
+        _ => Needs::Management,
+    }
+}
+
+/// The vhost a path acts in, for the paths that answer 401 when the user
+/// may not use it (consumer lists are filtered instead, as RabbitMQ's).
+fn path_vhost(path: &str) -> Option<String> {
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    match segments.as_slice() {
+        ["api", "queues" | "exchanges" | "bindings" | "aliveness-test", vhost, ..] => Some(
+            percent_encoding::percent_decode_str(vhost)
+                .decode_utf8_lossy()
+                .into_owned(),
+        ),
+        _ => None,
+    }
+}
+
+/// What a user who is not an administrator may see: the vhosts they have
+/// permissions in, and (unless a monitor) only their own connections and
+/// channels, and only those vhosts in the vhost list. RabbitMQ's
+/// `rabbit_mgmt_util` filters the same way.
+#[derive(Clone, Debug)]
+struct Scope {
+    user: String,
+    monitor: bool,
+    vhosts: std::collections::HashSet<String>,
+}
+
+impl Scope {
+    fn sees(&self, path: &str, item: &Value) -> bool {
+        let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
+        let own = || self.monitor || item["user"].as_str() == Some(self.user.as_str());
+        let permitted = |vhost: &Value| vhost.as_str().is_some_and(|v| self.vhosts.contains(v));
+        match segments.as_slice() {
+            ["api", "vhosts"] => self.monitor || permitted(&item["name"]),
+            ["api", "connections" | "channels", ..] | ["api", "vhosts", _, "channels"] => own(),
+            ["api", "consumers", ..] => permitted(&item["queue"]["vhost"]),
+            _ => item.get("vhost").is_none_or(permitted),
+        }
+    }
+}
+
+/// Keeps what a [`Scope`] sees of an answer: the items of a list, or a
+/// single object (401 if hidden).
+async fn scope_answers(request: Request, next: Next) -> Response {
+    let scope = request.extensions().get::<Scope>().cloned();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let Some(scope) = scope else {
+        return response;
+    };
+    if response.status() != StatusCode::OK {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let Ok(value) = serde_json::from_slice::<Value>(&bytes) else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    match value {
+        Value::Array(items) => {
+            let kept: Vec<Value> = items.into_iter().filter(|i| scope.sees(&path, i)).collect();
+            Json(kept).into_response()
+        }
+        object if scope.sees(&path, &object) => Json(object).into_response(),
+        _ => ApiError(
+            StatusCode::UNAUTHORIZED,
+            "User not authorised to access virtual host".to_owned(),
+        )
+        .into_response(),
     }
 }
 
@@ -256,13 +343,41 @@ async fn authenticate(
         return unauthorised("Login failed");
     }
     let has = |tags: &[&str]| tags.iter().any(|t| broker.users.has_tag(&user, t));
-    let allowed = match needs(request.method(), request.uri().path()) {
-        Needs::Management => has(&["management", "policymaker", "monitoring", "administrator"]),
-        Needs::Monitoring => has(&["monitoring", "administrator"]),
-        Needs::Administrator => has(&["administrator"]),
+    let admin = has(&["administrator"]);
+    let monitor = admin || has(&["monitoring"]);
+    let refused = match needs(request.method(), request.uri().path()) {
+        Needs::Management if !monitor && !has(&["management", "policymaker"]) => Some("Not management user"),
+        Needs::Monitoring if !monitor => Some("Not monitor user"),
+        Needs::Administrator if !admin => Some("Not administrator user"),
+        _ => None,
     };
-    if !allowed {
-        return unauthorised("Not administrator user");
+    if let Some(why) = refused {
+        return unauthorised(why);
+    }
+    let mut request = request;
+    if !admin {
+        let vhosts = broker
+            .users
+            .permissions()
+            .into_iter()
+            .filter(|p| p.user == user)
+            .map(|p| p.vhost)
+            .collect();
+        let scope = Scope {
+            user: user.clone(),
+            monitor,
+            vhosts,
+        };
+        if let Some(vhost) = path_vhost(request.uri().path()) {
+            if !scope.vhosts.contains(&vhost) {
+                return ApiError(
+                    StatusCode::UNAUTHORIZED,
+                    "User not authorised to access virtual host".to_owned(),
+                )
+                .into_response();
+            }
+        }
+        request.extensions_mut().insert(scope);
     }
     let has_body = request
         .headers()
@@ -285,7 +400,6 @@ async fn authenticate(
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
         info!(%peer, %user, method = %request.method(), path = %request.uri().path(), "management request");
     }
-    let mut request = request;
     request.extensions_mut().insert(ApiUser(user));
     next.run(request).await
 }
@@ -351,8 +465,21 @@ async fn get_vhost(State(broker): Shared, Path(vhost): Path<String>) -> Answer {
     }
 }
 
-async fn put_vhost(State(broker): Shared, Path(vhost): Path<String>) -> Answer {
-    created(broker.add_vhost(&vhost))
+/// PUT of a vhost. One it creates gives its creator every permission
+/// there, as RabbitMQ's API does (probed on 3.10.8).
+async fn put_vhost(State(broker): Shared, Extension(ApiUser(user)): Who, Path(vhost): Path<String>) -> Answer {
+    let new = broker.add_vhost(&vhost);
+    if new {
+        let all = ".*".to_owned();
+        broker.set_permissions(PermissionDef {
+            user,
+            vhost,
+            configure: all.clone(),
+            write: all.clone(),
+            read: all,
+        })?;
+    }
+    created(new)
 }
 
 async fn delete_vhost(State(broker): Shared, Path(vhost): Path<String>) -> Answer {
@@ -577,13 +704,21 @@ async fn get_queue(
     ok(queue_json(q, &rates))
 }
 
-async fn delete_queue(State(broker): Shared, Path((vhost, name)): Path<(String, String)>) -> Answer {
-    broker.delete_queue(&vhost, &name).await?;
+async fn delete_queue(
+    State(broker): Shared,
+    Extension(ApiUser(user)): Who,
+    Path((vhost, name)): Path<(String, String)>,
+) -> Answer {
+    broker.delete_queue(&user, &vhost, &name).await?;
     no_content(true)
 }
 
-async fn purge_queue(State(broker): Shared, Path((vhost, name)): Path<(String, String)>) -> Answer {
-    broker.purge_queue(&vhost, &name).await?;
+async fn purge_queue(
+    State(broker): Shared,
+    Extension(ApiUser(user)): Who,
+    Path((vhost, name)): Path<(String, String)>,
+) -> Answer {
+    broker.purge_queue(&user, &vhost, &name).await?;
     no_content(true)
 }
 

@@ -304,16 +304,21 @@ impl Broker {
             .ok_or_else(|| AdminError::NotFound(format!("no queue '{name}' in vhost '{vhost}'")))
     }
 
-    /// Empties a queue; how many messages it dropped.
-    pub async fn purge_queue(&self, vhost: &str, name: &str) -> Result<u32, AdminError> {
+    /// Empties a queue, as `user` (queue.purge: read permission); how
+    /// many messages it dropped.
+    pub async fn purge_queue(&self, user: &str, vhost: &str, name: &str) -> Result<u32, AdminError> {
+        let (_, mut access) = self.access(user, vhost)?;
         let queue = self.queue_or_404(vhost, name)?;
+        access.check(Permission::Read, Resource::Queue, name)?;
         Ok(queue.ask(QueueCommand::Purge).await.unwrap_or(0))
     }
 
-    /// Deletes a queue, whoever owns or consumes from it; how many
-    /// messages went with it.
-    pub async fn delete_queue(&self, vhost: &str, name: &str) -> Result<u32, AdminError> {
+    /// Deletes a queue, as `user` (queue.delete: configure permission),
+    /// whoever owns or consumes from it; how many messages went with it.
+    pub async fn delete_queue(&self, user: &str, vhost: &str, name: &str) -> Result<u32, AdminError> {
+        let (_, mut access) = self.access(user, vhost)?;
         let queue = self.queue_or_404(vhost, name)?;
+        access.check(Permission::Configure, Resource::Queue, name)?;
         Ok(delete(&queue).await)
     }
 }
