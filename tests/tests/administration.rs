@@ -8,7 +8,9 @@ use std::time::Duration;
 use lapin::options::*;
 use lapin::types::FieldTable;
 use lapin::BasicProperties;
+use serde_json::{json, Value};
 use tokio::process::Command;
+use warren_management::client::segment;
 use warren_tests::*;
 
 /// Runs `warren ctl` against the broker's management API: its exit status
@@ -287,6 +289,138 @@ async fn definitions_exported_from_rabbitmq_import_and_their_users_log_in() {
             "definition": {"message-ttl": 1000}}]);
         let (status, answer) = broker.admin("POST", "/api/definitions", Some(with_policy)).await;
         assert_eq!(status, 400, "{answer}");
+    })
+    .await;
+}
+
+/// The route explainer (Warren-only: RabbitMQ has none), through the API
+/// and `warren ctl explain_route`.
+#[tokio::test]
+async fn the_route_explainer_names_bindings_hops_alternates_and_dead_letter_routes() {
+    if !is_warren() {
+        return;
+    }
+    within(async {
+        let broker = start_broker().await;
+        let (_conn, ch) = broker.channel().await;
+        let x = |name: &str, kind: &str, args: Value| {
+            let path = format!("/api/exchanges/%2F/{}", segment(name));
+            let broker = &broker;
+            let body = json!({"type": kind, "arguments": args});
+            async move { assert_eq!(broker.admin("PUT", &path, Some(body)).await.0, 201) }
+        };
+        let (orders, audit, lost) = (unique("orders"), unique("audit"), unique("lost"));
+        x(&lost, "fanout", json!({})).await;
+        x(&orders, "topic", json!({"alternate-exchange": lost})).await;
+        x(&audit, "fanout", json!({})).await;
+        let q = |name: &str, args: Value| {
+            let path = format!("/api/queues/%2F/{}", segment(name));
+            let broker = &broker;
+            async move {
+                assert_eq!(
+                    broker
+                        .admin("PUT", &path, Some(json!({"arguments": args})))
+                        .await
+                        .0,
+                    201
+                )
+            }
+        };
+        let (eu, log, unrouted, dead) = (unique("eu"), unique("log"), unique("unrouted"), unique("dead"));
+        q(&dead, json!({})).await;
+        q(
+            &eu,
+            json!({"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dead}),
+        )
+        .await;
+        q(&log, json!({})).await;
+        q(&unrouted, json!({})).await;
+        let bind = |source: &str, kind: &str, to: &str, key: &str| {
+            let path = format!("/api/bindings/%2F/e/{}/{kind}/{}", segment(source), segment(to));
+            let broker = &broker;
+            let body = json!({"routing_key": key});
+            async move { assert_eq!(broker.admin("POST", &path, Some(body)).await.0, 201) }
+        };
+        bind(&orders, "q", &eu, "orders.eu.*").await;
+        bind(&orders, "e", &audit, "orders.#").await;
+        bind(&audit, "q", &log, "").await;
+        bind(&lost, "q", &unrouted, "").await;
+
+        let explain = |key: &str| {
+            let path = format!("/api/explain/%2F/{}", segment(&orders));
+            let broker = &broker;
+            let body = json!({"routing_key": key});
+            async move { broker.admin("POST", &path, Some(body)).await }
+        };
+        let (status, explained) = explain("orders.eu.new").await;
+        assert_eq!(status, 200, "{explained}");
+        let queues: Vec<(&str, &str)> = explained["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| (q["queue"].as_str().unwrap(), q["exchange"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            queues,
+            [(eu.as_str(), orders.as_str()), (log.as_str(), audit.as_str())]
+        );
+        assert_eq!(explained["queues"][0]["dead_letter_exchange"], "");
+        assert_eq!(explained["queues"][0]["dead_letter_routing_key"], dead.as_str());
+        assert_eq!(
+            explained["hops"][1]["reached"],
+            json!({"how": "binding", "from": orders, "routing_key": "orders.#"})
+        );
+        // What the explainer says is what a publish does.
+        publish(&ch, &orders, "orders.eu.new", b"m").await;
+        assert_eq!(message_count(&ch, &eu).await, 1);
+        assert_eq!(message_count(&ch, &log).await, 1);
+
+        let (_, missed) = explain("invoices").await;
+        assert_eq!(missed["hops"][0]["missed"], 2);
+        assert_eq!(
+            missed["hops"][1]["reached"],
+            json!({"how": "alternate-exchange", "from": orders})
+        );
+        assert_eq!(missed["queues"][0]["queue"], unrouted.as_str());
+        // The default exchange reaches only a queue that exists.
+        let (_, direct) = broker
+            .admin(
+                "POST",
+                "/api/explain/%2F/amq.default",
+                Some(json!({"routing_key": "no-such-queue"})),
+            )
+            .await;
+        assert_eq!(direct["routed"], false);
+        assert_eq!(
+            broker
+                .admin("POST", "/api/explain/%2F/nope", Some(json!({})))
+                .await
+                .0,
+            404
+        );
+
+        let printed = ctl_ok(&broker, &["explain_route", &orders, "orders.eu.new"]).await;
+        assert!(
+            printed.contains(&format!("matched 'orders.eu.*' -> queue {eu}")),
+            "{printed}"
+        );
+        assert!(
+            printed.contains(&format!(
+                "exchange {audit} (fanout): bound from {orders} with key 'orders.#'"
+            )),
+            "{printed}"
+        );
+        assert!(
+            printed.contains(&format!(
+                "queue {eu} (via {orders}); dead-letters to (default exchange)"
+            )),
+            "{printed}"
+        );
+        let printed = ctl_ok(&broker, &["explain_route", &orders, "invoices"]).await;
+        assert!(
+            printed.contains(&format!("alternate exchange of {orders}")),
+            "{printed}"
+        );
     })
     .await;
 }

@@ -48,14 +48,14 @@ struct ApiUser(String);
 
 type Who = Extension<ApiUser>;
 
-type Shared = State<Arc<Broker>>;
+pub(crate) type Shared = State<Arc<Broker>>;
 
 /// An error as RabbitMQ's API writes one.
 #[derive(Debug)]
 pub struct ApiError(StatusCode, String);
 
 impl ApiError {
-    fn bad_request(reason: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(reason: impl Into<String>) -> Self {
         Self(StatusCode::BAD_REQUEST, reason.into())
     }
 
@@ -85,9 +85,9 @@ impl IntoResponse for ApiError {
     }
 }
 
-type Answer = Result<Response, ApiError>;
+pub(crate) type Answer = Result<Response, ApiError>;
 
-fn ok(value: Value) -> Answer {
+pub(crate) fn ok(value: Value) -> Answer {
     Ok(Json(value).into_response())
 }
 
@@ -108,7 +108,7 @@ fn no_content(found: bool) -> Answer {
 
 /// A JSON body, or `{}` for an empty one (RabbitMQ takes a bare PUT of a
 /// vhost).
-fn body<T: for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<T, ApiError> {
+pub(crate) fn body<T: for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<T, ApiError> {
     let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
         b"{}"
     } else {
@@ -182,6 +182,7 @@ pub fn router(broker: Arc<Broker>, rates: Arc<Rates>) -> Router {
             "/api/bindings/{vhost}/e/{source}/{kind}/{destination}/{props}",
             get(get_binding).delete(delete_binding),
         )
+        .route("/api/explain/{vhost}/{exchange}", post(crate::explain::explain))
         .route("/api/nodes", get(nodes))
         .route("/api/aliveness-test/{vhost}", get(aliveness_test))
         .route("/api/health/checks/alarms", get(alarms_check))
@@ -250,7 +251,7 @@ fn needs(method: &Method, path: &str) -> Needs {
 fn path_vhost(path: &str) -> Option<String> {
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     match segments.as_slice() {
-        ["api", "queues" | "exchanges" | "bindings" | "aliveness-test", vhost, ..] => Some(
+        ["api", "queues" | "exchanges" | "bindings" | "aliveness-test" | "explain", vhost, ..] => Some(
             percent_encoding::percent_decode_str(vhost)
                 .decode_utf8_lossy()
                 .into_owned(),
@@ -467,7 +468,11 @@ async fn get_vhost(State(broker): Shared, Path(vhost): Path<String>) -> Answer {
 
 /// PUT of a vhost. One it creates gives its creator every permission
 /// there, as RabbitMQ's API does (probed on 3.10.8).
-async fn put_vhost(State(broker): Shared, Extension(ApiUser(user)): Who, Path(vhost): Path<String>) -> Answer {
+async fn put_vhost(
+    State(broker): Shared,
+    Extension(ApiUser(user)): Who,
+    Path(vhost): Path<String>,
+) -> Answer {
     let new = broker.add_vhost(&vhost);
     if new {
         let all = ".*".to_owned();
@@ -943,7 +948,7 @@ async fn import(State(broker): Shared, bytes: Bytes) -> Answer {
 }
 
 /// RabbitMQ's API calls the default exchange `amq.default` in paths.
-fn exchange_name(name: &str) -> &str {
+pub(crate) fn exchange_name(name: &str) -> &str {
     match name {
         "amq.default" => "",
         name => name,

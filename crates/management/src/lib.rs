@@ -7,6 +7,7 @@
 //!
 //! - [`api`]: the routes, authentication (HTTP basic, administrator tag),
 //!   and errors as RabbitMQ's API writes them.
+//! - [`explain`]: the route explainer: where a message would go, and why.
 //! - [`definitions`]: export and import in RabbitMQ's definitions format.
 //! - [`json`]: arguments tables as JSON.
 //! - [`listing`]: sorting, filtering, pagination and columns of lists.
@@ -24,6 +25,7 @@
 pub mod api;
 pub mod client;
 pub mod definitions;
+pub mod explain;
 pub mod json;
 pub mod listing;
 pub mod prometheus;

@@ -19,6 +19,8 @@
 //!   (topic keys are matched against the trie in [`table`]).
 //! - [`router`] holds [`Router`], the binding table and the routing walk
 //!   (exchange-to-exchange bindings, alternate exchanges).
+//! - [`explain`]: where a message would go and why (which bindings, hops
+//!   and alternate exchanges), for operators.
 //! - [`error`] holds [`RouterError`].
 #![deny(missing_docs)]
 
@@ -26,6 +28,7 @@ pub mod binding;
 pub mod delayed;
 pub mod error;
 pub mod exchange;
+pub mod explain;
 pub mod headers;
 pub mod name;
 pub mod router;
@@ -35,6 +38,7 @@ pub mod topic;
 pub use binding::{Binding, Destination};
 pub use error::RouterError;
 pub use exchange::{Exchange, ExchangeKind};
+pub use explain::{Arrival, Explanation, Hop, Reached};
 pub use name::{ExchangeName, QueueName};
 pub use router::{Router, Routing};
 pub use table::BindingTable;

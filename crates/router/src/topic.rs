@@ -4,7 +4,8 @@
 //! it matches the patterns `` and `#` only.
 //!
 //! Routing matches keys against a trie of patterns ([`crate::table`]); the
-//! one-pattern matcher here is the definition it is tested against.
+//! one-pattern matcher here is the definition it is tested against, and
+//! what the route explainer ([`crate::explain`]) tests each binding with.
 
 /// Splits a routing key or binding pattern into words.
 pub fn words(key: &str) -> Vec<&str> {
@@ -19,7 +20,6 @@ pub fn words(key: &str) -> Vec<&str> {
 ///
 /// Dynamic programming over (pattern word, key word) pairs, so that a
 /// pattern full of `#` costs O(pattern × key), never exponential time.
-#[cfg(test)]
 pub(crate) fn matches(pattern: &str, key: &str) -> bool {
     let pattern = words(pattern);
     let key = words(key);

@@ -24,8 +24,9 @@ use crate::broker::{Broker, ConnectionInfo};
 use crate::events::{ChannelListing, ConnEvent, QueueCommand, QueueHandle};
 use crate::permissions::{Permission, Resource};
 use crate::stats::MessageCounters;
-use crate::vhost::{BindingInfo, ExchangeInfo, VHost};
+use crate::vhost::{BindingInfo, DeadLetterRoute, ExchangeInfo, VHost};
 use crate::AmqpError;
+use warren_router::Explanation;
 
 /// Why an administrative request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -302,6 +303,19 @@ impl Broker {
             .into_iter()
             .find(|q| q.name.as_str() == name)
             .ok_or_else(|| AdminError::NotFound(format!("no queue '{name}' in vhost '{vhost}'")))
+    }
+
+    /// Where a message would go in a vhost, and why (the route explainer).
+    pub fn explain(
+        &self,
+        vhost: &str,
+        exchange: &str,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+    ) -> Result<(Explanation, Vec<DeadLetterRoute>), AdminError> {
+        Ok(self
+            .vhost_or_404(vhost)?
+            .explain(exchange, routing_key, headers)?)
     }
 
     /// Empties a queue, as `user` (queue.purge: read permission); how

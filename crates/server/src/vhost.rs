@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex, RwLock, Weak};
 use amq_protocol::types::{AMQPValue, FieldTable};
 use tracing::warn;
 use warren_router::delayed::parse_type;
-use warren_router::{Destination, Exchange, QueueName, Router, RouterError, Routing};
+use warren_router::{Destination, Exchange, Explanation, QueueName, Router, RouterError, Routing};
 use warren_store::{BindingDef, DestinationKind, ExchangeDef, QueueDef, Recovered, RecoveredEntry, Store};
 
 use crate::arguments::{type_name, Arguments};
@@ -620,6 +620,43 @@ impl VHost {
         Ok(self.publish_internal(&exchange, message, |_| true) > 0)
     }
 
+    /// Where a message published to `exchange` with this key and headers
+    /// would go, and why ([`warren_router::explain`]): the default
+    /// exchange's implicit binding only to a queue that exists; and where
+    /// each queue reached would dead-letter it to.
+    pub fn explain(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        headers: Option<&FieldTable>,
+    ) -> Result<(Explanation, Vec<DeadLetterRoute>), AmqpError> {
+        let state = self.read();
+        let mut explained = state
+            .router
+            .explain(exchange, routing_key, headers)
+            .ok_or_else(|| self.router_error(RouterError::ExchangeNotFound(exchange.into())))?;
+        explained
+            .queues
+            .retain(|a| state.queues.contains_key(a.queue.as_str()));
+        let text = |q: &QueueHandle, key: &str| match q.arguments.inner().get(key) {
+            Some(AMQPValue::LongString(s)) => Some(s.to_string()),
+            _ => None,
+        };
+        let dead_letters = explained
+            .queues
+            .iter()
+            .filter_map(|a| {
+                let queue = state.queues.get(a.queue.as_str())?;
+                Some(DeadLetterRoute {
+                    queue: a.queue.clone(),
+                    exchange: text(queue, "x-dead-letter-exchange")?,
+                    routing_key: text(queue, "x-dead-letter-routing-key"),
+                })
+            })
+            .collect();
+        Ok((explained, dead_letters))
+    }
+
     /// exchange.delete. Deleting a missing exchange succeeds, as in RabbitMQ;
     /// the predeclared `amq.*` exchanges cannot be deleted.
     pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), AmqpError> {
@@ -968,6 +1005,18 @@ impl VHost {
         }
         Ok((queues, dedup))
     }
+}
+
+/// Where a queue sends the messages it dead-letters
+/// (`x-dead-letter-exchange`), for the route explainer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadLetterRoute {
+    /// The queue.
+    pub queue: String,
+    /// Its dead-letter exchange.
+    pub exchange: String,
+    /// Its `x-dead-letter-routing-key`; None keeps the message's own keys.
+    pub routing_key: Option<String>,
 }
 
 /// The queues a message is routed to, shared between the route cache and

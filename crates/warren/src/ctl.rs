@@ -142,6 +142,20 @@ enum Verb {
         vhost: In,
         name: String,
     },
+    /// Where a message published to EXCHANGE with ROUTING_KEY (and
+    /// headers) would go, and why: the queues it reaches, through which
+    /// bindings, exchange-to-exchange hops and alternate exchanges, and
+    /// where each would dead-letter it. Nothing is published. Warren's own.
+    ExplainRoute {
+        #[command(flatten)]
+        vhost: In,
+        /// The exchange (`amq.default` or "" for the default one).
+        exchange: String,
+        routing_key: String,
+        /// A header of the message, `name=value` (a string), repeatable.
+        #[arg(long = "header", value_parser = parse_header)]
+        headers: Vec<(String, String)>,
+    },
     /// Write every definition (users, vhosts, permissions, durable
     /// exchanges, queues, bindings) as RabbitMQ's JSON, to a file or `-`.
     ExportDefinitions { file: String },
@@ -312,6 +326,28 @@ fn execute(client: &Client, verb: Verb, as_json: bool) -> Result<(), ClientError
             segment(&vhost.vhost),
             segment(&name)
         )),
+        Verb::ExplainRoute {
+            vhost,
+            exchange,
+            routing_key,
+            headers,
+        } => {
+            let exchange = if exchange.is_empty() {
+                "amq.default".to_owned()
+            } else {
+                exchange
+            };
+            let headers: serde_json::Map<String, Value> =
+                headers.into_iter().map(|(k, v)| (k, Value::String(v))).collect();
+            let path = format!("/api/explain/{}/{}", segment(&vhost.vhost), segment(&exchange));
+            let body = json!({"routing_key": routing_key, "headers": headers});
+            let explained = client.call("POST", &path, Some(&body))?;
+            match as_json {
+                true => println!("{}", serde_json::to_string_pretty(&explained).unwrap_or_default()),
+                false => print!("{}", describe_route(&explained)),
+            }
+            Ok(())
+        }
         Verb::ExportDefinitions { file } => {
             let defs = client.call("GET", "/api/definitions", None)?;
             let text = serde_json::to_string_pretty(&defs).unwrap_or_default();
@@ -335,6 +371,68 @@ fn execute(client: &Client, verb: Verb, as_json: bool) -> Result<(), ClientError
             client.call("POST", "/api/definitions", Some(&defs)).map(drop)
         }
     }
+}
+
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("a header is name=value, not '{text}'"))
+}
+
+/// The route explainer's answer, as lines: each exchange visited, how, and
+/// what matched; then the queues reached.
+fn describe_route(e: &Value) -> String {
+    let name = |x: &Value| match x.as_str() {
+        Some("") => "(default exchange)".to_owned(),
+        Some(x) => x.to_owned(),
+        None => String::new(),
+    };
+    let mut out = String::new();
+    for hop in e["hops"].as_array().into_iter().flatten() {
+        let reached = &hop["reached"];
+        let how = match reached["how"].as_str() {
+            Some("binding") => format!(
+                "bound from {} with key '{}'",
+                name(&reached["from"]),
+                cell(&reached["routing_key"])
+            ),
+            Some("alternate-exchange") => format!("alternate exchange of {}", name(&reached["from"])),
+            _ => "published to".to_owned(),
+        };
+        out += &format!(
+            "exchange {} ({}): {how}\n",
+            name(&hop["exchange"]),
+            cell(&hop["type"])
+        );
+        if hop["visited_before"] == true {
+            out += "  visited before on this route: a loop, nothing more\n";
+            continue;
+        }
+        if hop["held_for_delay"] == true {
+            out += "  held for its x-delay, then routed by the bindings it has then\n";
+        }
+        for b in hop["matched"].as_array().into_iter().flatten() {
+            out += &format!(
+                "  matched '{}' -> {} {}\n",
+                cell(&b["routing_key"]),
+                cell(&b["destination_type"]),
+                cell(&b["destination"])
+            );
+        }
+        out += &format!("  missed {} binding(s)\n", hop["missed"]);
+    }
+    let queues = e["queues"].as_array().cloned().unwrap_or_default();
+    if queues.is_empty() {
+        out += "unroutable: no queue\n";
+    }
+    for q in queues {
+        out += &format!("queue {} (via {})", cell(&q["queue"]), name(&q["exchange"]));
+        if let Some(dlx) = q["dead_letter_exchange"].as_str() {
+            out += &format!("; dead-letters to {}", name(&Value::String(dlx.to_owned())));
+        }
+        out += "\n";
+    }
+    out
 }
 
 fn local(path: &str, e: std::io::Error) -> ClientError {
