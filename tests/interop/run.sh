@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Interop suite: RabbitMQ tutorials on pika and amqplib, kombu, celery; pika,
+# Interop suite: RabbitMQ tutorials on pika and amqplib, kombu, celery, the
+# management API (rabbitmqadmin, Prometheus), the web UI in headless Chromium; pika,
 # aio-pika and amqplib over TLS as a user of a vhost of its own (Warren only:
 # against AMQP_URL, the TLS scripts say they skip, as TLS_URL is unset).
 #   AMQP_URL=amqp://... tests/interop/run.sh   run against a running broker
@@ -17,6 +18,13 @@ fi
 if ! cmp -s requirements.txt .venv/requirements.installed; then
   .venv/bin/pip install -q --disable-pip-version-check -r requirements.txt
   cp requirements.txt .venv/requirements.installed
+fi
+
+# Headless Chromium and its driver, from Debian's packages, for the web
+# UI's browser test (ui/browser.py).
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 ||
+    { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; }
 fi
 
 # Node deps, reinstalled only when package-lock.json changes.
@@ -74,7 +82,7 @@ extendedKeyUsage=serverAuth" ;;
   # The default listener's way: [::], dual-stack. The scripts reach it as
   # `localhost`, which Node resolves to ::1 first and Python to 127.0.0.1.
   "$bin" --bind "[::]:$port" --management-bind "127.0.0.1:$management_port" \
-    --prometheus-bind "127.0.0.1:$prometheus_port" \
+    --prometheus-bind "127.0.0.1:$prometheus_port" --collect-statistics-interval 1000 \
     --tls-bind "[::]:$tls_port" --tls-cert "$certs/server.pem" --tls-key "$certs/server.key" \
     --tls-ca "$certs/ca.pem" --auth-mechanisms PLAIN,AMQPLAIN,EXTERNAL --data-dir "$data_dir" >"$data_dir/broker.log" 2>&1 &
   broker_pid=$!
@@ -118,7 +126,7 @@ fi
 
 passed=0
 failed=0
-scripts="pika/*.py pika/work_queues/*.py amqplib/*.js kombu/*.py celery/run_*.py aio_pika/*.py rabbitmqadmin/*.py prometheus/*.py"
+scripts="pika/*.py pika/work_queues/*.py amqplib/*.js kombu/*.py celery/run_*.py aio_pika/*.py rabbitmqadmin/*.py prometheus/*.py ui/*.py"
 if [ -n "${ALARM_URL:-}" ]; then scripts="$scripts pika/alarm/*.py"; fi
 for script in $scripts; do
   case "$script" in

@@ -13,6 +13,8 @@
 //! - [`listing`]: sorting, filtering, pagination and columns of lists.
 //! - [`client`]: a small blocking client of the API, for `warren ctl` and
 //!   the tests.
+//! - [`ui`]: the web UI (`ui/`: Preact with htm, uPlot; vendored), its
+//!   topology graph and route explainer page.
 //! - [`rates`]: message rates, from counts sampled every
 //!   `collect_statistics_interval`.
 //! - [`prometheus`]: metrics in `rabbitmq_prometheus`'s names, on their
@@ -30,6 +32,7 @@ pub mod json;
 pub mod listing;
 pub mod prometheus;
 pub mod rates;
+pub mod ui;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -54,7 +57,7 @@ pub async fn serve(
         rates.clone(),
         statistics_interval,
     ));
-    let app = api::router(broker, rates);
+    let app = api::router(broker, rates).merge(ui::router());
     serve_app(app, listeners, "management API", shutdown).await;
     sampler.abort();
 }
