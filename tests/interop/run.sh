@@ -126,7 +126,7 @@ fi
 
 passed=0
 failed=0
-scripts="pika/*.py pika/work_queues/*.py amqplib/*.js kombu/*.py celery/run_*.py aio_pika/*.py rabbitmqadmin/*.py prometheus/*.py ui/*.py"
+scripts="pika/*.py pika/work_queues/*.py amqplib/*.js kombu/*.py celery/run_*.py aio_pika/*.py rabbitmqadmin/*.py prometheus/*.py ui/*.py openapi/*.py"
 if [ -n "${ALARM_URL:-}" ]; then scripts="$scripts pika/alarm/*.py"; fi
 for script in $scripts; do
   case "$script" in
