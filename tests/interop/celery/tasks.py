@@ -1,5 +1,6 @@
 """Celery app for the interop tests: broker from AMQP_URL, results over rpc://, queue name
-from CELERY_QUEUE; CELERY_QUORUM=1 makes the queue a quorum queue with late acks."""
+from CELERY_QUEUE; CELERY_QUORUM=1 makes the queue a quorum queue with late acks;
+CELERY_REMOTE_CONTROL=1 lets `celery inspect` reach the worker (its pidbox)."""
 import os
 from celery import Celery
 
@@ -10,7 +11,8 @@ app.conf.update(
     task_default_queue=queue,
     task_default_exchange=queue,
     task_default_routing_key=queue,
-    worker_enable_remote_control=False,  # no pidbox exchanges left behind
+    # Off unless asked for: no pidbox exchanges left behind.
+    worker_enable_remote_control=os.environ.get("CELERY_REMOTE_CONTROL") == "1",
     broker_connection_retry_on_startup=False,
 )
 if os.environ.get("CELERY_QUORUM") == "1":
