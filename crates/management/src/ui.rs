@@ -13,9 +13,21 @@ use axum::Router;
 
 /// Each file: its name under `/ui/`, its content type, its bytes.
 const FILES: [(&str, &str, &[u8]); 6] = [
-    ("index.html", "text/html; charset=utf-8", include_bytes!("../ui/index.html")),
-    ("app.js", "text/javascript; charset=utf-8", include_bytes!("../ui/app.js")),
-    ("style.css", "text/css; charset=utf-8", include_bytes!("../ui/style.css")),
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_bytes!("../ui/index.html"),
+    ),
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../ui/app.js"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../ui/style.css"),
+    ),
     (
         "vendor/preact-htm.mjs",
         "text/javascript; charset=utf-8",
@@ -53,7 +65,10 @@ fn file(name: &str) -> Response {
 pub fn router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(|| async { file("index.html") }))
-        .route("/ui/{*path}", get(|Path(path): Path<String>| async move { file(&path) }))
+        .route(
+            "/ui/{*path}",
+            get(|Path(path): Path<String>| async move { file(&path) }),
+        )
 }
 
 #[cfg(test)]
