@@ -350,7 +350,9 @@ async fn message_stats_rates_and_channels_as_rabbitmq_lists_them() {
 
         let qp = format!("/api/queues/%2F/{}", segment(&q));
         let queue = until_answer(&broker, &qp, |v| {
-            v["message_stats"]["ack"] == 5 && v["message_stats"]["publish"] == 5
+            v["message_stats"]["ack"] == 5
+                && v["message_stats"]["publish"] == 5
+                && v["messages_details"].is_object()
         })
         .await;
         let stats = &queue["message_stats"];
@@ -498,6 +500,40 @@ async fn message_stats_rates_and_channels_as_rabbitmq_lists_them() {
             .await
             .unwrap();
         conn.close(200, "".into()).await.unwrap();
+    })
+    .await;
+}
+
+/// What a connection counted stays in the broker's totals once it closes,
+/// channels still open at the close included (Warren-only: RabbitMQ's
+/// overview totals follow its own statistics database).
+#[tokio::test]
+async fn the_overview_totals_keep_what_closed_connections_counted() {
+    use lapin::options::ConfirmSelectOptions;
+    use lapin::BasicProperties;
+    if !is_warren() {
+        return;
+    }
+    within(async {
+        let broker = start_broker().await;
+        let (conn, ch) = broker.channel().await;
+        let q = exclusive_queue(&ch, "retired").await;
+        ch.confirm_select(ConfirmSelectOptions::default()).await.unwrap();
+        for _ in 0..5 {
+            publish_confirmed(&ch, "", &q, "m", BasicProperties::default()).await;
+        }
+        // Closed with its channel still open.
+        conn.close(200, "".into()).await.unwrap();
+        let overview = until_answer(&broker, "/api/overview", |v| {
+            v["object_totals"]["connections"] == 0
+        })
+        .await;
+        let stats = &overview["message_stats"];
+        assert_eq!(
+            (&stats["publish"], &stats["confirm"]),
+            (&json!(5), &json!(5)),
+            "{stats}"
+        );
     })
     .await;
 }

@@ -19,7 +19,6 @@
 //! body must say it is JSON, so that a web page cannot post a form to the
 //! API with an administrator's remembered credentials.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -38,6 +37,7 @@ use warren_server::broker::Broker;
 use warren_store::{PermissionDef, TopicPermissionDef, UserDef};
 
 use crate::definitions::{self, Definitions, SHA256};
+use crate::guard::Peer;
 use crate::json::{json_to_properties, json_to_table, properties_to_json, table_to_json};
 use crate::rates::Rates;
 
@@ -251,7 +251,8 @@ fn needs(method: &Method, path: &str) -> Needs {
 fn path_vhost(path: &str) -> Option<String> {
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     match segments.as_slice() {
-        ["api", "queues" | "exchanges" | "bindings" | "aliveness-test" | "explain", vhost, ..] => Some(
+        ["api", "queues" | "exchanges" | "bindings" | "aliveness-test" | "explain", vhost, ..]
+        | ["api", "vhosts", vhost, "channels"] => Some(
             percent_encoding::percent_decode_str(vhost)
                 .decode_utf8_lossy()
                 .into_owned(),
@@ -322,26 +323,34 @@ async fn scope_answers(request: Request, next: Next) -> Response {
 /// request needs, and a JSON body.
 async fn authenticate(
     State(broker): Shared,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(peer)): ConnectInfo<Peer>,
     request: Request,
     next: Next,
 ) -> Response {
-    let unauthorised = |reason: &str| {
-        let mut response = ApiError(StatusCode::UNAUTHORIZED, reason.to_owned()).into_response();
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            header::HeaderValue::from_static("Basic realm=\"Warren Management\""),
-        );
+    let unauthorised = |reason: &str| ApiError(StatusCode::UNAUTHORIZED, reason.to_owned()).into_response();
+    // A failed login asks for credentials, unless the web UI made the
+    // request: a browser would answer the challenge with its own login
+    // prompt, and then send what was typed there with every request to
+    // this origin, forms from other sites' pages included.
+    let from_page = request.headers().contains_key("x-requested-with");
+    let login_failed = || {
+        let mut response = unauthorised("Login failed");
+        if !from_page {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"Warren Management\""),
+            );
+        }
         response
     };
     let Some((user, password)) = basic_credentials(request.headers()) else {
-        return unauthorised("Login failed");
+        return login_failed();
     };
     let loopback_only =
         user == "guest" && !broker.config.allow_remote_guest && !peer.ip().to_canonical().is_loopback();
     if !broker.users.authenticate(&user, &password) || loopback_only {
         warn!(%peer, %user, "management login failed");
-        return unauthorised("Login failed");
+        return login_failed();
     }
     let has = |tags: &[&str]| tags.iter().any(|t| broker.users.has_tag(&user, t));
     let admin = has(&["administrator"]);
@@ -386,12 +395,14 @@ async fn authenticate(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|n| n != "0")
         || request.headers().contains_key(header::TRANSFER_ENCODING);
-    let json = request
-        .headers()
-        .get(header::CONTENT_TYPE)
+    let content_type = request.headers().get(header::CONTENT_TYPE);
+    let json = content_type
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with("application/json"));
-    if has_body && !json {
+    // A form always says what it is, even empty: a change with any type but
+    // JSON is refused, whether or not it has a body.
+    let changes = !matches!(*request.method(), Method::GET | Method::HEAD);
+    if (has_body || (changes && content_type.is_some())) && !json {
         return ApiError(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "a request body must be application/json".to_owned(),

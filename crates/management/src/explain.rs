@@ -90,11 +90,14 @@ pub(crate) async fn explain(
             })
         })
         .collect();
+    // A delayed exchange that holds the message routes it when due.
+    let held = explained.hops.iter().any(|h| h.held);
     ok(json!({
         "vhost": vhost,
         "exchange": exchange,
         "routing_key": message.routing_key,
-        "routed": !queues.is_empty(),
+        "routed": !queues.is_empty() || held,
+        "held_for_delay": held,
         "queues": queues,
         "hops": hops,
     }))

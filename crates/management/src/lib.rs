@@ -15,6 +15,8 @@
 //!   the tests.
 //! - [`ui`]: the web UI (`ui/`: Preact with htm, uPlot; vendored), its
 //!   topology graph and route explainer page.
+//! - [`guard`]: how many connections each HTTP listener serves, and how
+//!   long a silent one is kept.
 //! - [`rates`]: message rates, from counts sampled every
 //!   `collect_statistics_interval`.
 //! - [`prometheus`]: metrics in `rabbitmq_prometheus`'s names, on their
@@ -28,6 +30,7 @@ pub mod api;
 pub mod client;
 pub mod definitions;
 pub mod explain;
+pub mod guard;
 pub mod json;
 pub mod listing;
 pub mod prometheus;
@@ -35,7 +38,6 @@ pub mod rates;
 pub mod ui;
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -58,7 +60,8 @@ pub async fn serve(
         statistics_interval,
     ));
     let app = api::router(broker, rates).merge(ui::router());
-    serve_app(app, listeners, "management API", shutdown).await;
+    let max = guard::MANAGEMENT_CONNECTIONS;
+    serve_app(app, listeners, max, "management API", shutdown).await;
     sampler.abort();
 }
 
@@ -68,21 +71,29 @@ pub async fn serve_prometheus(broker: Arc<Broker>, listeners: Vec<TcpListener>, 
     serve_app(
         prometheus::router(broker),
         listeners,
+        guard::PROMETHEUS_CONNECTIONS,
         "Prometheus metrics",
         shutdown,
     )
     .await
 }
 
-async fn serve_app(app: axum::Router, listeners: Vec<TcpListener>, what: &str, shutdown: impl Future) {
+async fn serve_app(
+    app: axum::Router,
+    listeners: Vec<TcpListener>,
+    max: usize,
+    what: &str,
+    shutdown: impl Future,
+) {
     let (stop, stopped) = tokio::sync::watch::channel(());
     let mut tasks = Vec::new();
     for listener in listeners {
         if let Ok(addr) = listener.local_addr() {
             info!(%addr, "{what} listening");
         }
-        let app = app.clone().into_make_service_with_connect_info::<SocketAddr>();
+        let app = app.clone().into_make_service_with_connect_info::<guard::Peer>();
         let mut stopped = stopped.clone();
+        let listener = guard::Guarded::new(listener, max, guard::IDLE);
         tasks.push(tokio::spawn(async move {
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {

@@ -5,7 +5,9 @@
 //! the counts of the whole broker, of every queue and of every channel once
 //! per `collect_statistics_interval` (RabbitMQ's setting, 5 s by default),
 //! and a rate is the change between the last two samples per second. A
-//! count that went down (a queue deleted and declared again) gives 0.
+//! counter that went down (a queue deleted and declared again) gives 0; a
+//! gauge (messages in a queue) that went down gives a negative rate, as in
+//! RabbitMQ.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -40,13 +42,18 @@ struct Series {
 }
 
 impl Series {
-    fn record(&mut self, now: Instant, values: Vec<u64>) {
+    /// Records a sample: counters first, then from `gauges` on, gauges.
+    fn record(&mut self, now: Instant, values: Vec<u64>, gauges: usize) {
         if let Some((then, before)) = &self.last {
             let seconds = now.duration_since(*then).as_secs_f64().max(1e-3);
             self.rates = values
                 .iter()
                 .zip(before)
-                .map(|(v, b)| v.saturating_sub(*b) as f64 / seconds)
+                .enumerate()
+                .map(|(at, (&v, &b))| match at < gauges {
+                    true => v.saturating_sub(b) as f64 / seconds,
+                    false => (v as f64 - b as f64) / seconds,
+                })
                 .collect();
         }
         self.last = Some((now, values));
@@ -90,18 +97,19 @@ impl Rates {
         let queues = broker.queues(None).await.unwrap_or_default();
         let now = Instant::now();
         let samples = &mut *self.samples();
-        samples.overview.record(now, counts(&totals));
+        samples.overview.record(now, counts(&totals), usize::MAX);
         let (ready, unacked) = queues.iter().fold((0, 0), |(r, u), q| {
             (r + u64::from(q.ready), u + u64::from(q.unacked))
         });
         samples
             .queue_totals
-            .record(now, vec![ready, unacked, ready + unacked]);
+            .record(now, vec![ready, unacked, ready + unacked], 0);
         let mut seen = HashMap::new();
         for q in queues {
             let key = (q.vhost, q.name);
             let mut series = samples.queues.remove(&key).unwrap_or_default();
-            series.record(now, queue_counts(q.ready, q.unacked, &q.counters));
+            let gauges = counts(&q.counters).len();
+            series.record(now, queue_counts(q.ready, q.unacked, &q.counters), gauges);
             seen.insert(key, series);
         }
         samples.queues = seen;
@@ -109,7 +117,7 @@ impl Rates {
         for c in channels {
             let key = (c.connection.name, c.channel.number);
             let mut series = samples.channels.remove(&key).unwrap_or_default();
-            series.record(now, counts(&c.channel.counters));
+            series.record(now, counts(&c.channel.counters), usize::MAX);
             seen.insert(key, series);
         }
         samples.channels = seen;
@@ -202,13 +210,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_rate_is_the_change_per_second_and_never_negative() {
+    fn a_rate_is_the_change_per_second_and_only_a_gauge_goes_negative() {
         let mut series = Series::default();
         let start = Instant::now();
-        series.record(start, vec![10, 50]);
+        series.record(start, vec![10, 50, 50], 2);
         assert_eq!(series.rate(0), 0.0);
-        series.record(start + Duration::from_secs(2), vec![30, 20]);
+        series.record(start + Duration::from_secs(2), vec![30, 20, 20], 2);
         assert_eq!(series.rate(0), 10.0);
-        assert_eq!(series.rate(1), 0.0);
+        assert_eq!(series.rate(1), 0.0, "a counter that went down: recreated");
+        assert_eq!(series.rate(2), -15.0, "a gauge that went down: draining");
     }
 }

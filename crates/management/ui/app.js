@@ -13,7 +13,9 @@ const POLL_MS = 2000;
 class Unauthorised extends Error {}
 
 async function api(path, { method = 'GET', body } = {}) {
-  const headers = { Authorization: 'Basic ' + sessionStorage.getItem(AUTH_KEY) };
+  // X-Requested-With: a refused login must not make the browser show its
+  // own login prompt.
+  const headers = { Authorization: 'Basic ' + sessionStorage.getItem(AUTH_KEY), 'X-Requested-With': 'XMLHttpRequest' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   if (response.status === 204 || response.status === 201) return null;
@@ -70,8 +72,10 @@ function Login({ onLogin }) {
   const submit = async (event) => {
     event.preventDefault();
     const form = event.target;
-    sessionStorage.setItem(AUTH_KEY, btoa(form.username.value + ':' + form.password.value));
     try {
+      // Basic credentials are UTF-8, base64-encoded.
+      const utf8 = new TextEncoder().encode(form.username.value + ':' + form.password.value);
+      sessionStorage.setItem(AUTH_KEY, btoa(String.fromCharCode(...utf8)));
       onLogin(await api('/api/whoami'));
     } catch (e) {
       sessionStorage.removeItem(AUTH_KEY);
@@ -342,7 +346,10 @@ function layout(exchanges, queues, bindings) {
 
 function Topology() {
   const [vhosts] = usePoll('/api/vhosts', 10000);
-  const [vhost, setVhost] = useState('/');
+  const [chosen, setVhost] = useState(null);
+  // '/' unless the user may not see it: then the first they may.
+  const names = (vhosts || []).map((v) => v.name);
+  const vhost = chosen || (names.length && !names.includes('/') ? names[0] : '/');
   const [exchanges] = usePoll('/api/exchanges/' + seg(vhost));
   const [queues] = usePoll('/api/queues/' + seg(vhost));
   const [bindings] = usePoll('/api/bindings/' + seg(vhost));
@@ -413,7 +420,8 @@ function Explain() {
     </form>
     ${error && html`<div class="error">${error}</div>`}
     ${answer && html`<div class="panel" id="explanation">
-      <h2>${answer.routed ? `Reaches ${answer.queues.length} queue(s)` : 'Unroutable: no queue'}</h2>
+      <h2>${answer.queues.length ? `Reaches ${answer.queues.length} queue(s)` : answer.held_for_delay
+        ? 'Held by a delayed exchange, routed when due' : 'Unroutable: no queue'}</h2>
       <ul>${answer.queues.map((q) => html`<li class="reached">queue <b>${q.queue}</b> via ${q.exchange || '(default exchange)'} (key '${q.routing_key}')
         ${q.dead_letter_exchange != null && html`<span class="miss">, dead-letters to ${q.dead_letter_exchange || '(default exchange)'}</span>`}</li>`)}</ul>
       <h2>Walk</h2>

@@ -126,11 +126,13 @@ impl Router {
                     routing_key: routing_key.to_owned(),
                     arguments: FieldTable::default(),
                 });
-                out.queues.push(Arrival {
-                    queue: routing_key.to_owned(),
-                    exchange: String::new(),
-                    routing_key: routing_key.to_owned(),
-                });
+                if !out.queues.iter().any(|a| a.queue == routing_key) {
+                    out.queues.push(Arrival {
+                        queue: routing_key.to_owned(),
+                        exchange: String::new(),
+                        routing_key: routing_key.to_owned(),
+                    });
+                }
             } else if x.delayed && crate::delayed::delay_of(headers).is_some() {
                 hop.held = true;
             } else {

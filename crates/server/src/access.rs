@@ -9,6 +9,7 @@ use crate::permissions::{Grant, Permission, Resource};
 use crate::users::Users;
 use crate::vhost::VHost;
 use crate::AmqpError;
+use warren_codec::Message;
 
 /// A connection's permissions: its user's in its vhost.
 #[derive(Debug)]
@@ -134,6 +135,25 @@ impl Access {
             self.check_topic(Permission::Read, source, routing_key)?;
         }
         Ok(())
+    }
+
+    /// The permissions a publish needs, and its `user_id`, for channels
+    /// and the management API alike: write on the exchange, topic write for
+    /// the routing key on a topic exchange, and a `user_id` that is the
+    /// user's own (RabbitMQ's `check_user_id_header`). A missing or
+    /// internal exchange is the router's to refuse.
+    pub(crate) fn check_publish(&mut self, vhost: &VHost, message: &Message) -> Result<(), AmqpError> {
+        let exchange = message.exchange.as_str();
+        self.check(Permission::Write, Resource::Exchange, exchange)?;
+        if self.has_topic_permissions() && vhost.exchange_is_topic(exchange) == Some(true) {
+            self.check_topic(Permission::Write, exchange, message.routing_key.as_str())?;
+        }
+        let user_id = message.properties.user_id().as_ref().map(|u| u.as_str());
+        // A missing or internal exchange is reported first, as RabbitMQ
+        // looks it up before it reads the properties (looked up only here,
+        // on the way to an error).
+        self.check_user_id(user_id)
+            .map_err(|e| vhost.publishable(exchange).err().unwrap_or(e))
     }
 
     /// RabbitMQ's check of a published message's `user_id`: 406 unless it

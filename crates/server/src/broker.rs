@@ -40,6 +40,8 @@ pub struct Broker {
     open_connections: Arc<AtomicUsize>,
     /// What closed connections counted ([`crate::stats`]).
     retired: Mutex<MessageCounters>,
+    /// The broker's totals as last reported: never reported lower.
+    reported: Mutex<MessageCounters>,
 }
 
 /// An open connection, as listed.
@@ -192,6 +194,7 @@ impl Broker {
             connections: Default::default(),
             open_connections: Arc::new(AtomicUsize::new(0)),
             retired: Mutex::default(),
+            reported: Mutex::default(),
         }))
     }
 
@@ -203,6 +206,15 @@ impl Broker {
     /// What closed connections counted.
     pub(crate) fn retired(&self) -> MessageCounters {
         *self.retired.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `totals`, or more where an earlier report said more: a connection
+    /// too busy to answer a listing, or one that closed while it was made,
+    /// must not make a counter go down (Prometheus would read a reset).
+    pub(crate) fn report(&self, totals: MessageCounters) -> MessageCounters {
+        let mut reported = self.reported.lock().unwrap_or_else(|e| e.into_inner());
+        *reported = reported.max(totals);
+        *reported
     }
 
     /// The virtual host called `name`, if there is one.

@@ -57,6 +57,22 @@ impl MessageCounters {
         ]
     }
 
+    /// Each counter the larger of the two.
+    pub fn max(self, o: Self) -> Self {
+        Self {
+            publish: self.publish.max(o.publish),
+            confirm: self.confirm.max(o.confirm),
+            return_unroutable: self.return_unroutable.max(o.return_unroutable),
+            drop_unroutable: self.drop_unroutable.max(o.drop_unroutable),
+            deliver: self.deliver.max(o.deliver),
+            deliver_no_ack: self.deliver_no_ack.max(o.deliver_no_ack),
+            get: self.get.max(o.get),
+            get_no_ack: self.get_no_ack.max(o.get_no_ack),
+            ack: self.ack.max(o.ack),
+            redeliver: self.redeliver.max(o.redeliver),
+        }
+    }
+
     /// RabbitMQ's `deliver_get`: every way a message went to a client.
     pub fn deliver_get(&self) -> u64 {
         self.deliver + self.deliver_no_ack + self.get + self.get_no_ack

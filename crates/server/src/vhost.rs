@@ -640,6 +640,7 @@ impl VHost {
             .retain(|a| state.queues.contains_key(a.queue.as_str()));
         let text = |q: &QueueHandle, key: &str| match q.arguments.inner().get(key) {
             Some(AMQPValue::LongString(s)) => Some(s.to_string()),
+            Some(AMQPValue::ShortString(s)) => Some(s.to_string()),
             _ => None,
         };
         let dead_letters = explained

@@ -5,13 +5,18 @@ reads a queue's counts from the management API (MANAGEMENT_URL; skipped
 without it). Flower asks for `/api/queues/<vhost>` of the broker URL's vhost,
 and the default vhost gives it `queues//`, which RabbitMQ answers 404 (so
 does Warren), so it runs in a vhost of its own, made through the API."""
-import asyncio, base64, json, os, signal, subprocess, sys, tempfile, time, urllib.parse, urllib.request, uuid
+import asyncio, os, signal, sys, time, urllib.parse, uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 QUEUE = os.environ["CELERY_QUEUE"] = f"interop-inspect-{uuid.uuid4().hex[:8]}"
 os.environ["CELERY_REMOTE_CONTROL"] = "1"
 sys.path.insert(0, HERE)
 from tasks import add, app  # noqa: E402  (reads CELERY_QUEUE)
+from worker import worker  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(HERE))
+import management_api  # noqa: E402
+from management_api import call  # noqa: E402
 
 
 def on_timeout(*_):
@@ -21,13 +26,7 @@ def on_timeout(*_):
 signal.signal(signal.SIGALRM, on_timeout)
 signal.alarm(50)
 name = f"inspect-{uuid.uuid4().hex[:6]}@interop"
-log = tempfile.TemporaryFile(mode="w+")
-worker = subprocess.Popen(
-    [sys.executable, "-m", "celery", "-A", "tasks", "worker", "--pool=solo", "--concurrency=1", "-n", name,
-     "--without-gossip", "--without-mingle", "--without-heartbeat", "--loglevel=INFO"],
-    cwd=HERE, stdout=log, stderr=subprocess.STDOUT)
-ok = False
-try:
+with worker(app, QUEUE, "-n", name):
     # The worker answers once it has started consuming its pidbox.
     inspect = app.control.inspect(timeout=1.0, destination=[name])
     while not (inspect.ping() or {}).get(name):
@@ -38,48 +37,13 @@ try:
     assert "tasks.add" in inspect.registered()[name], inspect.registered()
     stats = inspect.stats()[name]
     assert stats["broker"]["transport"] == "amqp", stats["broker"]
-    assert add.delay(2, 3).get(timeout=20) == 5
     assert stats["pool"]["max-concurrency"] == 1, stats["pool"]
-    ok = True
-finally:
-    signal.alarm(0)
-    worker.terminate()
-    try:
-        worker.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        worker.kill()
-        worker.wait()
-        ok = False
-        print("FAIL: worker did not stop on SIGTERM", file=sys.stderr)
-    try:
-        with app.connection_for_write() as conn:
-            conn.ensure_connection(max_retries=1)
-            conn.default_channel.queue_delete(QUEUE)
-            conn.default_channel.exchange_delete(QUEUE)
-    except Exception as e:
-        print(f"cleanup failed: {e!r}", file=sys.stderr)
-    if not ok:
-        log.seek(0)
-        sys.stderr.write("--- worker log ---\n" + log.read())
-if not ok:
-    sys.exit(1)
+    assert add.delay(2, 3).get(timeout=20) == 5
 
-management = os.environ.get("MANAGEMENT_URL")
-if not management:
+if not management_api.URL:
     print("ok: inspect; Flower skipped (MANAGEMENT_URL unset)")
     sys.exit(0)
 from flower.utils.broker import RabbitMQ  # noqa: E402
-
-credentials = "Basic " + base64.b64encode(b"guest:guest").decode()
-
-
-def call(method, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(management + path, data=data, method=method,
-                                     headers={"Authorization": credentials, "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return response.read()
-
 
 vhost = f"flower-{uuid.uuid4().hex[:6]}"
 call("PUT", f"/api/vhosts/{vhost}")
@@ -89,7 +53,7 @@ try:
         call("POST", f"/api/exchanges/{vhost}/amq.default/publish",
              {"routing_key": "flower-q", "payload": str(i), "payload_encoding": "string", "properties": {}})
     amqp = urllib.parse.urlparse(os.environ["AMQP_URL"])
-    api = urllib.parse.urlparse(management)
+    api = urllib.parse.urlparse(management_api.URL)
     broker = RabbitMQ(f"amqp://guest:guest@{amqp.hostname}:{amqp.port}/{vhost}",
                       http_api=f"http://guest:guest@{api.hostname}:{api.port}/api/")
     # RabbitMQ's counts lag by its statistics interval.

@@ -5,29 +5,17 @@ a status the description lists, with its content type and schema, and
 never a server error. Warren's API only (the description includes the
 route explainer): against another broker it says it skips. Needs
 MANAGEMENT_URL (run.sh sets it); run last, as it changes what it finds."""
-import base64
-import json
 import os
 import subprocess
 import sys
-import urllib.request
 
-url = os.environ.get("MANAGEMENT_URL")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from management_api import URL as url, call, is_warren  # noqa: E402
+
 if not url:
     print("skip: MANAGEMENT_URL unset")
     sys.exit(0)
-credentials = "Basic " + base64.b64encode(b"guest:guest").decode()
-
-
-def call(method, path, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url + path, data=data, method=method,
-                                     headers={"Authorization": credentials, "Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read() or b"null")
-
-
-if call("GET", "/api/overview").get("product_name") != "Warren":
+if not is_warren():
     print("skip: not Warren's API")
     sys.exit(0)
 

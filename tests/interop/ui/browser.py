@@ -4,12 +4,9 @@ pika publishes, purges it from its page, asks the route explainer, and
 draws the topology, taking a screenshot of each page (into SCREENSHOT_DIR,
 a temporary directory unless set). Warren's UI only: against another
 broker it says it skips. Needs MANAGEMENT_URL (run.sh sets it)."""
-import base64
-import json
 import os
 import sys
 import tempfile
-import urllib.request
 
 import pika
 from selenium import webdriver
@@ -18,16 +15,15 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ready
 from selenium.webdriver.support.ui import WebDriverWait
 
-url = os.environ.get("MANAGEMENT_URL")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from management_api import URL as url, is_warren  # noqa: E402
+
 if not url:
     print("skip: MANAGEMENT_URL unset")
     sys.exit(0)
-credentials = base64.b64encode(b"guest:guest").decode()
-request = urllib.request.Request(url + "/api/overview", headers={"Authorization": "Basic " + credentials})
-with urllib.request.urlopen(request, timeout=10) as response:
-    if json.load(response).get("product_name") != "Warren":
-        print("skip: not Warren's UI")
-        sys.exit(0)
+if not is_warren():
+    print("skip: not Warren's UI")
+    sys.exit(0)
 
 shots = os.environ.get("SCREENSHOT_DIR") or tempfile.mkdtemp(prefix="warren-ui-")
 os.makedirs(shots, exist_ok=True)

@@ -171,12 +171,13 @@ impl Connection {
             .vhost
             .route(&mut self.route_cache, &message)
             .map_err(|e| e.for_method(PUBLISH.0, PUBLISH.1))?;
-        let counters = &mut self.open_channel(id).counters;
-        counters.publish += 1;
-        match (queues.is_empty(), mandatory) {
-            (false, _) => {}
-            (true, true) => counters.return_unroutable += 1,
-            (true, false) => counters.drop_unroutable += 1,
+        // (`publish` is counted by the caller, which has the channel at hand.)
+        if queues.is_empty() {
+            let counters = &mut self.open_channel(id).counters;
+            match mandatory {
+                true => counters.return_unroutable += 1,
+                false => counters.drop_unroutable += 1,
+            }
         }
         Ok(Routed {
             mandatory,
@@ -186,25 +187,8 @@ impl Connection {
         })
     }
 
-    /// The permissions a publish needs, and its `user_id`: write on the
-    /// exchange, topic write for the routing key on a topic exchange, and
-    /// a `user_id` that is the user's own (RabbitMQ's `check_user_id_header`).
-    /// A missing or internal exchange is the router's to refuse.
     fn check_publish(&mut self, message: &Message) -> Result<(), AmqpError> {
-        let exchange = message.exchange.as_str();
-        self.access
-            .check(Permission::Write, Resource::Exchange, exchange)?;
-        if self.access.has_topic_permissions() && self.vhost.exchange_is_topic(exchange) == Some(true) {
-            self.access
-                .check_topic(Permission::Write, exchange, message.routing_key.as_str())?;
-        }
-        let user_id = message.properties.user_id().as_ref().map(|u| u.as_str());
-        // A missing or internal exchange is reported first, as RabbitMQ
-        // looks it up before it reads the properties (looked up only here,
-        // on the way to an error).
-        self.access
-            .check_user_id(user_id)
-            .map_err(|e| self.vhost.publishable(exchange).err().unwrap_or(e))
+        self.access.check_publish(&self.vhost, message)
     }
 
     /// Hands a routed message to its queues (or returns it, if mandatory and

@@ -448,7 +448,9 @@ impl Connection {
 
     pub(crate) async fn handle_published(&mut self, id: u16, published: Published) -> Result<(), AmqpError> {
         let routed = self.route(id, published)?;
-        match self.channels.get_mut(&id).and_then(|c| c.tx.as_mut()) {
+        let channel = self.channels.get_mut(&id).expect("an open channel");
+        channel.counters.publish += 1;
+        match channel.tx.as_mut() {
             Some(tx) => tx.publishes.push(routed),
             None => self.enqueue(id, routed, None).await?,
         }

@@ -924,7 +924,11 @@ impl Connection {
         for id in ids {
             self.release_channel(id).await;
         }
-        self.channels.clear();
+        // What they counted stays in the connection's totals, which the
+        // broker keeps once it closes.
+        for (_, channel) in self.channels.drain() {
+            self.closed_channels += channel.counters;
+        }
         for queue in std::mem::take(&mut self.exclusive_queues) {
             let _ = queue
                 .ask(|reply| QueueCommand::Delete {
