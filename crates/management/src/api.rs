@@ -32,10 +32,11 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tracing::{info, warn};
-use warren_server::admin::{AdminError, ChannelInfo, GetMode};
+use warren_server::admin::{ChannelInfo, GetMode};
 use warren_server::broker::Broker;
 use warren_store::{PermissionDef, TopicPermissionDef, UserDef};
 
+use crate::answer::{body, created, exchange_name, no_content, ok, Answer, ApiError, Shared};
 use crate::definitions::{self, Definitions, SHA256};
 use crate::guard::Peer;
 use crate::json::{json_to_properties, json_to_table, properties_to_json, table_to_json};
@@ -47,75 +48,6 @@ use crate::rates::Rates;
 struct ApiUser(String);
 
 type Who = Extension<ApiUser>;
-
-pub(crate) type Shared = State<Arc<Broker>>;
-
-/// An error as RabbitMQ's API writes one.
-#[derive(Debug)]
-pub struct ApiError(StatusCode, String);
-
-impl ApiError {
-    pub(crate) fn bad_request(reason: impl Into<String>) -> Self {
-        Self(StatusCode::BAD_REQUEST, reason.into())
-    }
-
-    fn not_found() -> Self {
-        Self(StatusCode::NOT_FOUND, "Not Found".to_owned())
-    }
-}
-
-impl From<AdminError> for ApiError {
-    fn from(e: AdminError) -> Self {
-        match e {
-            AdminError::NotFound(_) => Self::not_found(),
-            AdminError::Invalid(why) => Self::bad_request(why),
-            AdminError::Refused(why) => Self(StatusCode::UNAUTHORIZED, why),
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let error = match self.0 {
-            StatusCode::NOT_FOUND => "Object Not Found",
-            StatusCode::UNAUTHORIZED => "not_authorised",
-            _ => "bad_request",
-        };
-        (self.0, Json(json!({"error": error, "reason": self.1}))).into_response()
-    }
-}
-
-pub(crate) type Answer = Result<Response, ApiError>;
-
-pub(crate) fn ok(value: Value) -> Answer {
-    Ok(Json(value).into_response())
-}
-
-fn created(new: bool) -> Answer {
-    Ok(match new {
-        true => StatusCode::CREATED,
-        false => StatusCode::NO_CONTENT,
-    }
-    .into_response())
-}
-
-fn no_content(found: bool) -> Answer {
-    match found {
-        true => Ok(StatusCode::NO_CONTENT.into_response()),
-        false => Err(ApiError::not_found()),
-    }
-}
-
-/// A JSON body, or `{}` for an empty one (RabbitMQ takes a bare PUT of a
-/// vhost).
-pub(crate) fn body<T: for<'de> Deserialize<'de>>(bytes: &Bytes) -> Result<T, ApiError> {
-    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
-        b"{}"
-    } else {
-        bytes
-    };
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
-}
 
 /// The API's routes.
 pub fn router(broker: Arc<Broker>, rates: Arc<Rates>) -> Router {
@@ -956,14 +888,6 @@ async fn import(State(broker): Shared, bytes: Bytes) -> Answer {
     let defs: Definitions = body(&bytes)?;
     definitions::import(&broker, defs).await?;
     no_content(true)
-}
-
-/// RabbitMQ's API calls the default exchange `amq.default` in paths.
-pub(crate) fn exchange_name(name: &str) -> &str {
-    match name {
-        "amq.default" => "",
-        name => name,
-    }
 }
 
 async fn get_exchange(State(broker): Shared, Path((vhost, name)): Path<(String, String)>) -> Answer {

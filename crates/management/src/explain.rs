@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use warren_router::{Binding, Destination, Reached};
 
-use crate::api::{body, exchange_name, ok, Answer, ApiError, Shared};
+use crate::answer::{body, exchange_name, ok, Answer, ApiError, Shared};
 use crate::json::{json_to_table, table_to_json};
 
 /// What the message would carry.

@@ -5,6 +5,7 @@
 //!
 //! # Layout
 //!
+//! - [`answer`]: errors in RabbitMQ's shape, and the answers routes give.
 //! - [`api`]: the routes, authentication (HTTP basic, administrator tag),
 //!   and errors as RabbitMQ's API writes them.
 //! - [`explain`]: the route explainer: where a message would go, and why.
@@ -26,6 +27,7 @@
 //! this crate only speaks HTTP.
 #![deny(missing_docs)]
 
+pub mod answer;
 pub mod api;
 pub mod client;
 pub mod definitions;
