@@ -526,6 +526,12 @@ async fn the_management_api_gives_each_tag_what_rabbitmq_gives_it() {
                  Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
             );
             assert_eq!(raw_http(&broker, &empty_form).await, 415);
+            // And a bodiless POST with no type, which a page can send too.
+            let untyped = format!(
+                "POST /api/bindings/%2F/e/amq.direct/q/nowhere HTTP/1.1\r\nHost: x\r\n\
+                 Authorization: Basic {credentials}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            );
+            assert_eq!(raw_http(&broker, &untyped).await, 415);
         }
         // A PUT with no body at all is fine (RabbitMQ's documented `curl -X PUT`).
         let vhost = unique("bare");

@@ -15,9 +15,11 @@
 //! the vhosts they have permissions in (401 for a path in another), and
 //! unless a monitor only their own connections and channels ([`Scope`]);
 //! what they do in a vhost is checked against their permissions there, as
-//! over AMQP. A request with a
-//! body must say it is JSON, so that a web page cannot post a form to the
-//! API with an administrator's remembered credentials.
+//! over AMQP. A change must say it is JSON if it says anything, and a POST
+//! must say so even without a body, so that another site's page cannot
+//! make changes with a user's remembered credentials (a form always names
+//! its type; a bodiless cross-site POST can be sent without one, while a
+//! cross-site PUT or DELETE needs a CORS preflight, which fails).
 
 use std::sync::Arc;
 
@@ -332,9 +334,13 @@ async fn authenticate(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| t.starts_with("application/json"));
     // A form always says what it is, even empty: a change with any type but
-    // JSON is refused, whether or not it has a body.
+    // JSON is refused, whether or not it has a body. A POST must say JSON
+    // even without a body: another site's page can send a bodiless POST
+    // with no type at all (a bodiless PUT or DELETE from another site needs
+    // a CORS preflight, which fails, so `curl -X PUT` still works).
     let changes = !matches!(*request.method(), Method::GET | Method::HEAD);
-    if (has_body || (changes && content_type.is_some())) && !json {
+    let post = *request.method() == Method::POST;
+    if (has_body || post || (changes && content_type.is_some())) && !json {
         return ApiError(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "a request body must be application/json".to_owned(),

@@ -28,8 +28,10 @@ use tokio_io_timeout::TimeoutStream;
 
 /// How long a connection may stay silent, or leave what it is sent
 /// unread, before it is closed (a browser's keep-alive connection
-/// reconnects).
-pub const IDLE: Duration = Duration::from_secs(60);
+/// reconnects): RabbitMQ's `management.tcp.idle_timeout`, 120 s. hyper
+/// keeps a read open while it handles a request, so a request the broker
+/// takes longer than this to answer is cut too.
+pub const IDLE: Duration = Duration::from_secs(120);
 
 /// Connections the management API serves at once: a few browsers (about
 /// six each), `warren ctl`, monitoring and scripts.

@@ -6,8 +6,8 @@
 //! # Layout
 //!
 //! - [`answer`]: errors in RabbitMQ's shape, and the answers routes give.
-//! - [`api`]: the routes, authentication (HTTP basic, administrator tag),
-//!   and errors as RabbitMQ's API writes them.
+//! - [`api`]: the routes, authentication (HTTP basic, RabbitMQ's tags, the
+//!   vhosts a user may see) and JSON-only changes.
 //! - [`explain`]: the route explainer: where a message would go, and why.
 //! - [`definitions`]: export and import in RabbitMQ's definitions format.
 //! - [`json`]: arguments tables as JSON.

@@ -239,8 +239,10 @@ impl Broker {
             .collect();
         let deadline = tokio::time::Instant::now() + ANSWER_WAIT;
         for (connection, answer) in asked {
-            // A connection that closes meanwhile has retired its totals;
-            // one too busy to answer soon is left out of this listing.
+            // A connection that closes meanwhile, or is too busy to answer
+            // soon, is left out of this listing (the report's clamp keeps
+            // the totals from going down; a closed one is in `retired` next
+            // time).
             let Ok(Ok((channels, closed))) = tokio::time::timeout_at(deadline, answer).await else {
                 continue;
             };

@@ -1,19 +1,14 @@
 """Celery over AMQP: start a solo worker subprocess, send ten add() tasks, check the ten rpc:// results."""
-import os, signal, sys, uuid
+import os, sys, uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 QUEUE = os.environ["CELERY_QUEUE"] = f"interop-celery-{uuid.uuid4().hex[:8]}"
 sys.path.insert(0, HERE)
 from tasks import add, app  # noqa: E402  (reads CELERY_QUEUE)
-from worker import worker  # noqa: E402
+from worker import overall_timeout, worker  # noqa: E402
 
 
-def on_timeout(*_):
-    raise TimeoutError("overall timeout")  # raised in the main thread, so `finally` still stops the worker
-
-
-signal.signal(signal.SIGALRM, on_timeout)
-signal.alarm(30)
+overall_timeout(30)
 with worker(app, QUEUE):
     results = [add.delay(i, i * 10) for i in range(10)]
     values = [r.get(timeout=20) for r in results]

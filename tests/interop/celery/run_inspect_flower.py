@@ -5,26 +5,21 @@ reads a queue's counts from the management API (MANAGEMENT_URL; skipped
 without it). Flower asks for `/api/queues/<vhost>` of the broker URL's vhost,
 and the default vhost gives it `queues//`, which RabbitMQ answers 404 (so
 does Warren), so it runs in a vhost of its own, made through the API."""
-import asyncio, os, signal, sys, time, urllib.parse, uuid
+import asyncio, os, sys, time, urllib.parse, uuid
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 QUEUE = os.environ["CELERY_QUEUE"] = f"interop-inspect-{uuid.uuid4().hex[:8]}"
 os.environ["CELERY_REMOTE_CONTROL"] = "1"
 sys.path.insert(0, HERE)
 from tasks import add, app  # noqa: E402  (reads CELERY_QUEUE)
-from worker import worker  # noqa: E402
+from worker import overall_timeout, worker  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(HERE))
 import management_api  # noqa: E402
 from management_api import call  # noqa: E402
 
 
-def on_timeout(*_):
-    raise TimeoutError("overall timeout")
-
-
-signal.signal(signal.SIGALRM, on_timeout)
-signal.alarm(50)
+overall_timeout(30)
 name = f"inspect-{uuid.uuid4().hex[:6]}@interop"
 with worker(app, QUEUE, "-n", name):
     # The worker answers once it has started consuming its pidbox.

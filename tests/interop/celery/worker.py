@@ -1,10 +1,25 @@
 """A solo Celery worker subprocess for the interop scripts (the app from tasks.py,
 whose queue is CELERY_QUEUE): started on entering, stopped on SIGTERM (warm
 shutdown) on leaving, its queue and exchange dropped, its log printed if the
-block failed or it did not stop."""
+block failed or it did not stop. And the scripts' overall timeout."""
 import contextlib, os, signal, subprocess, sys, tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class Overdue(BaseException):
+    """The script's time is up. Not an OSError (Python's TimeoutError is one, and
+    celery's and kombu's polling loops swallow socket timeouts), so nothing on
+    the way catches it."""
+
+
+def overall_timeout(seconds):
+    """Raises Overdue in the main thread after `seconds`; the worker's cleanup
+    (up to 20 s) must still fit in run.sh's 60 s per script."""
+    def overdue(*_):
+        raise Overdue(f"not done within {seconds} s")
+    signal.signal(signal.SIGALRM, overdue)
+    signal.alarm(seconds)
 
 
 @contextlib.contextmanager
