@@ -537,3 +537,111 @@ async fn the_overview_totals_keep_what_closed_connections_counted() {
     })
     .await;
 }
+
+/// The topology graph's rates: every step messages take, through
+/// exchange-to-exchange and queue bindings, to an alternate exchange, and
+/// from a queue to its dead-letter exchange (Warren-only: `/api/flows` is
+/// Warren's own).
+#[tokio::test]
+async fn every_step_of_the_topology_has_its_rate() {
+    use lapin::options::{ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions};
+    use lapin::types::{AMQPValue, FieldTable};
+    if !is_warren() {
+        return;
+    }
+    within(async {
+        let broker = start_broker().await;
+        let (_conn, ch) = broker.channel().await;
+        let declare = |name: &str, kind: lapin::ExchangeKind, args: FieldTable| {
+            let ch = ch.clone();
+            let name = name.to_owned();
+            async move {
+                ch.exchange_declare(
+                    name.as_str().into(),
+                    kind,
+                    ExchangeDeclareOptions::default(),
+                    args,
+                )
+                .await
+                .unwrap()
+            }
+        };
+        let alternate = table(&[("alternate-exchange", long_string("flow-lost"))]);
+        declare("flow-x", lapin::ExchangeKind::Topic, alternate).await;
+        declare("flow-y", lapin::ExchangeKind::Fanout, FieldTable::default()).await;
+        declare("flow-lost", lapin::ExchangeKind::Fanout, FieldTable::default()).await;
+        ch.exchange_bind(
+            "flow-y".into(),
+            "flow-x".into(),
+            "a.#".into(),
+            ExchangeBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        let q = exclusive_queue(&ch, "flow-q").await;
+        let unrouted = exclusive_queue(&ch, "flow-unrouted").await;
+        // Expires on arrival, so dead-letters everything it takes.
+        let dying = exclusive_queue_with(
+            &ch,
+            "flow-dying",
+            table(&[
+                ("x-message-ttl", AMQPValue::LongInt(0)),
+                ("x-dead-letter-exchange", long_string("flow-lost")),
+            ]),
+        )
+        .await;
+        let bind = |queue: &str, exchange: &str, key: &str| {
+            let (ch, queue, exchange, key) =
+                (ch.clone(), queue.to_owned(), exchange.to_owned(), key.to_owned());
+            async move {
+                ch.queue_bind(
+                    queue.as_str().into(),
+                    exchange.as_str().into(),
+                    key.as_str().into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await
+                .unwrap()
+            }
+        };
+        bind(&q, "flow-y", "").await;
+        bind(&unrouted, "flow-lost", "").await;
+        bind(&dying, "flow-x", "e.#").await;
+
+        let expected = [
+            ("flow-x", "flow-y", "exchange"),
+            ("flow-y", q.as_str(), "queue"),
+            ("flow-x", "flow-lost", "alternate-exchange"),
+            ("flow-lost", unrouted.as_str(), "queue"),
+            ("flow-x", dying.as_str(), "queue"),
+            (dying.as_str(), "flow-lost", "dead-letter-exchange"),
+        ];
+        loop {
+            for key in ["a.b", "z", "e.x"] {
+                publish(&ch, "flow-x", key, b"m").await;
+            }
+            let (status, flows) = broker.admin("GET", "/api/flows/%2F", None).await;
+            assert_eq!(status, 200, "{flows}");
+            let rate = |(source, destination, kind): (&str, &str, &str)| {
+                flows
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|f| {
+                        f["source"] == source
+                            && f["destination"] == destination
+                            && f["destination_type"] == kind
+                    })
+                    .and_then(|f| f["rate"].as_f64())
+                    .unwrap_or(0.0)
+            };
+            if expected.iter().all(|&step| rate(step) > 0.0) {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+}

@@ -117,6 +117,7 @@ pub fn router(broker: Arc<Broker>, rates: Arc<Rates>) -> Router {
             get(get_binding).delete(delete_binding),
         )
         .route("/api/explain/{vhost}/{exchange}", post(crate::explain::explain))
+        .route("/api/flows/{vhost}", get(flows))
         .route("/api/nodes", get(nodes))
         .route("/api/aliveness-test/{vhost}", get(aliveness_test))
         .route("/api/health/checks/alarms", get(alarms_check))
@@ -185,7 +186,7 @@ fn needs(method: &Method, path: &str) -> Needs {
 fn path_vhost(path: &str) -> Option<String> {
     let segments: Vec<&str> = path.split('/').skip(1).collect();
     match segments.as_slice() {
-        ["api", "queues" | "exchanges" | "bindings" | "aliveness-test" | "explain", vhost, ..]
+        ["api", "queues" | "exchanges" | "bindings" | "aliveness-test" | "explain" | "flows", vhost, ..]
         | ["api", "vhosts", vhost, "channels"] => Some(
             percent_encoding::percent_decode_str(vhost)
                 .decode_utf8_lossy()
@@ -369,7 +370,8 @@ async fn overview(State(broker): Shared, Extension(rates): Extension<Arc<Rates>>
     let queues = broker.queues(None).await?;
     let ready: u64 = queues.iter().map(|q| u64::from(q.ready)).sum();
     let unacked: u64 = queues.iter().map(|q| u64::from(q.unacked)).sum();
-    let (channels, totals) = broker.channels().await;
+    let activity = broker.channels().await;
+    let (channels, totals) = (activity.channels, activity.totals);
     ok(json!({
         "product_name": "Warren",
         "product_version": env!("CARGO_PKG_VERSION"),
@@ -790,6 +792,13 @@ fn connection_json(c: &warren_server::broker::ConnectionInfo) -> Value {
     })
 }
 
+/// GET /api/flows/{vhost} (Warren's own): the rate of every step messages
+/// take in the vhost, for the topology graph ([`Rates::flows`]).
+async fn flows(State(broker): Shared, Extension(rates): Rated, Path(vhost): Path<String>) -> Answer {
+    broker.vhost(&vhost).ok_or_else(ApiError::not_found)?;
+    ok(rates.flows(&vhost).into())
+}
+
 /// A channel as RabbitMQ's API lists it: named after its connection and
 /// its number, `peer (1)`.
 fn channel_json(c: &ChannelInfo, rates: &Rates) -> Value {
@@ -821,7 +830,7 @@ fn channel_json(c: &ChannelInfo, rates: &Rates) -> Value {
 }
 
 async fn channels_where(broker: &Broker, rates: &Rates, keep: impl Fn(&ChannelInfo) -> bool) -> Answer {
-    let (all, _) = broker.channels().await;
+    let all = broker.channels().await.channels;
     ok(all
         .iter()
         .filter(|c| keep(c))
@@ -854,7 +863,7 @@ async fn connection_channels(
 }
 
 async fn get_channel(State(broker): Shared, Extension(rates): Rated, Path(name): Path<String>) -> Answer {
-    let (all, _) = broker.channels().await;
+    let all = broker.channels().await.channels;
     let found = all
         .iter()
         .find(|c| format!("{} ({})", c.connection.name, c.channel.number) == name)

@@ -204,7 +204,8 @@ async fn compute_totals(broker: Arc<Broker>) -> Exposition {
         "is 1 if free disk space watermark alarm is in effect",
         u8::from(status.disk_alarm),
     );
-    let (channels, c) = broker.channels().await;
+    let activity = broker.channels().await;
+    let (channels, c) = (activity.channels, activity.totals);
     out.gauge("rabbitmq_channels", "Channels currently open", channels.len());
     let counters: [(&str, &str, u64); 12] = [
         ("received", "Total number of messages received from publishers", c.publish),

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
 use warren_server::broker::Broker;
-use warren_server::stats::MessageCounters;
+use warren_server::stats::{Flow, MessageCounters};
 
 /// The rates of the last sample, by what they are of.
 #[derive(Debug, Default)]
@@ -32,6 +32,12 @@ struct Samples {
     queues: HashMap<(String, String), Series>,
     /// Each channel's `message_stats`, by connection name and number.
     channels: HashMap<(String, u16), Series>,
+    /// Publishes that took each step between exchanges and queues, by
+    /// vhost and step.
+    flows: HashMap<(String, Flow), Series>,
+    /// Messages each queue with a dead-letter exchange dead-lettered, by
+    /// vhost and queue, with that exchange.
+    dead_letters: HashMap<(String, String), (String, Series)>,
 }
 
 /// A sampled set of counts and the rates its last two samples give.
@@ -93,7 +99,8 @@ impl Rates {
 
     /// Takes a sample of the whole broker.
     pub async fn sample(&self, broker: &Broker) {
-        let (channels, totals) = broker.channels().await;
+        let activity = broker.channels().await;
+        let (channels, totals) = (activity.channels, activity.totals);
         let queues = broker.queues(None).await.unwrap_or_default();
         let now = Instant::now();
         let samples = &mut *self.samples();
@@ -104,6 +111,27 @@ impl Rates {
         samples
             .queue_totals
             .record(now, vec![ready, unacked, ready + unacked], 0);
+        let mut seen = HashMap::new();
+        for (vhost, flows) in activity.flows {
+            for (flow, n) in flows {
+                let key = (vhost.clone(), flow);
+                let mut series = samples.flows.remove(&key).unwrap_or_default();
+                series.record(now, vec![n], usize::MAX);
+                seen.insert(key, series);
+            }
+        }
+        samples.flows = seen;
+        let mut seen = HashMap::new();
+        for q in &queues {
+            let Some(exchange) = text_argument(&q.arguments, "x-dead-letter-exchange") else {
+                continue;
+            };
+            let key = (q.vhost.clone(), q.name.clone());
+            let (_, mut series) = samples.dead_letters.remove(&key).unwrap_or_default();
+            series.record(now, vec![q.dead_lettered], usize::MAX);
+            seen.insert(key, (exchange, series));
+        }
+        samples.dead_letters = seen;
         let mut seen = HashMap::new();
         for q in queues {
             let key = (q.vhost, q.name);
@@ -121,6 +149,33 @@ impl Rates {
             seen.insert(key, series);
         }
         samples.channels = seen;
+    }
+
+    /// The rate of each step messages take in `vhost`: through bindings
+    /// (one step per source and destination), to alternate exchanges, and
+    /// from queues to their dead-letter exchanges. For the topology graph.
+    pub fn flows(&self, vhost: &str) -> Vec<Value> {
+        let samples = self.samples();
+        let steps = samples
+            .flows
+            .iter()
+            .filter(|((v, _), _)| v == vhost)
+            .map(|((_, flow), series)| {
+                let kind = match (flow.alternate, flow.to_queue) {
+                    (true, _) => "alternate-exchange",
+                    (false, true) => "queue",
+                    (false, false) => "exchange",
+                };
+                json!({"vhost": vhost, "source": flow.source, "destination": flow.destination,
+                   "destination_type": kind, "rate": series.rate(0)})
+            });
+        let dead = samples.dead_letters.iter().filter(|((v, _), _)| v == vhost).map(
+            |((_, queue), (exchange, series))| {
+                json!({"vhost": vhost, "source": queue, "destination": exchange,
+                       "destination_type": "dead-letter-exchange", "rate": series.rate(0)})
+            },
+        );
+        steps.chain(dead).collect()
     }
 
     /// The broker's `message_stats`, with rates.
@@ -177,6 +232,15 @@ impl Rates {
             Some(series) => message_stats(counters, series),
             None => message_stats(counters, &Series::default()),
         }
+    }
+}
+
+/// A string argument (long or short string).
+fn text_argument(arguments: &amq_protocol::types::FieldTable, key: &str) -> Option<String> {
+    match arguments.inner().get(key) {
+        Some(amq_protocol::types::AMQPValue::LongString(s)) => Some(s.to_string()),
+        Some(amq_protocol::types::AMQPValue::ShortString(s)) => Some(s.to_string()),
+        _ => None,
     }
 }
 

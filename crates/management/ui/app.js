@@ -285,10 +285,15 @@ function QueuePage({ vhost, name }) {
 
 // Lays a vhost's exchanges and queues out in columns: exchanges no other
 // exchange binds to first, each other exchange or queue one column right
-// of its deepest source, unbound queues last; edges for bindings (with the
-// destination queue's incoming rate when it has that one binding),
-// alternate exchanges (dashed) and dead-letter exchanges (dotted).
-function layout(exchanges, queues, bindings) {
+// of its deepest source, unbound queues last; edges for bindings,
+// alternate exchanges (dashed) and dead-letter exchanges (dotted), each
+// with the rate of messages taking it (/api/flows: bindings between the
+// same two ends share theirs, as a message matching both goes once).
+function layout(exchanges, queues, bindings, flows) {
+  const flowRate = (source, destination, type) => {
+    const f = flows.find((f) => f.source === source && f.destination === destination && f.destination_type === type);
+    return fmtRate(f ? f.rate : 0);
+  };
   const shown = bindings.filter((b) => b.source !== '');
   const used = new Set();
   shown.forEach((b) => { used.add('x:' + b.source); used.add((b.destination_type === 'queue' ? 'q:' : 'x:') + b.destination); });
@@ -327,19 +332,17 @@ function layout(exchanges, queues, bindings) {
     const c = queueDepth.has(q.name) ? queueDepth.get(q.name) : last;
     place('q:' + q.name, q.name, c, rows[c]++, 'q', fmtRate(rate(q.message_stats, 'publish')) + ' in');
   });
-  const incoming = new Map();
-  shown.forEach((b) => b.destination_type === 'queue' && incoming.set(b.destination, (incoming.get(b.destination) || 0) + 1));
-  const byName = new Map(queues.map((q) => [q.name, q]));
   const edges = [];
   shown.forEach((b) => {
     const to = (b.destination_type === 'queue' ? 'q:' : 'x:') + b.destination;
-    const q = b.destination_type === 'queue' && byName.get(b.destination);
     const key = b.routing_key.length > 20 ? b.routing_key.slice(0, 19) + '…' : b.routing_key || '""';
-    const label = key + (q && incoming.get(b.destination) === 1 ? ' · ' + fmtRate(rate(q.message_stats, 'publish')) : '');
+    const label = key + ' · ' + flowRate(b.source, b.destination, b.destination_type);
     edges.push({ from: 'x:' + b.source, to, kind: 'binding', label });
   });
-  xs.forEach((x) => alternate(x) && edges.push({ from: 'x:' + x.name, to: 'x:' + alternate(x), kind: 'alternate', label: 'alternate' }));
-  queues.forEach((q) => dlx(q) && edges.push({ from: 'q:' + q.name, to: 'x:' + dlx(q), kind: 'dead', label: 'dead letters' }));
+  xs.forEach((x) => alternate(x) && edges.push({ from: 'x:' + x.name, to: 'x:' + alternate(x), kind: 'alternate',
+    label: 'alternate · ' + flowRate(x.name, alternate(x), 'alternate-exchange') }));
+  queues.forEach((q) => dlx(q) && edges.push({ from: 'q:' + q.name, to: 'x:' + dlx(q), kind: 'dead',
+    label: 'dead letters · ' + flowRate(q.name, dlx(q), 'dead-letter-exchange') }));
   const height = 40 + Math.max(1, ...rows) * (H + GAP_Y);
   return { nodes, edges: edges.filter((e) => nodes.has(e.from) && nodes.has(e.to)), width: 40 + columns * (W + GAP_X), height: height + 60, W, H };
 }
@@ -353,10 +356,11 @@ function Topology() {
   const [exchanges] = usePoll('/api/exchanges/' + seg(vhost));
   const [queues] = usePoll('/api/queues/' + seg(vhost));
   const [bindings] = usePoll('/api/bindings/' + seg(vhost));
+  const [flows] = usePoll('/api/flows/' + seg(vhost));
   const pick = html`<label>Virtual host <select id="topology-vhost" value=${vhost} onChange=${(e) => setVhost(e.target.value)}>
     ${(vhosts || [{ name: '/' }]).map((v) => html`<option value=${v.name}>${v.name}</option>`)}</select></label>`;
   if (!exchanges || !queues || !bindings) return html`<h1>Topology</h1>${pick}<p>Loading…</p>`;
-  const g = layout(exchanges, queues, bindings);
+  const g = layout(exchanges, queues, bindings, flows || []);
   const edgePath = (e) => {
     const a = g.nodes.get(e.from), b = g.nodes.get(e.to);
     const [x1, y1] = [a.x + g.W, a.y + g.H / 2];

@@ -285,6 +285,44 @@ mod tests {
     }
 
     #[test]
+    fn routing_names_the_steps_a_message_takes() {
+        let router = sample();
+        let edge = |source, destination, to_queue, alternate| crate::Edge {
+            source,
+            destination,
+            to_queue,
+            alternate,
+        };
+        let routed = router.route_detail("orders", "orders.eu.new", None);
+        assert_eq!(
+            routed.edges,
+            [
+                edge("orders", "eu", true, false),
+                edge("orders", "all", true, false),
+                edge("orders", "audit", false, false),
+                edge("audit", "audit-log", true, false),
+            ]
+        );
+        let mut narrow = router.clone();
+        narrow
+            .unbind(
+                "orders",
+                &Destination::Exchange("audit".into()),
+                "#",
+                &FieldTable::default(),
+            )
+            .unwrap();
+        let missed = narrow.route_detail("orders", "invoices", None);
+        assert_eq!(
+            missed.edges,
+            [
+                edge("orders", "lost", false, true),
+                edge("lost", "unrouted", true, false)
+            ]
+        );
+    }
+
+    #[test]
     fn it_agrees_with_the_routing_index() {
         let router = sample();
         for key in ["orders.eu.new", "orders.us", "invoices", "", "orders.eu.new.x"] {

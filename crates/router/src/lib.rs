@@ -40,5 +40,5 @@ pub use error::RouterError;
 pub use exchange::{Exchange, ExchangeKind};
 pub use explain::{Arrival, Explanation, Hop, Reached};
 pub use name::{ExchangeName, QueueName};
-pub use router::{Router, Routing};
+pub use router::{Edge, Router, Routing};
 pub use table::BindingTable;

@@ -280,14 +280,25 @@ impl Router {
         // Exchanges still to visit, on a stack of our own rather than the
         // thread's: a chain of exchange-to-exchange bindings however long
         // cannot overflow it.
-        let mut pending: Vec<&str> = vec![exchange];
+        let mut edges = Vec::new();
+        // Each with the exchange it was reached from, and whether as its
+        // alternate.
+        let mut pending: Vec<(&str, Option<(&str, bool)>)> = vec![(exchange, None)];
         let mut hits = Vec::new();
-        while let Some(name) = pending.pop() {
+        while let Some((name, from)) = pending.pop() {
             let Some(exchange) = self.exchanges.get(name) else {
                 continue;
             };
             if !visited.insert(exchange.name.as_str()) {
                 continue;
+            }
+            if let Some((source, alternate)) = from {
+                edges.push(Edge {
+                    source,
+                    destination: exchange.name.as_str(),
+                    to_queue: false,
+                    alternate,
+                });
             }
             if name.is_empty() {
                 if chosen.insert(routing_key) {
@@ -303,14 +314,21 @@ impl Router {
             }
             exchange.bindings.matching(routing_key, headers, &mut hits);
             let first = pending.len();
+            let source = exchange.name.as_str();
             for destination in &hits {
                 match destination {
                     Destination::Queue(q) => {
                         if chosen.insert(q.as_str()) {
                             queues.push(q.as_str());
+                            edges.push(Edge {
+                                source,
+                                destination: q.as_str(),
+                                to_queue: true,
+                                alternate: false,
+                            });
                         }
                     }
-                    Destination::Exchange(x) => pending.push(x.as_str()),
+                    Destination::Exchange(x) => pending.push((x.as_str(), Some((source, false)))),
                 }
             }
             // Visit destination exchanges in binding order.
@@ -318,11 +336,12 @@ impl Router {
             // An alternate exchange takes what this exchange's own bindings did not.
             if hits.is_empty() {
                 if let Some(alternate) = string_arg(&exchange.arguments, "alternate-exchange") {
-                    pending.push(alternate);
+                    pending.push((alternate, Some((source, true))));
                 }
             }
         }
         Routing {
+            edges,
             queues,
             delayed,
             used_headers,
@@ -330,9 +349,27 @@ impl Router {
     }
 }
 
+/// A step a message took: from an exchange to a queue it was first routed
+/// to through one of the exchange's bindings, or to an exchange it first
+/// reached through a binding or as the exchange's alternate. The default
+/// exchange's implicit bindings are not steps.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Edge<'a> {
+    /// The exchange the message left.
+    pub source: &'a str,
+    /// The queue or exchange it reached.
+    pub destination: &'a str,
+    /// A queue.
+    pub to_queue: bool,
+    /// The source's alternate exchange (none of its bindings matched).
+    pub alternate: bool,
+}
+
 /// Where a message goes, and whether that depended on its headers.
 #[derive(Debug)]
 pub struct Routing<'a> {
+    /// The steps it took ([`Edge`]), each once.
+    pub edges: Vec<Edge<'a>>,
     /// The queues, each once.
     pub queues: Vec<&'a str>,
     /// The delayed exchanges that held the message for its `x-delay`

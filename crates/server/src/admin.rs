@@ -23,9 +23,10 @@ use crate::access::Access;
 use crate::broker::{Broker, ConnectionInfo};
 use crate::events::{ChannelListing, ConnEvent, QueueCommand, QueueHandle};
 use crate::permissions::{Permission, Resource};
-use crate::stats::MessageCounters;
+use crate::stats::{Flows, MessageCounters};
 use crate::vhost::{BindingInfo, DeadLetterRoute, ExchangeInfo, VHost};
 use crate::AmqpError;
+use std::collections::HashMap;
 use warren_router::Explanation;
 
 /// Why an administrative request was refused.
@@ -76,6 +77,20 @@ pub struct QueueInfo {
     pub consumers: u32,
     /// What it has done since it started (`message_stats`).
     pub counters: MessageCounters,
+    /// Messages it dead-lettered since it started.
+    pub dead_lettered: u64,
+}
+
+/// What the connections have done: [`Broker::channels`].
+#[derive(Debug)]
+pub struct Activity {
+    /// The open channels.
+    pub channels: Vec<ChannelInfo>,
+    /// The broker's `message_stats`: never lower than reported before.
+    pub totals: MessageCounters,
+    /// How many publishes took each step between exchanges and queues,
+    /// by vhost (for the topology graph's rates).
+    pub flows: HashMap<String, Flows>,
 }
 
 /// How long a listing waits for the connections' answers.
@@ -210,6 +225,7 @@ impl Broker {
                     unacked: counts.unacked,
                     consumers: counts.consumers,
                     counters: counts.counters,
+                    dead_lettered: counts.dead_lettered,
                 });
             }
         }
@@ -217,15 +233,16 @@ impl Broker {
     }
 
     /// The open channels of every connection, with the connection's name,
-    /// user and vhost; and what every channel has counted since the broker
-    /// started, closed ones included (RabbitMQ's overview `message_stats`).
-    pub async fn channels(&self) -> (Vec<ChannelInfo>, MessageCounters) {
+    /// user and vhost; what every channel has counted since the broker
+    /// started, closed ones included (RabbitMQ's overview `message_stats`);
+    /// and how many publishes took each step, by vhost.
+    pub async fn channels(&self) -> Activity {
         let mut all = Vec::new();
         // Read first: a connection that answers and then closes is counted
         // once (by its answer), never twice; one that closes before it
         // answers is missed this time, and the report below keeps the
         // totals from going down meanwhile.
-        let mut totals = self.retired();
+        let (mut totals, mut flows) = self.retired();
         // Every connection is asked first, so that they answer at once,
         // and all within one deadline.
         let asked: Vec<_> = self
@@ -243,11 +260,15 @@ impl Broker {
             // soon, is left out of this listing (the report's clamp keeps
             // the totals from going down; a closed one is in `retired` next
             // time).
-            let Ok(Ok((channels, closed))) = tokio::time::timeout_at(deadline, answer).await else {
+            let Ok(Ok(activity)) = tokio::time::timeout_at(deadline, answer).await else {
                 continue;
             };
-            totals += closed;
-            for channel in channels {
+            totals += activity.closed;
+            let counted = flows.entry(connection.vhost.clone()).or_default();
+            for (flow, n) in activity.flows {
+                *counted.entry(flow).or_default() += n;
+            }
+            for channel in activity.channels {
                 totals += channel.counters;
                 all.push(ChannelInfo {
                     connection: connection.clone(),
@@ -255,7 +276,11 @@ impl Broker {
                 });
             }
         }
-        (all, self.report(totals))
+        Activity {
+            channels: all,
+            totals: self.report(totals),
+            flows,
+        }
     }
 
     /// The consumers of a vhost's queues, or of all, by queue.

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::alarm::{Alarms, Status};
 use crate::events::ConnEvent;
-use crate::stats::MessageCounters;
+use crate::stats::{Flows, MessageCounters};
 use crate::users::Users;
 use crate::vhost::VHost;
 use crate::Config;
@@ -38,8 +38,9 @@ pub struct Broker {
     pub(crate) connections: Connections,
     /// How many connections are open, for `max_connections`.
     open_connections: Arc<AtomicUsize>,
-    /// What closed connections counted ([`crate::stats`]).
-    retired: Mutex<MessageCounters>,
+    /// What closed connections counted ([`crate::stats`]), and the steps
+    /// their publishes took, by vhost.
+    retired: Mutex<(MessageCounters, HashMap<String, Flows>)>,
     /// The broker's totals as last reported: never reported lower.
     reported: Mutex<MessageCounters>,
 }
@@ -199,13 +200,29 @@ impl Broker {
     }
 
     /// Keeps what a closing connection counted.
-    pub(crate) fn retire(&self, counters: MessageCounters) {
-        *self.retired.lock().unwrap_or_else(|e| e.into_inner()) += counters;
+    pub(crate) fn retire(&self, counters: MessageCounters, vhost: &str, flows: Flows) {
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        retired.0 += counters;
+        let kept = retired.1.entry(vhost.to_owned()).or_default();
+        for (flow, n) in flows {
+            *kept.entry(flow).or_default() += n;
+        }
     }
 
-    /// What closed connections counted.
-    pub(crate) fn retired(&self) -> MessageCounters {
-        *self.retired.lock().unwrap_or_else(|e| e.into_inner())
+    /// What closed connections counted, and the steps their publishes
+    /// took, by vhost. Steps between exchanges or queues that no longer
+    /// exist are forgotten here, so that the map does not grow with every
+    /// binding ever made.
+    pub(crate) fn retired(&self) -> (MessageCounters, HashMap<String, Flows>) {
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        retired.1.retain(|vhost, flows| match self.vhost(vhost) {
+            Some(vhost) => {
+                flows.retain(|flow, _| vhost.has_step(flow));
+                true
+            }
+            None => false,
+        });
+        retired.clone()
     }
 
     /// `totals`, or more where an earlier report said more: a connection

@@ -21,7 +21,7 @@ use warren_codec::Message;
 use warren_router::QueueName;
 
 use crate::gate::{Gate, Wake};
-use crate::stats::MessageCounters;
+use crate::stats::{Flows, MessageCounters};
 use crate::AmqpError;
 
 /// Where a queue actor takes itself off when it is deleted (auto-delete,
@@ -580,8 +580,19 @@ pub enum ConnEvent {
     /// An administrator closes the connection (320, with this reason).
     Close(String),
     /// The management API lists the channels, with what closed ones
-    /// counted.
-    Channels(oneshot::Sender<(Vec<ChannelListing>, MessageCounters)>),
+    /// counted, and the steps its publishes took.
+    Channels(oneshot::Sender<ConnectionActivity>),
+}
+
+/// What a connection tells the management API of itself.
+#[derive(Debug)]
+pub struct ConnectionActivity {
+    /// Its open channels.
+    pub channels: Vec<ChannelListing>,
+    /// What its closed channels counted.
+    pub closed: MessageCounters,
+    /// How many of its publishes took each step.
+    pub flows: Flows,
 }
 
 /// A channel, as listed for administrators.
@@ -620,6 +631,8 @@ pub struct QueueCounts {
     pub consumers: u32,
     /// What it has done since it started.
     pub counters: MessageCounters,
+    /// Messages it dead-lettered since it started.
+    pub dead_lettered: u64,
 }
 
 /// A consumer as its queue sees it, for administrators.

@@ -31,6 +31,7 @@ use crate::events::{Enqueue, QueueHandle, QueueRegistry, ReplyConsumer};
 use crate::queue::args::QueueArgs;
 use crate::queue::dead_letter::is_cycle;
 use crate::queue::{Disk, NewQueue};
+use crate::stats::{Flow, Flows};
 use crate::AmqpError;
 use warren_codec::Message;
 
@@ -658,6 +659,16 @@ impl VHost {
         Ok((explained, dead_letters))
     }
 
+    /// Whether both ends of a step ([`Flow`]) still exist.
+    pub(crate) fn has_step(&self, flow: &Flow) -> bool {
+        let state = self.read();
+        let destination = match flow.to_queue {
+            true => state.queues.contains_key(flow.destination.as_str()),
+            false => state.router.exchange(&flow.destination).is_some(),
+        };
+        destination && state.router.exchange(&flow.source).is_some()
+    }
+
     /// exchange.delete. Deleting a missing exchange succeeds, as in RabbitMQ;
     /// the predeclared `amq.*` exchanges cannot be deleted.
     pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), AmqpError> {
@@ -993,7 +1004,7 @@ impl VHost {
         if cache.epoch != epoch {
             cache.clear(epoch);
         }
-        if let Some(queues) = cache.get(exchange, routing_key) {
+        if let Some(queues) = cache.hit(exchange, routing_key) {
             return Ok((queues.clone(), None));
         }
         self.publishable(exchange)?;
@@ -1001,8 +1012,11 @@ impl VHost {
         let dedup = state.dedup.get(exchange).cloned();
         let routing = state.router.route_detail(exchange, routing_key, headers);
         let queues: Queues = state.targets(&routing, |_| true).collect();
+        let flows: Vec<Flow> = routing.edges.iter().map(Flow::of).collect();
         if !routing.used_headers && dedup.is_none() {
-            cache.insert(exchange, routing_key, queues.clone());
+            cache.insert(exchange, routing_key, queues.clone(), flows);
+        } else {
+            cache.count(flows);
         }
         Ok((queues, dedup))
     }
@@ -1037,12 +1051,26 @@ pub(crate) type Dedup = Arc<Mutex<Deduplicator>>;
 /// through endless routing keys of a fanout to thousands of queues costs
 /// each of its connections at most ~0.7 MB (1,024 keys of 510 octets and
 /// 16,384 handles), not a copy of the queue list per key.
+///
+/// It also counts the publishes on each route, and so the steps they took
+/// ([`Flow`]), for the topology graph's rates: a hit costs an increment.
 #[derive(Debug, Default)]
 pub(crate) struct RouteCache {
     epoch: u64,
-    routes: HashMap<String, HashMap<String, Queues>>,
+    routes: HashMap<String, HashMap<String, CachedRoute>>,
     len: usize,
     handles: usize,
+    /// What routes no longer cached (and routes never cached: headers,
+    /// deduplication) counted.
+    flows: Flows,
+}
+
+#[derive(Debug)]
+struct CachedRoute {
+    queues: Queues,
+    flows: Box<[Flow]>,
+    /// Publishes that took it since it was cached.
+    hits: u64,
 }
 
 /// Routes a cache keeps before it starts again.
@@ -1054,18 +1082,44 @@ const ROUTE_CACHE_HANDLES: usize = 16 * 1024;
 
 impl RouteCache {
     fn clear(&mut self, epoch: u64) {
-        self.routes.clear();
+        for route in self.routes.drain().flat_map(|(_, keys)| keys.into_values()) {
+            for flow in route.flows.iter() {
+                *self.flows.entry(flow.clone()).or_default() += route.hits;
+            }
+        }
         self.len = 0;
         self.handles = 0;
         self.epoch = epoch;
     }
 
-    fn get(&self, exchange: &str, routing_key: &str) -> Option<&Queues> {
-        self.routes.get(exchange)?.get(routing_key)
+    /// The cached route, counting one more publish on it.
+    fn hit(&mut self, exchange: &str, routing_key: &str) -> Option<&Queues> {
+        let route = self.routes.get_mut(exchange)?.get_mut(routing_key)?;
+        route.hits += 1;
+        Some(&route.queues)
     }
 
-    fn insert(&mut self, exchange: &str, routing_key: &str, queues: Queues) {
+    /// Counts a publish on a route that is not cached.
+    fn count(&mut self, flows: Vec<Flow>) {
+        for flow in flows {
+            *self.flows.entry(flow).or_default() += 1;
+        }
+    }
+
+    /// How many publishes took each step, cached routes' included.
+    pub(crate) fn flows(&self) -> Flows {
+        let mut all = self.flows.clone();
+        for route in self.routes.values().flat_map(HashMap::values) {
+            for flow in route.flows.iter() {
+                *all.entry(flow.clone()).or_default() += route.hits;
+            }
+        }
+        all
+    }
+
+    fn insert(&mut self, exchange: &str, routing_key: &str, queues: Queues, flows: Vec<Flow>) {
         if queues.len() > ROUTE_CACHE_HANDLES {
+            self.count(flows);
             return;
         }
         if self.len >= ROUTE_CACHE_ENTRIES || self.handles + queues.len() > ROUTE_CACHE_HANDLES {
@@ -1073,10 +1127,15 @@ impl RouteCache {
             self.clear(epoch);
         }
         self.handles += queues.len();
+        let route = CachedRoute {
+            queues,
+            flows: flows.into_boxed_slice(),
+            hits: 1,
+        };
         self.routes
             .entry(exchange.to_owned())
             .or_default()
-            .insert(routing_key.to_owned(), queues);
+            .insert(routing_key.to_owned(), route);
         self.len += 1;
     }
 }
@@ -1297,19 +1356,40 @@ mod tests {
     fn the_route_cache_stays_within_its_bounds() {
         let mut cache = RouteCache::default();
         for key in 0..ROUTE_CACHE_ENTRIES + 10 {
-            cache.insert("x", &key.to_string(), queues(1));
+            cache.insert("x", &key.to_string(), queues(1), Vec::new());
             assert!(cache.len <= ROUTE_CACHE_ENTRIES);
         }
-        assert!(cache.get("x", &(ROUTE_CACHE_ENTRIES + 9).to_string()).is_some());
+        assert!(cache.hit("x", &(ROUTE_CACHE_ENTRIES + 9).to_string()).is_some());
         let wide = queues(ROUTE_CACHE_HANDLES / 4);
         for key in 0..10 {
-            cache.insert("fanout", &key.to_string(), wide.clone());
+            cache.insert("fanout", &key.to_string(), wide.clone(), Vec::new());
             assert!(cache.handles <= ROUTE_CACHE_HANDLES);
         }
-        cache.insert("fanout", "too-wide", queues(ROUTE_CACHE_HANDLES + 1));
-        assert!(cache.get("fanout", "too-wide").is_none());
+        cache.insert("fanout", "too-wide", queues(ROUTE_CACHE_HANDLES + 1), Vec::new());
+        assert!(cache.hit("fanout", "too-wide").is_none());
         cache.clear(7);
         assert_eq!((cache.len, cache.handles, cache.epoch), (0, 0, 7));
+    }
+
+    /// Publishes on each route are counted on its steps, whether the route
+    /// is cached, was cached, or never is.
+    #[test]
+    fn the_route_cache_counts_each_step() {
+        let step = |destination: &str| Flow {
+            source: "x".into(),
+            destination: destination.into(),
+            to_queue: true,
+            alternate: false,
+        };
+        let mut cache = RouteCache::default();
+        cache.insert("x", "k", queues(1), vec![step("a")]);
+        cache.hit("x", "k");
+        cache.count(vec![step("a"), step("b")]);
+        assert_eq!(cache.flows(), Flows::from([(step("a"), 3), (step("b"), 1)]));
+        // The bindings changed: the route is forgotten, its counts are not.
+        cache.clear(1);
+        cache.insert("x", "k", queues(1), vec![step("b")]);
+        assert_eq!(cache.flows(), Flows::from([(step("a"), 3), (step("b"), 2)]));
     }
 
     #[test]

@@ -105,7 +105,6 @@ try:
     # The alternate exchange (dashed) and the dead-letter route (dotted).
     assert browser.find_elements(By.CSS_SELECTOR, "g.edge path.alternate")
     assert browser.find_elements(By.CSS_SELECTOR, "g.edge path.dead")
-    browser.save_screenshot(os.path.join(shots, "topology.png"))
 
     # The overview, with its charts, while pika publishes and a consumer
     # takes messages for 8 s (paced: a burst every quarter second, so that
@@ -122,6 +121,21 @@ try:
         conn.sleep(0.25)
     wait.until(lambda driver: int(driver.find_element(By.ID, "total-messages").text or 0) >= 160)
     browser.save_screenshot(os.path.join(shots, "overview.png"))
+
+    # The topology's edges show the rates of what takes them: unmatched
+    # keys through the alternate exchange, while pika goes on publishing.
+    browser.get(url + "/#/topology")
+    wait.until(ready.presence_of_element_located((By.CSS_SELECTOR, "g[data-node='q:%s']" % queue)))
+
+    def alternate_rate_shown(driver):
+        for i in range(40):
+            ch.basic_publish(exchange, "invoices.%d" % i, b"x" * 100)
+        publish(5)
+        conn.sleep(0.25)
+        labels = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "g.edge text")]
+        return any(label.startswith("alternate · ") and not label.endswith(" 0.0/s") for label in labels)
+    wait.until(alternate_rate_shown)
+    browser.save_screenshot(os.path.join(shots, "topology.png"))
 finally:
     browser.quit()
     for q in [queue, unrouted]:

@@ -36,7 +36,7 @@ use crate::alarm::Alarm;
 use crate::broker::Broker;
 use crate::channel::ack_timeout::Deadline;
 use crate::channel::{Channel, ChannelState, PendingPublishes, QueueBatches, Settle};
-use crate::events::{ConnEvent, Delivery, Outcome, QueueCommand, QueueHandle};
+use crate::events::{ConnEvent, ConnectionActivity, Delivery, Outcome, QueueCommand, QueueHandle};
 use crate::stats::MessageCounters;
 use crate::vhost::{RouteCache, VHost};
 use crate::AmqpError;
@@ -308,7 +308,7 @@ pub async fn serve(
     if !released {
         conn.release_everything(&mut inbox_rx).await;
     }
-    broker.retire(conn.totals());
+    broker.retire(conn.totals(), &conn.vhost.name, conn.route_cache.flows());
     drop(conn);
     drop(listed);
     drop(negotiated.slot);
@@ -768,7 +768,11 @@ impl Connection {
             ConnEvent::Channels(reply) => {
                 let mut listing: Vec<_> = self.channels.iter().map(|(&n, c)| c.listing(n)).collect();
                 listing.sort_by_key(|c| c.number);
-                let _ = reply.send((listing, self.closed_channels));
+                let _ = reply.send(ConnectionActivity {
+                    channels: listing,
+                    closed: self.closed_channels,
+                    flows: self.route_cache.flows(),
+                });
             }
             ConnEvent::Deliver(deliveries) => {
                 // One clock reading for the batch's deadlines.

@@ -247,6 +247,7 @@ impl Queue {
                     unacked: self.unacked.len() as u32,
                     consumers: self.consumers.len() as u32,
                     counters: self.counters,
+                    dead_lettered: self.dead_lettered,
                 });
             }
             QueueCommand::Consumers(reply) => {

@@ -74,6 +74,7 @@ impl Queue {
                 .unwrap_or(message.routing_key.as_str());
             let dead = rewrite(message, reason, self.name.as_str(), exchange, routing_key);
             self.dead.push(dead);
+            self.dead_lettered += 1;
         }
         self.settle_entry(&entry);
     }

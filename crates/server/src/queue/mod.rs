@@ -151,6 +151,7 @@ impl QueueHandle {
             exclusive_consumer: false,
             had_consumers: false,
             counters: MessageCounters::default(),
+            dead_lettered: 0,
             now: 0,
             latency: LocalHistogram::new(&LATENCY_BOUNDS_US),
             metrics,
@@ -276,6 +277,8 @@ struct Queue {
     stores_every_message: bool,
     /// Its `message_stats`, for the management API.
     counters: MessageCounters,
+    /// Messages it dead-lettered, for the topology graph's rates.
+    dead_lettered: u64,
     /// The step's reading of its clock, in milliseconds (wrapping): when
     /// the step's messages arrived, or left.
     now: u32,
