@@ -1003,6 +1003,9 @@ impl VHost {
         let epoch = self.epoch.load(Ordering::Acquire);
         if cache.epoch != epoch {
             cache.clear(epoch);
+            if cache.flows.len() > ROUTE_CACHE_ENTRIES {
+                cache.flows.retain(|flow, _| self.has_step(flow));
+            }
         }
         if let Some(queues) = cache.hit(exchange, routing_key) {
             return Ok((queues.clone(), None));
@@ -1049,11 +1052,14 @@ pub(crate) type Dedup = Arc<Mutex<Deduplicator>>;
 ///
 /// Bounded in routes and in queue handles, so that a client cycling
 /// through endless routing keys of a fanout to thousands of queues costs
-/// each of its connections at most ~0.7 MB (1,024 keys of 510 octets and
-/// 16,384 handles), not a copy of the queue list per key.
+/// each of its connections at most ~2.5 MB (1,024 keys of 510 octets,
+/// 16,384 handles and as many steps), not a copy of the queue list per key.
 ///
 /// It also counts the publishes on each route, and so the steps they took
 /// ([`Flow`]), for the topology graph's rates: a hit costs an increment.
+/// Steps whose ends are gone are dropped when the counts are read, and
+/// when the bindings change with many steps counted, so that bindings to
+/// queues that come and go do not grow a long-lived connection's counts.
 #[derive(Debug, Default)]
 pub(crate) struct RouteCache {
     epoch: u64,
@@ -1106,8 +1112,10 @@ impl RouteCache {
         }
     }
 
-    /// How many publishes took each step, cached routes' included.
-    pub(crate) fn flows(&self) -> Flows {
+    /// How many publishes took each step, cached routes' included; steps
+    /// not `still_there` (their ends gone: [`VHost::has_step`]) are dropped.
+    pub(crate) fn flows(&mut self, still_there: impl Fn(&Flow) -> bool) -> Flows {
+        self.flows.retain(|flow, _| still_there(flow));
         let mut all = self.flows.clone();
         for route in self.routes.values().flat_map(HashMap::values) {
             for flow in route.flows.iter() {
@@ -1385,11 +1393,20 @@ mod tests {
         cache.insert("x", "k", queues(1), vec![step("a")]);
         cache.hit("x", "k");
         cache.count(vec![step("a"), step("b")]);
-        assert_eq!(cache.flows(), Flows::from([(step("a"), 3), (step("b"), 1)]));
+        assert_eq!(
+            cache.flows(|_| true),
+            Flows::from([(step("a"), 3), (step("b"), 1)])
+        );
         // The bindings changed: the route is forgotten, its counts are not.
         cache.clear(1);
         cache.insert("x", "k", queues(1), vec![step("b")]);
-        assert_eq!(cache.flows(), Flows::from([(step("a"), 3), (step("b"), 2)]));
+        assert_eq!(
+            cache.flows(|_| true),
+            Flows::from([(step("a"), 3), (step("b"), 2)])
+        );
+        // Queue `a` is gone: its step is forgotten.
+        let still_there = |flow: &Flow| flow.destination != "a";
+        assert_eq!(cache.flows(still_there), Flows::from([(step("b"), 2)]));
     }
 
     #[test]

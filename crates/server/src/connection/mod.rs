@@ -308,7 +308,9 @@ pub async fn serve(
     if !released {
         conn.release_everything(&mut inbox_rx).await;
     }
-    broker.retire(conn.totals(), &conn.vhost.name, conn.route_cache.flows());
+    let vhost = conn.vhost.clone();
+    let flows = conn.route_cache.flows(|f| vhost.has_step(f));
+    broker.retire(conn.totals(), &conn.vhost.name, flows);
     drop(conn);
     drop(listed);
     drop(negotiated.slot);
@@ -771,7 +773,7 @@ impl Connection {
                 let _ = reply.send(ConnectionActivity {
                     channels: listing,
                     closed: self.closed_channels,
-                    flows: self.route_cache.flows(),
+                    flows: self.route_cache.flows(|f| self.vhost.has_step(f)),
                 });
             }
             ConnEvent::Deliver(deliveries) => {
