@@ -220,6 +220,21 @@ mod tests {
         router
     }
 
+    /// The sample without its catch-all binding to `audit`: what `orders`
+    /// does not match goes to its alternate.
+    fn without_audit(router: &Router) -> Router {
+        let mut narrow = router.clone();
+        narrow
+            .unbind(
+                "orders",
+                &Destination::Exchange("audit".into()),
+                "#",
+                &FieldTable::default(),
+            )
+            .unwrap();
+        narrow
+    }
+
     #[test]
     fn it_names_the_bindings_that_matched_and_the_hops_taken() {
         let router = sample();
@@ -263,15 +278,7 @@ mod tests {
     #[test]
     fn a_miss_goes_to_the_alternate_exchange() {
         let router = sample();
-        let mut narrow = router.clone();
-        narrow
-            .unbind(
-                "orders",
-                &Destination::Exchange("audit".into()),
-                "#",
-                &FieldTable::default(),
-            )
-            .unwrap();
+        let narrow = without_audit(&router);
         let explained = narrow.explain("orders", "invoices.new", None).unwrap();
         assert_eq!(explained.hops[0].missed, 2);
         assert_eq!(
@@ -303,15 +310,7 @@ mod tests {
                 edge("audit", "audit-log", true, false),
             ]
         );
-        let mut narrow = router.clone();
-        narrow
-            .unbind(
-                "orders",
-                &Destination::Exchange("audit".into()),
-                "#",
-                &FieldTable::default(),
-            )
-            .unwrap();
+        let narrow = without_audit(&router);
         let missed = narrow.route_detail("orders", "invoices", None);
         assert_eq!(
             missed.edges,
