@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
+use warren_router::Destination;
 use warren_server::broker::Broker;
 use warren_server::stats::{Flow, MessageCounters};
 
@@ -161,12 +162,12 @@ impl Rates {
             .iter()
             .filter(|((v, _), _)| v == vhost)
             .map(|((_, flow), series)| {
-                let kind = match (flow.alternate, flow.to_queue) {
-                    (true, _) => "alternate-exchange",
-                    (false, true) => "queue",
-                    (false, false) => "exchange",
+                let (destination, kind) = match &flow.destination {
+                    _ if flow.alternate => (flow.destination.name(), "alternate-exchange"),
+                    Destination::Queue(q) => (q.as_str(), "queue"),
+                    Destination::Exchange(x) => (x.as_str(), "exchange"),
                 };
-                json!({"vhost": vhost, "source": flow.source, "destination": flow.destination,
+                json!({"vhost": vhost, "source": flow.source.as_str(), "destination": destination,
                    "destination_type": kind, "rate": series.rate(0)})
             });
         let dead = samples.dead_letters.iter().filter(|((v, _), _)| v == vhost).map(

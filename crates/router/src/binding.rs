@@ -14,6 +14,16 @@ pub enum Destination {
     Exchange(ExchangeName),
 }
 
+impl Destination {
+    /// The queue's or exchange's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Queue(q) => q.as_str(),
+            Self::Exchange(x) => x.as_str(),
+        }
+    }
+}
+
 /// One binding of a source exchange. Two bindings are the same binding when
 /// destination, routing key and arguments are all equal, so binding twice is a
 /// no-op, as in RabbitMQ.

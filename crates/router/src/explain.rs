@@ -294,10 +294,12 @@ mod tests {
     #[test]
     fn routing_names_the_steps_a_message_takes() {
         let router = sample();
-        let edge = |source, destination, to_queue, alternate| crate::Edge {
-            source,
-            destination,
-            to_queue,
+        let edge = |source: &str, destination: &str, to_queue, alternate| crate::Edge {
+            source: source.into(),
+            destination: match to_queue {
+                true => Destination::Queue(destination.into()),
+                false => Destination::Exchange(destination.into()),
+            },
             alternate,
         };
         let routed = router.route_detail("orders", "orders.eu.new", None);

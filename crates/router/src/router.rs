@@ -283,7 +283,7 @@ impl Router {
         let mut edges = Vec::new();
         // Each with the exchange it was reached from, and whether as its
         // alternate.
-        let mut pending: Vec<(&str, Option<(&str, bool)>)> = vec![(exchange, None)];
+        let mut pending: Vec<(&str, Option<(&ExchangeName, bool)>)> = vec![(exchange, None)];
         let mut hits = Vec::new();
         while let Some((name, from)) = pending.pop() {
             let Some(exchange) = self.exchanges.get(name) else {
@@ -294,9 +294,8 @@ impl Router {
             }
             if let Some((source, alternate)) = from {
                 edges.push(Edge {
-                    source,
-                    destination: exchange.name.as_str(),
-                    to_queue: false,
+                    source: source.clone(),
+                    destination: Destination::Exchange(exchange.name.clone()),
                     alternate,
                 });
             }
@@ -314,16 +313,15 @@ impl Router {
             }
             exchange.bindings.matching(routing_key, headers, &mut hits);
             let first = pending.len();
-            let source = exchange.name.as_str();
+            let source = &exchange.name;
             for destination in &hits {
                 match destination {
                     Destination::Queue(q) => {
                         if chosen.insert(q.as_str()) {
                             queues.push(q.as_str());
                             edges.push(Edge {
-                                source,
-                                destination: q.as_str(),
-                                to_queue: true,
+                                source: source.clone(),
+                                destination: (*destination).clone(),
                                 alternate: false,
                             });
                         }
@@ -352,15 +350,14 @@ impl Router {
 /// A step a message took: from an exchange to a queue it was first routed
 /// to through one of the exchange's bindings, or to an exchange it first
 /// reached through a binding or as the exchange's alternate. The default
-/// exchange's implicit bindings are not steps.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Edge<'a> {
+/// exchange's implicit bindings are not steps. The names are shared (a
+/// clone is a reference count), so that counting steps allocates nothing.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Edge {
     /// The exchange the message left.
-    pub source: &'a str,
+    pub source: ExchangeName,
     /// The queue or exchange it reached.
-    pub destination: &'a str,
-    /// A queue.
-    pub to_queue: bool,
+    pub destination: Destination,
     /// The source's alternate exchange (none of its bindings matched).
     pub alternate: bool,
 }
@@ -369,7 +366,7 @@ pub struct Edge<'a> {
 #[derive(Debug)]
 pub struct Routing<'a> {
     /// The steps it took ([`Edge`]), each once.
-    pub edges: Vec<Edge<'a>>,
+    pub edges: Vec<Edge>,
     /// The queues, each once.
     pub queues: Vec<&'a str>,
     /// The delayed exchanges that held the message for its `x-delay`

@@ -96,32 +96,11 @@ impl AddAssign for MessageCounters {
 
 pub use warren_store::histogram::{Histogram, LocalHistogram, LATENCY_BOUNDS_US};
 
-/// A step messages take between an exchange and a queue or exchange
-/// ([`warren_router::Edge`]), owned, for counting how many took it: the
-/// topology graph's rates. Several bindings between the same two ends are
-/// one step (a message that matches two of them goes once).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Flow {
-    /// The exchange.
-    pub source: String,
-    /// The queue or exchange.
-    pub destination: String,
-    /// To a queue.
-    pub to_queue: bool,
-    /// To the source's alternate exchange.
-    pub alternate: bool,
-}
-
-impl Flow {
-    pub(crate) fn of(edge: &warren_router::Edge<'_>) -> Self {
-        Self {
-            source: edge.source.to_owned(),
-            destination: edge.destination.to_owned(),
-            to_queue: edge.to_queue,
-            alternate: edge.alternate,
-        }
-    }
-}
+/// A step messages take between an exchange and a queue or exchange,
+/// counted for the topology graph's rates. Several bindings between the
+/// same two ends are one step (a message that matches two of them goes
+/// once).
+pub use warren_router::Edge as Flow;
 
 /// How many messages took each step.
 pub type Flows = std::collections::HashMap<Flow, u64>;

@@ -662,11 +662,11 @@ impl VHost {
     /// Whether both ends of a step ([`Flow`]) still exist.
     pub(crate) fn has_step(&self, flow: &Flow) -> bool {
         let state = self.read();
-        let destination = match flow.to_queue {
-            true => state.queues.contains_key(flow.destination.as_str()),
-            false => state.router.exchange(&flow.destination).is_some(),
+        let destination = match &flow.destination {
+            Destination::Queue(q) => state.queues.contains_key(q),
+            Destination::Exchange(x) => state.router.exchange(x.as_str()).is_some(),
         };
-        destination && state.router.exchange(&flow.source).is_some()
+        destination && state.router.exchange(flow.source.as_str()).is_some()
     }
 
     /// exchange.delete. Deleting a missing exchange succeeds, as in RabbitMQ;
@@ -1015,7 +1015,7 @@ impl VHost {
         let dedup = state.dedup.get(exchange).cloned();
         let routing = state.router.route_detail(exchange, routing_key, headers);
         let queues: Queues = state.targets(&routing, |_| true).collect();
-        let flows: Vec<Flow> = routing.edges.iter().map(Flow::of).collect();
+        let flows = routing.edges;
         if !routing.used_headers && dedup.is_none() {
             cache.insert(exchange, routing_key, queues.clone(), flows);
         } else {
@@ -1385,8 +1385,7 @@ mod tests {
     fn the_route_cache_counts_each_step() {
         let step = |destination: &str| Flow {
             source: "x".into(),
-            destination: destination.into(),
-            to_queue: true,
+            destination: Destination::Queue(destination.into()),
             alternate: false,
         };
         let mut cache = RouteCache::default();
@@ -1405,7 +1404,7 @@ mod tests {
             Flows::from([(step("a"), 3), (step("b"), 2)])
         );
         // Queue `a` is gone: its step is forgotten.
-        let still_there = |flow: &Flow| flow.destination != "a";
+        let still_there = |flow: &Flow| flow.destination != Destination::Queue("a".into());
         assert_eq!(cache.flows(still_there), Flows::from([(step("b"), 2)]));
     }
 
