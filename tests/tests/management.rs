@@ -645,3 +645,29 @@ async fn every_step_of_the_topology_has_its_rate() {
     })
     .await;
 }
+
+/// DELETE of a queue honours `?if-empty=true` and `?if-unused=true`, with
+/// RabbitMQ's 400 and text.
+#[tokio::test]
+async fn deleting_a_queue_through_the_api_honours_if_empty_and_if_unused() {
+    within(async {
+        let broker = start_broker().await;
+        let (_conn, ch) = broker.channel().await;
+        let q = shared_queue(&ch, "api-delete").await;
+        publish(&ch, "", &q, b"m").await;
+        let qp = format!("/api/queues/%2F/{}", segment(&q));
+        let (status, refused) = broker.admin("DELETE", &format!("{qp}?if-empty=true"), None).await;
+        assert_eq!(status, 400, "{refused}");
+        assert_eq!(refused["reason"], format!("queue '{q}' in vhost '/' not empty"));
+        let consumer = consume(&ch, &q, false, Default::default()).await;
+        let (status, refused) = broker
+            .admin("DELETE", &format!("{qp}?if-unused=true"), None)
+            .await;
+        assert_eq!(status, 400, "{refused}");
+        assert_eq!(refused["reason"], format!("queue '{q}' in vhost '/' in use"));
+        drop(consumer);
+        assert_eq!(broker.admin("DELETE", &qp, None).await.0, 204);
+        assert_eq!(broker.admin("GET", &qp, None).await.0, 404);
+    })
+    .await;
+}

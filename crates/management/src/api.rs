@@ -664,8 +664,17 @@ async fn delete_queue(
     State(broker): Shared,
     Extension(ApiUser(user)): Who,
     Path((vhost, name)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
 ) -> Answer {
-    broker.delete_queue(&user, &vhost, &name).await?;
+    broker
+        .delete_queue(
+            &user,
+            &vhost,
+            &name,
+            flag(&query, "if-unused"),
+            flag(&query, "if-empty"),
+        )
+        .await?;
     no_content(true)
 }
 

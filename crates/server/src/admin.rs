@@ -364,12 +364,34 @@ impl Broker {
     }
 
     /// Deletes a queue, as `user` (queue.delete: configure permission),
-    /// whoever owns or consumes from it; how many messages went with it.
-    pub async fn delete_queue(&self, user: &str, vhost: &str, name: &str) -> Result<u32, AdminError> {
+    /// whoever owns or consumes from it unless `if_unused`, and only if it
+    /// is empty with `if_empty` (RabbitMQ's `?if-unused=true`,
+    /// `?if-empty=true`: 400 with the precondition's text otherwise); how
+    /// many messages went with it.
+    pub async fn delete_queue(
+        &self,
+        user: &str,
+        vhost: &str,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+    ) -> Result<u32, AdminError> {
         let (_, mut access) = self.access(user, vhost)?;
         let queue = self.queue_or_404(vhost, name)?;
         access.check(Permission::Configure, Resource::Queue, name)?;
-        Ok(delete(&queue).await)
+        let deleted = queue
+            .ask(|reply| QueueCommand::Delete {
+                if_unused,
+                if_empty,
+                reply,
+            })
+            .await;
+        match deleted {
+            Some(Err(refused)) => Err(AdminError::Invalid(refused.text)),
+            Some(Ok(messages)) => Ok(messages),
+            // It ended meanwhile.
+            None => Ok(0),
+        }
     }
 }
 
