@@ -45,13 +45,24 @@ fn parse(query: &str) -> Shape {
             "page" => shape.page = Some(value),
             "page_size" => shape.page_size = Some(value),
             "columns" if !value.is_empty() => {
-                shape.columns = Some(value.split(',').map(str::to_owned).collect())
+                // Each distinct, and no more than an answer has fields: a
+                // query of endless columns must not multiply every item.
+                let mut columns: Vec<String> = Vec::new();
+                for column in value.split(',').take(MAX_COLUMNS) {
+                    if !columns.iter().any(|c| c == column) {
+                        columns.push(column.to_owned());
+                    }
+                }
+                shape.columns = Some(columns)
             }
             _ => {}
         }
     }
     shape
 }
+
+/// The most columns a list keeps.
+const MAX_COLUMNS: usize = 64;
 
 /// A field by dotted path (`message_stats.publish`).
 fn field<'a>(item: &'a Value, path: &str) -> &'a Value {
@@ -85,11 +96,17 @@ fn select(item: &Value, columns: &[String]) -> Value {
                 at.insert(key.to_owned(), value.clone());
                 break;
             }
-            at = at
+            let slot = at
                 .entry(key.to_owned())
-                .or_insert_with(|| Value::Object(Map::new()))
-                .as_object_mut()
-                .expect("made an object");
+                .or_insert_with(|| Value::Object(Map::new()));
+            // `columns=name,name.x`: a column asked for whole, then within.
+            if !slot.is_object() {
+                *slot = Value::Object(Map::new());
+            }
+            match slot {
+                Value::Object(inner) => at = inner,
+                _ => break,
+            }
         }
     }
     Value::Object(out)
@@ -219,6 +236,15 @@ mod tests {
         (1..=5)
             .map(|i| json!({"name": format!("q{i}"), "messages": 10 - i, "stats": {"rate": i}}))
             .collect()
+    }
+
+    #[test]
+    fn columns_within_a_column_and_endless_columns_are_harmless() {
+        let nested = shape(items(), &parse("columns=name,name.x,stats,stats.rate")).unwrap();
+        assert_eq!(nested[0], json!({"name": {"x": null}, "stats": {"rate": 1}}));
+        let endless: Vec<String> = (0..10_000).map(|i| format!("c{i}")).collect();
+        let wide = shape(items(), &parse(&format!("columns={}", endless.join(",")))).unwrap();
+        assert_eq!(wide[0].as_object().unwrap().len(), MAX_COLUMNS);
     }
 
     #[test]
