@@ -41,8 +41,23 @@ fn value_to_json(value: &AMQPValue) -> Value {
 
 /// A JSON object as a field table: strings become long strings, integers
 /// long-long integers (as RabbitMQ's management API makes them), other
-/// numbers doubles. Anything else than an object is refused.
+/// numbers doubles. Anything else than an object is refused, and so is a
+/// table nested deeper than the codec takes over AMQP
+/// ([`warren_codec::nesting::MAX_NESTING`]), so that the API cannot store
+/// or deliver what Warren refuses from a client.
 pub fn json_to_table(json: &Value) -> Result<FieldTable, String> {
+    // serde_json stops parsing at 128 levels, which bounds this recursion.
+    fn depth(json: &Value) -> usize {
+        match json {
+            Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+            Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+            _ => 0,
+        }
+    }
+    let max = warren_codec::nesting::MAX_NESTING;
+    if depth(json) > max {
+        return Err(format!("field table or array nested deeper than {max} levels"));
+    }
     match json {
         Value::Null => Ok(FieldTable::default()),
         Value::Object(map) => Ok(object_to_table(map)),
@@ -156,6 +171,16 @@ pub fn json_to_properties(json: &Value) -> Result<amq_protocol::protocol::BasicP
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_nested_deeper_than_amqp_takes_are_refused() {
+        let nest = |levels: usize| {
+            (0..levels).fold(serde_json::json!(1), |inner, _| serde_json::json!({ "k": inner }))
+        };
+        assert!(json_to_table(&nest(100)).is_ok());
+        let refused = json_to_table(&nest(101)).unwrap_err();
+        assert_eq!(refused, "field table or array nested deeper than 100 levels");
+    }
 
     #[test]
     fn arguments_round_trip() {
