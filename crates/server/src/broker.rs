@@ -217,7 +217,7 @@ impl Broker {
         let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
         retired.1.retain(|vhost, flows| match self.vhost(vhost) {
             Some(vhost) => {
-                flows.retain(|flow, _| vhost.has_step(flow));
+                vhost.retain_steps(flows);
                 true
             }
             None => false,

@@ -24,7 +24,7 @@ use warren_router::delayed::parse_type;
 use warren_router::{Destination, Exchange, Explanation, QueueName, Router, RouterError, Routing};
 use warren_store::{BindingDef, DestinationKind, ExchangeDef, QueueDef, Recovered, RecoveredEntry, Store};
 
-use crate::arguments::{type_name, Arguments};
+use crate::arguments::{as_string, type_name, Arguments};
 use crate::dedup::{DedupArgs, Deduplicator};
 use crate::delayed::{self, Delayer};
 use crate::events::{Enqueue, QueueHandle, QueueRegistry, ReplyConsumer};
@@ -639,11 +639,7 @@ impl VHost {
         explained
             .queues
             .retain(|a| state.queues.contains_key(a.queue.as_str()));
-        let text = |q: &QueueHandle, key: &str| match q.arguments.inner().get(key) {
-            Some(AMQPValue::LongString(s)) => Some(s.to_string()),
-            Some(AMQPValue::ShortString(s)) => Some(s.to_string()),
-            _ => None,
-        };
+        let text = |q: &QueueHandle, key: &str| q.arguments.inner().get(key).and_then(as_string);
         let dead_letters = explained
             .queues
             .iter()
@@ -659,14 +655,17 @@ impl VHost {
         Ok((explained, dead_letters))
     }
 
-    /// Whether both ends of a step ([`Flow`]) still exist.
-    pub(crate) fn has_step(&self, flow: &Flow) -> bool {
+    /// Keeps the steps ([`Flow`]) whose two ends still exist, under one
+    /// read of the definitions.
+    pub(crate) fn retain_steps(&self, flows: &mut Flows) {
         let state = self.read();
-        let destination = match &flow.destination {
-            Destination::Queue(q) => state.queues.contains_key(q),
-            Destination::Exchange(x) => state.router.exchange(x.as_str()).is_some(),
-        };
-        destination && state.router.exchange(flow.source.as_str()).is_some()
+        flows.retain(|flow, _| {
+            let destination = match &flow.destination {
+                Destination::Queue(q) => state.queues.contains_key(q),
+                Destination::Exchange(x) => state.router.exchange(x.as_str()).is_some(),
+            };
+            destination && state.router.exchange(flow.source.as_str()).is_some()
+        });
     }
 
     /// exchange.delete. Deleting a missing exchange succeeds, as in RabbitMQ;
@@ -1004,7 +1003,7 @@ impl VHost {
         if cache.epoch != epoch {
             cache.clear(epoch);
             if cache.flows.len() > ROUTE_CACHE_ENTRIES {
-                cache.flows.retain(|flow, _| self.has_step(flow));
+                self.retain_steps(&mut cache.flows);
             }
         }
         if let Some(queues) = cache.hit(exchange, routing_key) {
@@ -1112,10 +1111,11 @@ impl RouteCache {
         }
     }
 
-    /// How many publishes took each step, cached routes' included; steps
-    /// not `still_there` (their ends gone: [`VHost::has_step`]) are dropped.
-    pub(crate) fn flows(&mut self, still_there: impl Fn(&Flow) -> bool) -> Flows {
-        self.flows.retain(|flow, _| still_there(flow));
+    /// How many publishes took each step, cached routes' included, once
+    /// `prune` dropped the steps whose ends are gone
+    /// ([`VHost::retain_steps`]).
+    pub(crate) fn flows(&mut self, prune: impl FnOnce(&mut Flows)) -> Flows {
+        prune(&mut self.flows);
         let mut all = self.flows.clone();
         for route in self.routes.values().flat_map(HashMap::values) {
             for flow in route.flows.iter() {
@@ -1392,20 +1392,15 @@ mod tests {
         cache.insert("x", "k", queues(1), vec![step("a")]);
         cache.hit("x", "k");
         cache.count(vec![step("a"), step("b")]);
-        assert_eq!(
-            cache.flows(|_| true),
-            Flows::from([(step("a"), 3), (step("b"), 1)])
-        );
+        assert_eq!(cache.flows(|_| {}), Flows::from([(step("a"), 3), (step("b"), 1)]));
         // The bindings changed: the route is forgotten, its counts are not.
         cache.clear(1);
         cache.insert("x", "k", queues(1), vec![step("b")]);
-        assert_eq!(
-            cache.flows(|_| true),
-            Flows::from([(step("a"), 3), (step("b"), 2)])
-        );
+        assert_eq!(cache.flows(|_| {}), Flows::from([(step("a"), 3), (step("b"), 2)]));
         // Queue `a` is gone: its step is forgotten.
-        let still_there = |flow: &Flow| flow.destination != Destination::Queue("a".into());
-        assert_eq!(cache.flows(still_there), Flows::from([(step("b"), 2)]));
+        let queue_a_gone =
+            |flows: &mut Flows| flows.retain(|f, _| f.destination != Destination::Queue("a".into()));
+        assert_eq!(cache.flows(queue_a_gone), Flows::from([(step("b"), 2)]));
     }
 
     #[test]

@@ -309,7 +309,7 @@ pub async fn serve(
         conn.release_everything(&mut inbox_rx).await;
     }
     let vhost = conn.vhost.clone();
-    let flows = conn.route_cache.flows(|f| vhost.has_step(f));
+    let flows = conn.route_cache.flows(|f| vhost.retain_steps(f));
     broker.retire(conn.totals(), &conn.vhost.name, flows);
     drop(conn);
     drop(listed);
@@ -773,7 +773,7 @@ impl Connection {
                 let _ = reply.send(ConnectionActivity {
                     channels: listing,
                     closed: self.closed_channels,
-                    flows: self.route_cache.flows(|f| self.vhost.has_step(f)),
+                    flows: self.route_cache.flows(|f| self.vhost.retain_steps(f)),
                 });
             }
             ConnEvent::Deliver(deliveries) => {
