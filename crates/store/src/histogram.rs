@@ -19,9 +19,10 @@ pub const BATCH_BOUNDS: [u64; 12] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024
 /// without another handle of their own.
 #[derive(Debug)]
 pub struct Metrics {
-    /// How long each fdatasync of a group commit took, in microseconds.
+    /// How long each fdatasync of the message log took (a group commit's,
+    /// or a full segment's as it closes), in microseconds.
     pub fsync_us: Histogram,
-    /// How many messages each synced round (a group commit) wrote.
+    /// How many messages each of those fdatasyncs covered.
     pub commit_messages: Histogram,
     /// How long messages waited in their queues, from arrival to delivery
     /// or get, in microseconds (observed at millisecond precision).

@@ -650,15 +650,22 @@ impl Writer {
         self.unsynced |= wrote;
         if self.unsynced && !(self.confirms.is_empty() && self.barriers.is_empty()) {
             self.unsynced = false;
-            let path = segments::seg_path(&self.dir, self.active.n);
-            let started = std::time::Instant::now();
-            self.active.file.sync_data().map_err(io_error(&path))?;
-            let took = started.elapsed().as_micros() as u64;
-            self.metrics.fsync_us.observe(took);
-            self.metrics
-                .commit_messages
-                .observe(std::mem::take(&mut self.round_messages));
+            self.sync_active()?;
         }
+        Ok(())
+    }
+
+    /// fdatasyncs the active segment, timed, and counts the messages the
+    /// sync covers (the histograms of [`Metrics`]).
+    fn sync_active(&mut self) -> Result<(), StoreError> {
+        let path = segments::seg_path(&self.dir, self.active.n);
+        let started = std::time::Instant::now();
+        self.active.file.sync_data().map_err(io_error(&path))?;
+        let took = started.elapsed().as_micros() as u64;
+        self.metrics.fsync_us.observe(took);
+        self.metrics
+            .commit_messages
+            .observe(std::mem::take(&mut self.round_messages));
         Ok(())
     }
 
@@ -674,8 +681,7 @@ impl Writer {
     /// the next.
     fn rotate(&mut self) -> Result<(), StoreError> {
         let old = self.active.n;
-        let path = segments::seg_path(&self.dir, old);
-        self.active.file.sync_data().map_err(io_error(&path))?;
+        self.sync_active()?;
         self.close_summary(old)?;
         let first = self.next_message.load(Ordering::SeqCst);
         self.active = Active::create(&self.dir, old + 1, first, self.generation)?;
