@@ -652,12 +652,7 @@ async fn get_queue(
     Extension(rates): Rated,
     Path((vhost, name)): Path<(String, String)>,
 ) -> Answer {
-    let all = broker.queues(Some(&vhost)).await?;
-    let q = all
-        .iter()
-        .find(|q| q.name == name)
-        .ok_or_else(ApiError::not_found)?;
-    ok(queue_json(q, &rates))
+    ok(queue_json(&broker.queue(&vhost, &name).await?, &rates))
 }
 
 async fn delete_queue(
@@ -1064,7 +1059,7 @@ async fn put_queue(
 ) -> Answer {
     let put: PutQueue = body(&bytes)?;
     let arguments = json_to_table(&put.arguments).map_err(ApiError::bad_request)?;
-    let new = broker.queues(Some(&vhost)).await?.iter().all(|q| q.name != name);
+    let new = broker.queue(&vhost, &name).await.is_err();
     broker.declare_queue(&user, &vhost, &name, put.durable, put.auto_delete, &arguments)?;
     created(new)
 }

@@ -212,24 +212,16 @@ impl Broker {
             let mut handles = vhost.queue_handles();
             handles.sort_by(|a, b| a.name.cmp(&b.name));
             for queue in handles {
-                // A queue that ends meanwhile is listed empty.
-                let counts = queue.ask(QueueCommand::Counts).await.unwrap_or_default();
-                all.push(QueueInfo {
-                    vhost: vhost.name.clone(),
-                    name: queue.name.to_string(),
-                    durable: queue.durable,
-                    auto_delete: queue.auto_delete,
-                    exclusive: queue.exclusive_owner.is_some(),
-                    arguments: queue.arguments.clone(),
-                    ready: counts.ready,
-                    unacked: counts.unacked,
-                    consumers: counts.consumers,
-                    counters: counts.counters,
-                    dead_lettered: counts.dead_lettered,
-                });
+                all.push(queue_info(&vhost.name, &queue).await);
             }
         }
         Ok(all)
+    }
+
+    /// One queue, with its counts: only that queue is asked.
+    pub async fn queue(&self, vhost: &str, name: &str) -> Result<QueueInfo, AdminError> {
+        let queue = self.queue_or_404(vhost, name)?;
+        Ok(queue_info(vhost, &queue).await)
     }
 
     /// The open channels of every connection, with the connection's name,
@@ -392,6 +384,24 @@ impl Broker {
             // It ended meanwhile.
             None => Ok(0),
         }
+    }
+}
+
+/// A queue as listed, with its counts (empty if it ends meanwhile).
+async fn queue_info(vhost: &str, queue: &QueueHandle) -> QueueInfo {
+    let counts = queue.ask(QueueCommand::Counts).await.unwrap_or_default();
+    QueueInfo {
+        vhost: vhost.to_owned(),
+        name: queue.name.to_string(),
+        durable: queue.durable,
+        auto_delete: queue.auto_delete,
+        exclusive: queue.exclusive_owner.is_some(),
+        arguments: queue.arguments.clone(),
+        ready: counts.ready,
+        unacked: counts.unacked,
+        consumers: counts.consumers,
+        counters: counts.counters,
+        dead_lettered: counts.dead_lettered,
     }
 }
 
